@@ -1,0 +1,56 @@
+"""Nova: a self-hosted plate-solving web service compatible with nova.astrometry.net."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, render_template
+from PIL import Image as PILImage
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .config import load_config
+from .extensions import db
+from .storage import Storage
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Application factory: configuration comes from NOVA_* variables, then ``overrides``."""
+    app = Flask(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(load_config())
+    if overrides:
+        app.config.update(overrides)
+    # Clients call both /api/login and /api/login/: match both, never redirect.
+    app.url_map.strict_slashes = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    PILImage.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
+    store = Storage(Path(app.config["DATA_DIR"]))
+    store.ensure_dirs()
+    app.extensions["nova.storage"] = store
+    db.init_app(app)
+
+    from .views import files, web
+
+    app.register_blueprint(web.bp)
+    app.register_blueprint(files.bp)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
+        limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        message = f"The upload is larger than the limit of {limit} MB (NOVA_MAX_UPLOAD_MB)."
+        return render_template("error.html", code=413, message=message), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[str, int]:
+        code = error.code or 500
+        return render_template("error.html", code=code, message=error.description), code
+
+    return app

@@ -1,0 +1,5 @@
+"""``python -m nova`` is the ``nova`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,42 @@
+"""User accounts and API keys (keys are shown once and stored hashed)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+
+from sqlalchemy import select
+
+from .extensions import db
+from .models import User
+
+API_KEY_ALPHABET = string.ascii_lowercase + string.digits  # alphanumeric: clients send it raw
+API_KEY_LENGTH = 24
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "".join(secrets.choice(API_KEY_ALPHABET) for _ in range(API_KEY_LENGTH))
+
+
+def create_user(email: str, *, display_name: str = "", is_admin: bool = False) -> tuple[User, str]:
+    """Create a user; return it with its API key, which is not stored in clear."""
+    email = email.strip()
+    if "@" not in email or len(email) > 254:
+        raise ValueError(f"not an email address: {email!r}")
+    if db.session.scalar(select(User).where(User.email == email)) is not None:
+        raise ValueError(f"a user with the email {email} already exists")
+    key = new_api_key()
+    user = User(email=email, display_name=display_name or email.split("@")[0],
+                api_key_hash=hash_api_key(key), is_admin=is_admin)  # fmt: skip
+    db.session.add(user)
+    db.session.commit()
+    return user, key
+
+
+def user_for_api_key(key: str) -> User | None:
+    return db.session.scalar(select(User).where(User.api_key_hash == hash_api_key(key)))

@@ -1,0 +1,129 @@
+"""The numbers nova derives from a solved WCS (nova-service.md section 3.6)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+
+@dataclass(frozen=True)
+class CalibrationNumbers:
+    ra: float
+    dec: float
+    radius: float  # degrees, centre to corner
+    pixscale: float  # arcsec per pixel
+    orientation: float  # degrees: "up is <orientation> degrees E of N"
+    parity: float  # +1.0 or -1.0, the sign of det CD
+    width_arcsec: float
+    height_arcsec: float
+    x: float
+    y: float
+    z: float
+
+
+def cd_matrix(header: fits.Header) -> np.ndarray:
+    if "CD1_1" in header:
+        return np.array(
+            [
+                [header["CD1_1"], header.get("CD1_2", 0.0)],
+                [header.get("CD2_1", 0.0), header["CD2_2"]],
+            ]
+        )
+    # Fall back to CDELT/PC for headers not written by the engine.
+    cdelt = np.array([header["CDELT1"], header["CDELT2"]])
+    pc = np.array(
+        [[header.get("PC1_1", 1.0), header.get("PC1_2", 0.0)],
+         [header.get("PC2_1", 0.0), header.get("PC2_2", 1.0)]]
+    )  # fmt: skip
+    return pc * cdelt[:, None]
+
+
+def compute_calibration(
+    header: fits.Header, width: int, height: int, *, y_axis_down: bool
+) -> CalibrationNumbers:
+    """Compute nova's calibration numbers from a solved WCS ``header``.
+
+    ``width``/``height`` are the image's pixel size. For raster images (JPEG, PNG, ...)
+    whose rows run top-down, nova reports the orientation as (180 - orient) mod 360.
+    """
+    cd = cd_matrix(header)
+    det = float(np.linalg.det(cd))
+    pixscale = 3600.0 * math.sqrt(abs(det))
+    parity = 1.0 if det >= 0 else -1.0
+    t = parity * cd[0, 0] + cd[1, 1]
+    a = parity * cd[1, 0] - cd[0, 1]
+    orientation = -math.degrees(math.atan2(a, t))
+    if y_axis_down:
+        orientation = (180.0 - orientation + 360.0) % 360.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header, relax=True)
+    # nova evaluates the centre with the TAN part only; with a SIP solution that misplaces
+    # the centre of wide fields (0.2 degrees on a 33-degree field), so the full solution is
+    # used here. Pixel (0.5 + W/2, 0.5 + H/2) in FITS 1-based coordinates is the centre.
+    centre = [[0.5 + 0.5 * width, 0.5 + 0.5 * height]]
+    ra, dec = (float(v) for v in wcs.all_pix2world(centre, 1)[0])
+    ra %= 360.0
+    radius = pixscale * math.hypot(width, height) / 2.0 / 3600.0
+    ra_rad, dec_rad = math.radians(ra), math.radians(dec)
+    return CalibrationNumbers(
+        ra=ra,
+        dec=dec,
+        radius=radius,
+        pixscale=pixscale,
+        orientation=orientation,
+        parity=parity,
+        width_arcsec=pixscale * width,
+        height_arcsec=pixscale * height,
+        x=math.cos(dec_rad) * math.cos(ra_rad),
+        y=math.cos(dec_rad) * math.sin(ra_rad),
+        z=math.sin(dec_rad),
+    )
+
+
+def read_wcs_header(path: Path) -> fits.Header:
+    with fits.open(path) as hdus:
+        return hdus[0].header.copy()
+
+
+def format_ra_hms(ra: float) -> str:
+    hours = (ra % 360.0) / 15.0
+    h = int(hours)
+    minutes = (hours - h) * 60
+    m = int(minutes)
+    s = (minutes - m) * 60
+    if s >= 59.995:
+        s, m = 0.0, m + 1
+    if m >= 60:
+        m, h = 0, (h + 1) % 24
+    return f"{h:02d}h {m:02d}m {s:05.2f}s"
+
+
+def format_dec_dms(dec: float) -> str:
+    sign = "-" if dec < 0 else "+"
+    value = abs(dec)
+    d = int(value)
+    minutes = (value - d) * 60
+    m = int(minutes)
+    s = (minutes - m) * 60
+    if s >= 59.95:
+        s, m = 0.0, m + 1
+    if m >= 60:
+        m, d = 0, d + 1
+    return f"{sign}{d:02d}° {m:02d}′ {s:04.1f}″"
+
+
+def format_size(width_arcsec: float, height_arcsec: float) -> str:
+    """Field size in the unit nova picks: arcsec, arcmin (> 60″) or degrees (> 3600″)."""
+    smaller = min(width_arcsec, height_arcsec)
+    if smaller > 3600:
+        return f"{width_arcsec / 3600:.3g} x {height_arcsec / 3600:.3g} degrees"
+    if smaller > 60:
+        return f"{width_arcsec / 60:.3g} x {height_arcsec / 60:.3g} arcminutes"
+    return f"{width_arcsec:.3g} x {height_arcsec:.3g} arcseconds"

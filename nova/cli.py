@@ -1,0 +1,167 @@
+"""The ``nova`` command: database set-up, users, workers, and the whole stack run bare."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+import redis
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+from rq import Worker
+
+from . import create_app, queue, services
+from .accounts import create_user
+from .extensions import db
+
+
+@click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False,
+             load_dotenv=False, set_debug_flag=False)  # fmt: skip
+def main() -> None:
+    """Nova plate-solving service."""
+
+
+@main.command("init-db")
+@with_appcontext
+def init_db_command() -> None:
+    """Create the database tables (safe to run again)."""
+    db.create_all()
+    click.echo(f"database ready: {db.engine.url.render_as_string(hide_password=True)}")
+
+
+@main.command("create-user")
+@click.argument("email")
+@click.option("--admin", is_flag=True, help="Give the user operator rights.")
+@with_appcontext
+def create_user_command(email: str, admin: bool) -> None:
+    """Create a user and print its API key (shown only this once)."""
+    try:
+        user, key = create_user(email, is_admin=admin)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created user {user.id} <{user.email}>")
+    click.echo(f"API key: {key}")
+
+
+@main.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@with_appcontext
+def worker_command(burst: bool) -> None:
+    """Run an RQ worker that processes submissions and solves."""
+    requeued = services.requeue_pending()
+    if requeued:
+        click.echo(f"re-queued {requeued} pending submissions/jobs")
+    connection = queue.redis_connection()
+    worker = Worker(list(queue.ALL_QUEUES), connection=connection)
+    worker.work(burst=burst, logging_level="INFO")
+
+
+def _redis_alive(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.exceptions.RedisError:
+        return False
+
+
+def _start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes] | None:
+    """Start a local redis-server for ``url`` unless one answers there already."""
+    if _redis_alive(url):
+        click.echo(f"using the redis already running at {url}")
+        return None
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise click.ClickException(f"redis at {url} does not answer, and it is not local")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise click.ClickException("redis-server is not installed (run scripts/install-system.sh)")
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen([
+        binary, "--bind", "127.0.0.1", "--port", str(parsed.port or 6379),
+        "--dir", str(redis_dir), "--appendonly", "yes", "--save", "",
+    ])  # fmt: skip
+    for _ in range(100):
+        if _redis_alive(url):
+            return process
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.terminate()
+    raise click.ClickException(f"redis-server did not start on {url}")
+
+
+@main.command("up")
+@click.option(
+    "--host",
+    default=lambda: os.environ.get("NOVA_BIND", "127.0.0.1"),
+    show_default="NOVA_BIND or 127.0.0.1",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("NOVA_PORT", "8000")),
+    show_default="NOVA_PORT or 8000",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=lambda: int(os.environ.get("NOVA_WORKERS", "1")),
+    show_default="NOVA_WORKERS or 1",
+    help="Number of solver workers.",
+)
+@click.option(
+    "--web-workers",
+    type=int,
+    default=lambda: int(os.environ.get("NOVA_WEB_WORKERS", "2")),
+    show_default="NOVA_WEB_WORKERS or 2",
+)
+@with_appcontext
+def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
+    """Run the whole stack without Docker: redis (if needed), gunicorn web, RQ workers."""
+    db.create_all()
+    config = current_app.config
+    processes: list[subprocess.Popen[bytes]] = []
+    redis_process = _start_redis(config["REDIS_URL"], Path(config["DATA_DIR"]))
+    if redis_process is not None:
+        processes.append(redis_process)
+    env = dict(os.environ, NOVA_DATA_DIR=str(config["DATA_DIR"]))
+    processes.append(subprocess.Popen([
+        sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
+        "--workers", str(web_workers), "--access-logfile", "-",
+        "--timeout", "120", "nova.wsgi:app",
+    ], env=env))  # fmt: skip
+    for _ in range(workers):
+        processes.append(subprocess.Popen([sys.executable, "-m", "nova", "worker"], env=env))
+    click.echo(f"Nova is serving http://{host}:{port}/ (Ctrl-C stops everything)")
+
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+    failed = [p.args for p in processes if p.returncode not in (0, -signal.SIGTERM, None)]
+    if failed and not stopping:
+        raise click.ClickException(f"a process stopped unexpectedly: {failed[0]}")

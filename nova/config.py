@@ -1,0 +1,84 @@
+"""Settings read from ``NOVA_*`` environment variables.
+
+Every setting has a documented default (see README.md, "Configuration") so that
+``make run`` works with no configuration at all on a development machine.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_INDEX_DIRS = "/usr/share/astrometry"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _secret_key(env: Mapping[str, str], environment: str, data_dir: Path) -> str:
+    key = env.get("NOVA_SECRET_KEY", "").strip()
+    if key:
+        return key
+    if environment != "development":
+        raise ConfigError(
+            "NOVA_SECRET_KEY must be set when NOVA_ENV is not 'development' "
+            "(generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    # Development only: keep one random key per data directory so that sessions
+    # survive restarts of `make run` without anyone having to configure a secret.
+    key_file = data_dir / "dev-secret-key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config mapping from ``env`` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    environment = env.get("NOVA_ENV", "development").strip() or "development"
+    if environment not in ("development", "production"):
+        raise ConfigError(f"NOVA_ENV must be 'development' or 'production', got {environment!r}")
+    data_dir = Path(env.get("NOVA_DATA_DIR", "data")).expanduser().resolve()
+    index_dirs = [
+        Path(part).expanduser()
+        for part in env.get("NOVA_INDEX_DIRS", DEFAULT_INDEX_DIRS).replace(",", ":").split(":")
+        if part.strip()
+    ]
+    if not index_dirs:
+        raise ConfigError("NOVA_INDEX_DIRS names no directory")
+    max_upload_mb = _int(env, "NOVA_MAX_UPLOAD_MB", 200)
+    return {
+        "NOVA_ENV": environment,
+        "DATA_DIR": data_dir,
+        "SQLALCHEMY_DATABASE_URI": env.get("NOVA_DATABASE_URL")
+        or f"sqlite:///{data_dir / 'nova.sqlite'}",
+        "REDIS_URL": env.get("NOVA_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "INDEX_DIRS": index_dirs,
+        "SOLVE_TIME_LIMIT": _int(env, "NOVA_SOLVE_TIME_LIMIT", 300),
+        "MAX_CONTENT_LENGTH": max_upload_mb * 1024 * 1024,
+        "MAX_IMAGE_PIXELS": _int(env, "NOVA_MAX_IMAGE_PIXELS", 200_000_000),
+        "DOWNLOAD_TIMEOUT": _int(env, "NOVA_DOWNLOAD_TIMEOUT", 60),
+        "SECRET_KEY": _secret_key(env, environment, data_dir),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    }

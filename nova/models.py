@@ -1,0 +1,163 @@
+"""Database models: users, submissions, the images they yield, solve jobs, calibrations.
+
+The ``Job.status`` column is the state machine (queued -> solving -> success | failure);
+the queue only carries job ids, so a lost or duplicated queue entry never changes state.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: nova reports timestamps as naive UTC strings."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SOLVING = "solving"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+class User(db.Model):
+    __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    # SHA-256 of the API key: keys are long random strings, so a fast hash is enough
+    # and lets login look the key up by index.
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Submission(db.Model):
+    """One upload (a file, a URL or an x/y list) with the solve parameters it was sent with."""
+
+    __tablename__ = "submissions"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    via_api: Mapped[bool] = mapped_column(default=False)
+    url: Mapped[str | None] = mapped_column(Text)
+    upload_hash: Mapped[str | None] = mapped_column(String(40))
+    original_filename: Mapped[str] = mapped_column(String(256), default="")
+    processing_started: Mapped[datetime | None]
+    processing_finished: Mapped[datetime | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    publicly_visible: Mapped[str] = mapped_column(String(1), default="y")
+    allow_commercial_use: Mapped[str] = mapped_column(String(1), default="d")
+    allow_modifications: Mapped[str] = mapped_column(String(2), default="d")
+
+    # Solve parameters, with nova's defaults (see nova.params.SolveParams).
+    scale_units: Mapped[str] = mapped_column(String(16), default="degwidth")
+    scale_type: Mapped[str] = mapped_column(String(2), default="ul")
+    scale_lower: Mapped[float | None] = mapped_column(default=0.1)
+    scale_upper: Mapped[float | None] = mapped_column(default=180.0)
+    scale_est: Mapped[float | None]
+    scale_err: Mapped[float | None]
+    center_ra: Mapped[float | None]
+    center_dec: Mapped[float | None]
+    radius: Mapped[float | None]
+    parity: Mapped[int] = mapped_column(default=2)
+    tweak_order: Mapped[int] = mapped_column(default=2)
+    downsample_factor: Mapped[int] = mapped_column(default=2)
+    crpix_center: Mapped[bool] = mapped_column(default=False)
+    invert: Mapped[bool] = mapped_column(default=False)
+    positional_error: Mapped[float | None]
+    use_sextractor: Mapped[bool] = mapped_column(default=False)
+    image_width: Mapped[int] = mapped_column(default=0)
+    image_height: Mapped[int] = mapped_column(default=0)
+
+    user: Mapped[User | None] = relationship()
+    user_images: Mapped[list[UserImage]] = relationship(
+        back_populates="submission", order_by="UserImage.id"
+    )
+
+
+class UserImage(db.Model):
+    """An image (or star list) found in a submission, as stored and measured."""
+
+    __tablename__ = "user_images"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    file_hash: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int]
+    height: Mapped[int]
+    fits_extension: Mapped[int] = mapped_column(default=0)
+    original_filename: Mapped[str] = mapped_column(String(256), default="")
+    publicly_visible: Mapped[str] = mapped_column(String(1), default="y")
+
+    submission: Mapped[Submission] = relationship(back_populates="user_images")
+    jobs: Mapped[list[Job]] = relationship(back_populates="user_image", order_by="Job.id")
+
+    @property
+    def latest_job(self) -> Job | None:
+        return self.jobs[-1] if self.jobs else None
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+    # Job ids are never reused, even after rows are deleted: clients cache files by job id.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_image_id: Mapped[int] = mapped_column(ForeignKey("user_images.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
+    stage: Mapped[str] = mapped_column(String(32), default="queued")
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    sources_detected: Mapped[int | None]
+
+    user_image: Mapped[UserImage] = relationship(back_populates="jobs")
+    calibration: Mapped[Calibration | None] = relationship(back_populates="job")
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (JobStatus.SUCCESS, JobStatus.FAILURE)
+
+
+class Calibration(db.Model):
+    """The solved WCS of a job and the numbers nova derives from it."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    ra: Mapped[float]
+    dec: Mapped[float]
+    radius: Mapped[float]
+    pixscale: Mapped[float]
+    orientation: Mapped[float]
+    parity: Mapped[float]
+    width_arcsec: Mapped[float]
+    height_arcsec: Mapped[float]
+    # Unit vector of the field centre, for sky-position search.
+    x: Mapped[float]
+    y: Mapped[float]
+    z: Mapped[float]
+    # The complete wcs.fits header (TAN and SIP cards) as FITS header text.
+    wcs_header: Mapped[str] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="calibration")

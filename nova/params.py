@@ -1,0 +1,227 @@
+"""Solve parameters: nova's fields and defaults, validated before anything is stored.
+
+``parse_solve_params`` accepts form values (strings) and JSON values alike, so the web
+form and the API share one set of rules. Unlike nova, 0 is a valid RA, Dec or scale
+lower bound, and a bad value is an error up front instead of a failed job later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+SCALE_UNIT_ALIASES = {
+    "degwidth": "degwidth",
+    "degw": "degwidth",
+    "dw": "degwidth",
+    "arcminwidth": "arcminwidth",
+    "amw": "arcminwidth",
+    "aw": "arcminwidth",
+    "arcsecperpix": "arcsecperpix",
+    "app": "arcsecperpix",
+    "focalmm": "focalmm",
+}
+TRUE_STRINGS = {"1", "true", "t", "yes", "y", "on"}
+FALSE_STRINGS = {"0", "false", "f", "no", "n", "off", ""}
+
+
+class ParamError(ValueError):
+    """A solve parameter is invalid; ``field`` names it, the message says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SolveParams:
+    scale_units: str = "degwidth"
+    scale_type: str = "ul"
+    scale_lower: float | None = 0.1
+    scale_upper: float | None = 180.0
+    scale_est: float | None = None
+    scale_err: float | None = None
+    center_ra: float | None = None
+    center_dec: float | None = None
+    radius: float | None = None
+    parity: int = 2
+    tweak_order: int = 2
+    downsample_factor: int = 2
+    crpix_center: bool = False
+    invert: bool = False
+    positional_error: float | None = None
+    use_sextractor: bool = False
+    image_width: int = 0
+    image_height: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: object) -> SolveParams:
+        """Read the parameters back from a Submission row."""
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+    def scale_bounds(self) -> tuple[float, float] | None:
+        """The (low, high) scale range in ``scale_units``; None means no scale hint."""
+        if self.scale_type == "ev":
+            assert self.scale_est is not None and self.scale_err is not None
+            return (
+                self.scale_est * (1 - self.scale_err / 100.0),
+                self.scale_est * (1 + self.scale_err / 100.0),
+            )
+        if self.scale_lower is None and self.scale_upper is None:
+            return None
+        return (self.scale_lower or 0.0, self.scale_upper if self.scale_upper is not None else 0.0)
+
+    @property
+    def has_position_hint(self) -> bool:
+        return self.center_ra is not None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _float(name: str, value: Any) -> float | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        raise ParamError(name, "must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ParamError(name, f"must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ParamError(name, "must be a finite number")
+    return number
+
+
+def _int(name: str, value: Any) -> int | None:
+    if _blank(value):
+        return None
+    if isinstance(value, bool):
+        raise ParamError(name, "must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ParamError(name, f"must be an integer, got {value!r}")
+        return int(value)
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ParamError(name, f"must be an integer, got {value!r}") from None
+
+
+def _bool(name: str, value: Any) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE_STRINGS:
+        return True
+    if text in FALSE_STRINGS:
+        return False
+    raise ParamError(name, f"must be true or false, got {value!r}")
+
+
+def _in_range(name: str, value: float | int | None, low: float, high: float) -> None:
+    if value is not None and not (low <= value <= high):
+        raise ParamError(name, f"must be between {low:g} and {high:g}, got {value:g}")
+
+
+def parse_solve_params(data: Mapping[str, Any]) -> SolveParams:
+    """Validate the solve parameters present in ``data``; absent ones keep nova's defaults."""
+    defaults = SolveParams()
+    values: dict[str, Any] = {}
+
+    units = data.get("scale_units")
+    if not _blank(units):
+        canonical = SCALE_UNIT_ALIASES.get(str(units).strip().lower())
+        if canonical is None:
+            raise ParamError(
+                "scale_units", "must be one of degwidth, arcminwidth, arcsecperpix, focalmm"
+            )
+        values["scale_units"] = canonical
+
+    scale_type = data.get("scale_type")
+    if not _blank(scale_type):
+        scale_type = str(scale_type).strip().lower()
+        if scale_type not in ("ul", "ev"):
+            raise ParamError("scale_type", "must be 'ul' (bounds) or 'ev' (estimate and error)")
+        values["scale_type"] = scale_type
+    scale_type = values.get("scale_type", defaults.scale_type)
+
+    for name in ("scale_lower", "scale_upper", "scale_est", "scale_err", "positional_error"):
+        number = _float(name, data.get(name))
+        if number is not None:
+            values[name] = number
+    for name in ("scale_lower", "scale_upper"):
+        if name in values and values[name] < 0:
+            raise ParamError(name, "must not be negative")
+    if scale_type == "ul":
+        lower = values.get("scale_lower", defaults.scale_lower)
+        upper = values.get("scale_upper", defaults.scale_upper)
+        if lower is not None and upper is not None and lower > upper:
+            raise ParamError("scale_upper", "must not be smaller than scale_lower")
+        if upper is not None and upper <= 0:
+            raise ParamError("scale_upper", "must be greater than 0")
+    else:
+        if values.get("scale_est") is None or values.get("scale_err") is None:
+            raise ParamError("scale_est", "scale_type 'ev' needs both scale_est and scale_err")
+        if values["scale_est"] <= 0:
+            raise ParamError("scale_est", "must be greater than 0")
+        _in_range("scale_err", values["scale_err"], 0, 99.999)
+    if values.get("positional_error") is not None and values["positional_error"] <= 0:
+        raise ParamError("positional_error", "must be greater than 0")
+
+    hint = {name: _float(name, data.get(name)) for name in ("center_ra", "center_dec", "radius")}
+    given = [name for name, value in hint.items() if value is not None]
+    if given and len(given) != 3:
+        missing = ", ".join(name for name, value in hint.items() if value is None)
+        raise ParamError(
+            missing.split(", ")[0],
+            f"a position hint needs center_ra, center_dec and radius together (missing: {missing})",
+        )
+    if given:
+        _in_range("center_ra", hint["center_ra"], 0, 360)
+        _in_range("center_dec", hint["center_dec"], -90, 90)
+        if not 0 < hint["radius"] <= 180:  # type: ignore[operator]
+            raise ParamError("radius", "must be greater than 0 and at most 180 degrees")
+        values.update(hint)
+
+    parity = _int("parity", data.get("parity"))
+    if parity is not None:
+        if parity not in (0, 1, 2):
+            raise ParamError("parity", "must be 0 (positive), 1 (negative) or 2 (try both)")
+        values["parity"] = parity
+    for name, low, high in (
+        ("tweak_order", 0, 9),
+        ("downsample_factor", 1, 32),
+        ("image_width", 0, 1_000_000),
+        ("image_height", 0, 1_000_000),
+    ):
+        number = _int(name, data.get(name))
+        if number is not None:
+            _in_range(name, number, low, high)
+            values[name] = number
+    for name in ("crpix_center", "invert", "use_sextractor"):
+        flag = _bool(name, data.get(name))
+        if flag is not None:
+            values[name] = flag
+    return SolveParams(**{**defaults.as_dict(), **values})
+
+
+def parse_choice(name: str, value: Any, choices: tuple[str, ...], default: str) -> str:
+    """Validate a one-of-several answer such as ``publicly_visible`` ("y"/"n")."""
+    if _blank(value):
+        return default
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ParamError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return text

@@ -1,0 +1,81 @@
+"""RQ queues. Queue entries carry only ids; the database row is the job's state."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, current_app
+from rq import Queue
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+
+log = logging.getLogger(__name__)
+
+SUBMISSIONS_QUEUE = "default"
+SOLVE_QUEUE = "solve"
+ALL_QUEUES = (SUBMISSIONS_QUEUE, SOLVE_QUEUE)  # a worker takes submissions first: they are quick
+
+
+def redis_connection(app: Flask | None = None) -> redis.Redis:
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    connection = app.extensions.get("nova.redis")
+    if connection is None:
+        connection = redis.Redis.from_url(app.config["REDIS_URL"])
+        app.extensions["nova.redis"] = connection
+    return connection
+
+
+def get_queue(name: str) -> Queue:
+    return Queue(name, connection=redis_connection())
+
+
+def _enqueue(queue_name: str, func: str, entity_id: int, rq_id: str, timeout: int) -> bool:
+    """Enqueue ``func(entity_id)``; return False (and log) when redis cannot be reached.
+
+    A failed enqueue loses nothing: the row stays queued and ``requeue_pending`` (run when a
+    worker starts) puts it back on the queue.
+    """
+    try:
+        connection = redis_connection()
+        existing = RQJob.fetch(rq_id, connection=connection) if RQJob.exists(rq_id, connection) \
+            else None  # fmt: skip
+        if existing is not None and existing.get_status() in (
+            JobStatus.QUEUED,
+            JobStatus.STARTED,
+            JobStatus.SCHEDULED,
+            JobStatus.DEFERRED,
+        ):
+            return True  # already waiting or running: a second entry would only be skipped
+        Queue(queue_name, connection=connection).enqueue(
+            func, entity_id, job_id=rq_id, job_timeout=timeout, result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+        )  # fmt: skip
+    except redis.exceptions.RedisError as exc:
+        log.warning("could not enqueue %s: %s", rq_id, exc)
+        return False
+    return True
+
+
+def enqueue_submission(submission_id: int) -> bool:
+    timeout = 2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120
+    return _enqueue(SUBMISSIONS_QUEUE, "nova.tasks.process_submission_job", submission_id,
+                    f"submission-{submission_id}", timeout)  # fmt: skip
+
+
+def enqueue_solve(job_id: int) -> bool:
+    # RQ's own timeout is a backstop; the solver enforces SOLVE_TIME_LIMIT itself.
+    timeout = current_app.config["SOLVE_TIME_LIMIT"] + 120
+    return _enqueue(SOLVE_QUEUE, "nova.tasks.solve_job", job_id, f"solve-{job_id}", timeout)
+
+
+def queue_position(job_id: int) -> int | None:
+    """1-based position of a solve in the queue, or None when it is not waiting there."""
+    try:
+        ids = get_queue(SOLVE_QUEUE).get_job_ids()
+    except redis.exceptions.RedisError:
+        return None
+    try:
+        return ids.index(f"solve-{job_id}") + 1
+    except ValueError:
+        return None

@@ -1,0 +1,185 @@
+"""Wrap the astrometry.net engine: source extraction, then solving, under a hard deadline.
+
+Stage 1 runs ``solve-field --just-augment`` (image conversion, source extraction with
+nova's defaults: downsample 2, at most 1000 sources, uniformized) and writes ``job.axy``.
+Stage 2 runs ``astrometry-engine`` on it, which writes ``wcs.fits``, ``corr.fits`` and
+``rdls.fits``. Both run in their own process group; when the wall-clock budget runs out
+the whole group is killed, because the engine's own cpulimit is not reliable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io import fits
+
+from .inputs import PreparedInput
+from .params import SolveParams
+
+MAX_SOURCES = 1000  # nova's --objs
+AXY_NAME = "job.axy"
+LOG_NAME = "log"
+WCS_NAME = "wcs.fits"
+CORR_NAME = "corr.fits"
+RDLS_NAME = "rdls.fits"
+KILL_GRACE_SECONDS = 2.0
+
+
+class SolveTimeout(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    solved: bool
+    reason: str | None  # why it failed; None when solved
+    sources: int | None  # sources handed to the engine
+
+
+def engine_config(index_dirs: Sequence[Path], cpulimit: int) -> str:
+    """The engine's configuration: every index file found in the configured directories."""
+    lines = [f"add_path {directory}" for directory in index_dirs]
+    # The cpulimit is only a second line of defence; the wall clock below is what holds.
+    lines += ["autoindex", f"cpulimit {cpulimit}"]
+    return "\n".join(lines) + "\n"
+
+
+def augment_command(params: SolveParams, prepared: PreparedInput, work_dir: Path) -> list[str]:
+    """The ``solve-field --just-augment`` command for these parameters (nova's mapping)."""
+    cmd = [
+        "solve-field", "--just-augment", "--no-plots", "--overwrite",
+        "--dir", str(work_dir), "--temp-dir", str(work_dir),
+        "--axy", AXY_NAME, "--wcs", WCS_NAME, "--corr", CORR_NAME, "--rdls", RDLS_NAME,
+        "--match", "none", "--solved", "none", "--new-fits", "none", "--index-xyls", "none",
+        "--objs", str(MAX_SOURCES), "--tag-all",
+    ]  # fmt: skip
+    bounds = params.scale_bounds()
+    if bounds is not None:
+        cmd += ["--scale-units", params.scale_units,
+                "--scale-low", repr(bounds[0]), "--scale-high", repr(bounds[1])]  # fmt: skip
+    if params.has_position_hint:
+        # Tested with "is not None", unlike nova: RA 0 / Dec 0 are real positions.
+        cmd += ["--ra", repr(params.center_ra), "--dec", repr(params.center_dec),
+                "--radius", repr(params.radius)]  # fmt: skip
+    if params.parity in (0, 1):
+        cmd += ["--parity", "pos" if params.parity == 0 else "neg"]
+    if params.tweak_order == 0:
+        cmd.append("--no-tweak")
+    else:
+        cmd += ["--tweak-order", str(params.tweak_order)]
+    if params.positional_error is not None:
+        cmd += ["--pixel-error", repr(params.positional_error)]
+    if params.crpix_center:
+        cmd.append("--crpix-center")
+    if prepared.is_star_list:
+        cmd += ["--width", str(prepared.width), "--height", str(prepared.height)]
+    else:
+        if params.downsample_factor > 1:
+            cmd += ["--downsample", str(params.downsample_factor)]
+        if params.invert:
+            cmd.append("--invert")
+        if params.use_sextractor:
+            cmd.append("--use-source-extractor")
+        if prepared.kind == "fits":
+            cmd += ["--fits-image", "--extension", str(prepared.fits_extension)]
+    cmd.append(str(prepared.path))
+    return cmd
+
+
+def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float) -> int:
+    """Run ``cmd`` appending to ``log_path``; kill its whole process group at ``deadline``."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise SolveTimeout()
+    with log_path.open("ab") as log:
+        log.write(("$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        process = subprocess.Popen(
+            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            return process.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            kill_process_group(process)
+            raise SolveTimeout() from None
+        except BaseException:
+            # The worker itself is being stopped (RQ timeout, SIGTERM): take the engine along.
+            kill_process_group(process)
+            raise
+
+
+def kill_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after a short grace."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:
+            # The leader is gone; children it spawned may still hold the group.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        break
+
+
+def count_sources(axy_path: Path) -> int:
+    with fits.open(axy_path) as hdus:
+        return int(hdus[1].header.get("NAXIS2", 0)) if len(hdus) > 1 else 0
+
+
+def solve(
+    params: SolveParams,
+    prepared: PreparedInput,
+    work_dir: Path,
+    *,
+    index_dirs: Sequence[Path],
+    time_limit: float,
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> SolveOutcome:
+    """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``."""
+    deadline = time.monotonic() + time_limit
+    log_path = work_dir / LOG_NAME
+    config_path = work_dir / "engine.cfg"
+    config_path.write_text(engine_config(index_dirs, int(time_limit) + 1))
+    sources: int | None = None
+    try:
+        on_stage("extracting")
+        code = run_with_deadline(augment_command(params, prepared, work_dir), work_dir,
+                                 log_path, deadline)  # fmt: skip
+        axy = work_dir / AXY_NAME
+        if code != 0 or not axy.exists():
+            return SolveOutcome(False, f"Source extraction failed (exit status {code}); "
+                                       "see the log.", None)  # fmt: skip
+        sources = count_sources(axy)
+        if sources == 0:
+            return SolveOutcome(False, "No stars were detected in the image.", 0)
+        on_stage("solving")
+        code = run_with_deadline(["astrometry-engine", "-c", str(config_path), AXY_NAME],
+                                 work_dir, log_path, deadline)  # fmt: skip
+    except SolveTimeout:
+        return SolveOutcome(
+            False, f"Stopped after the time limit of {time_limit:g} s without a solution.", sources
+        )
+    if (work_dir / WCS_NAME).exists():
+        return SolveOutcome(True, None, sources)
+    if code != 0:
+        return SolveOutcome(False, f"The engine failed (exit status {code}); see the log.", sources)
+    return SolveOutcome(
+        False,
+        f"No solution found: the engine tried every index file that fits the scale range "
+        f"with {sources} detected sources.",
+        sources,
+    )

@@ -1,0 +1,120 @@
+"""RQ job functions: they orchestrate services, the solver and storage for one id each.
+
+They run in an RQ work horse (a fork of ``nova worker``); each takes only an id, so a
+redelivered or duplicated queue entry finds the row already handled and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from flask import Flask, current_app, has_app_context
+
+from . import queue, services, solver
+from .calibration import compute_calibration, read_wcs_header
+from .extensions import db
+from .inputs import UnsupportedInput
+from .models import Job
+from .params import SolveParams
+
+log = logging.getLogger(__name__)
+_worker_app: Flask | None = None
+
+
+@contextmanager
+def app_context() -> Iterator[None]:
+    """Run inside the worker's app context (created once per worker process)."""
+    global _worker_app
+    if has_app_context():
+        yield
+        return
+    if _worker_app is None:
+        from . import create_app
+
+        _worker_app = create_app()
+    with _worker_app.app_context():
+        # Connections inherited from the parent process must not be shared with it.
+        db.engine.dispose(close=False)
+        yield
+
+
+def process_submission_job(submission_id: int) -> None:
+    with app_context():
+        for job_id in services.process_submission(submission_id):
+            queue.enqueue_solve(job_id)
+        db.session.remove()
+
+
+def solve_job(job_id: int) -> None:
+    with app_context():
+        try:
+            _solve(job_id)
+        finally:
+            db.session.remove()
+
+
+def _solve(job_id: int) -> None:
+    if not services.claim_job(job_id):
+        log.info("job %s is not queued any more; nothing to do", job_id)
+        return
+    job = db.session.get(Job, job_id)
+    assert job is not None
+    image = job.user_image
+    params = SolveParams.from_row(image.submission)
+    store = services.storage()
+    work_dir = store.make_work_dir(f"job-{job_id}-")
+    numbers = wcs_text = reason = None
+    sources = None
+    try:
+        try:
+            prepared = services.prepare_image(image, work_dir)
+        except UnsupportedInput as exc:
+            reason = str(exc)
+        else:
+            outcome = solver.solve(
+                params, prepared, work_dir,
+                index_dirs=current_app.config["INDEX_DIRS"],
+                time_limit=current_app.config["SOLVE_TIME_LIMIT"],
+                on_stage=lambda stage: services.set_job_stage(job_id, stage),
+            )  # fmt: skip
+            sources, reason = outcome.sources, outcome.reason
+            if outcome.solved:
+                header = read_wcs_header(work_dir / solver.WCS_NAME)
+                numbers = compute_calibration(header, image.width, image.height,
+                                              y_axis_down=prepared.y_axis_down)  # fmt: skip
+                wcs_text = header.tostring(sep="\n")
+        _remove_engine_temporaries(work_dir)
+        store.publish_job_dir(work_dir, job_id)
+    except BaseException:
+        store.discard(work_dir)
+        db.session.rollback()
+        services.finish_job(
+            job_id,
+            numbers=None,
+            wcs_header=None,
+            sources=sources,
+            failure_reason="Internal error while solving; see the worker log.",
+        )
+        raise
+    services.finish_job(job_id, numbers=numbers, wcs_header=wcs_text, failure_reason=reason,
+                        sources=sources)  # fmt: skip
+
+
+KEEP = frozenset(
+    {solver.AXY_NAME, solver.LOG_NAME, solver.WCS_NAME, solver.CORR_NAME, solver.RDLS_NAME}
+)
+
+
+def _remove_engine_temporaries(work_dir: Path) -> None:
+    """Keep the products (axy, wcs, corr, rdls, log); drop converted inputs and temp files."""
+    for path in work_dir.iterdir():
+        if path.name in KEEP:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""HTTP views: they parse requests and authorise; services change state."""

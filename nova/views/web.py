@@ -1,0 +1,218 @@
+"""Pages for people: upload, live submission status, the result of a solve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from werkzeug.wrappers import Response as BaseResponse
+
+from .. import queue, services
+from ..calibration import format_dec_dms, format_ra_hms, format_size
+from ..extensions import db
+from ..inputs import UnsupportedInput, sniff
+from ..models import Job, Submission, UserImage
+from ..params import ParamError, parse_solve_params
+from ..render import DIRECT_MIMETYPES, render_display
+from ..solver import LOG_NAME
+
+bp = Blueprint("web", __name__)
+
+FORM_FIELDS = (
+    "scale_units", "scale_type", "scale_lower", "scale_upper", "scale_est", "scale_err",
+    "center_ra", "center_dec", "radius", "parity", "tweak_order", "downsample_factor",
+    "positional_error", "image_width", "image_height",
+)  # fmt: skip
+FORM_FLAGS = ("crpix_center", "invert", "use_sextractor")
+LOG_TAIL_LINES = 20
+
+
+def _form_params() -> dict[str, Any]:
+    values: dict[str, Any] = {name: request.form.get(name, "") for name in FORM_FIELDS}
+    for flag in FORM_FLAGS:
+        values[flag] = "true" if request.form.get(flag) else "false"
+    # The scale bounds only apply when the user chose a scale hint at all.
+    if request.form.get("scale_hint") != "on":
+        for name in ("scale_units", "scale_type", "scale_lower", "scale_upper", "scale_est",
+                     "scale_err"):  # fmt: skip
+            values[name] = ""
+    return values
+
+
+def _upload_form(error: str | None = None, field: str | None = None, status: int = 200) -> Any:
+    return render_template("upload.html", error=error, error_field=field, form=request.form), status
+
+
+@bp.get("/")
+@bp.get("/upload")
+def upload_page() -> Any:
+    return _upload_form()
+
+
+@bp.post("/upload")
+def upload() -> BaseResponse | Any:
+    try:
+        params = parse_solve_params(_form_params())
+    except ParamError as exc:
+        label = exc.field.replace("_", " ")
+        return _upload_form(f"Invalid {label}: {exc.message}.", exc.field, 400)
+    options = services.SubmissionOptions(params=params)
+    file = request.files.get("file")
+    url = request.form.get("url", "").strip()
+    if file is not None and file.filename:
+        work_dir = services.storage().make_work_dir("upload-")
+        try:
+            path = work_dir / "upload"
+            file.save(path)
+            try:
+                services.quick_check_upload(path)
+            except UnsupportedInput as exc:
+                return _upload_form(str(exc), "file", 400)
+            submission = services.submit_file(path, file.filename, options)
+        finally:
+            services.storage().discard(work_dir)
+    elif url:
+        try:
+            url = services.validate_url(url)
+        except ValueError as exc:
+            return _upload_form(str(exc), "url", 400)
+        submission = services.submit_url(url, options)
+    else:
+        return _upload_form("Choose a file to upload or enter a URL.", "file", 400)
+    return redirect(url_for("web.status", submission_id=submission.id), code=303)
+
+
+def _visible_submission(submission_id: int) -> Submission:
+    submission = db.session.get(Submission, submission_id)
+    if submission is None or not services.can_view(submission, None):
+        abort(404, f"There is no submission {submission_id}.")
+    return submission
+
+
+def _log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> str:
+    path = services.storage().job_file(job.id, LOG_NAME)
+    if path is None:
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64 * 1024))
+        text = handle.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _job_state(job: Job | None) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    state: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "failure_reason": job.failure_reason,
+        "sources_detected": job.sources_detected,
+        "queued_at": job.queued_at.isoformat() + "Z",
+        "started_at": job.started_at.isoformat() + "Z" if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
+    }
+    if job.status == "queued":
+        state["queue_position"] = queue.queue_position(job.id)
+    if job.is_finished:
+        state["log_tail"] = _log_tail(job)
+    return state
+
+
+def submission_state(submission: Submission) -> dict[str, Any]:
+    images = [
+        {
+            "id": image.id,
+            "original_filename": image.original_filename,
+            "result_url": url_for("web.user_image", image_id=image.id),
+            "job": _job_state(image.latest_job),
+        }
+        for image in submission.user_images
+    ]
+    finished = submission.processing_finished is not None and all(
+        image["job"] is None or image["job"]["status"] in ("success", "failure") for image in images
+    )
+    return {
+        "id": submission.id,
+        "error_message": submission.error_message,
+        "processing_started": submission.processing_started is not None,
+        "finished": finished,
+        "images": images,
+    }
+
+
+@bp.get("/status/<int:submission_id>")
+def status(submission_id: int) -> Any:
+    submission = _visible_submission(submission_id)
+    return render_template("status.html", submission=submission,
+                           state=submission_state(submission))  # fmt: skip
+
+
+@bp.get("/status/<int:submission_id>/state")
+def status_state(submission_id: int) -> Response:
+    response = jsonify(submission_state(_visible_submission(submission_id)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _visible_image(image_id: int) -> UserImage:
+    image = db.session.get(UserImage, image_id)
+    if image is None or not services.can_view(image, None):
+        abort(404, f"There is no image {image_id}.")
+    return image
+
+
+@bp.get("/user_images/<int:image_id>")
+def user_image(image_id: int) -> Any:
+    image = _visible_image(image_id)
+    job = image.latest_job
+    calibration = job.calibration if job else None
+    formatted = None
+    if calibration is not None:
+        formatted = {
+            "ra_hms": format_ra_hms(calibration.ra),
+            "dec_dms": format_dec_dms(calibration.dec),
+            "size": format_size(calibration.width_arcsec, calibration.height_arcsec),
+        }
+    log_text = ""
+    if job is not None and (path := services.storage().job_file(job.id, LOG_NAME)):
+        log_text = path.read_text(errors="replace")[-200_000:]
+    return render_template("user_image.html", image=image, job=job, calibration=calibration,
+                           formatted=formatted, log_text=log_text)  # fmt: skip
+
+
+@bp.get("/image/<int:image_id>")
+def image_file(image_id: int) -> BaseResponse:
+    image = _visible_image(image_id)
+    if image.file_hash is None or image.kind == "unsupported":
+        abort(404, "This upload holds no displayable image.")
+    store = services.storage()
+    source = store.upload_path(image.file_hash)
+    mimetype = DIRECT_MIMETYPES.get(image.kind)
+    if mimetype is not None and _uncompressed(source):
+        return send_file(source, mimetype=mimetype, max_age=7 * 24 * 3600)
+    cached = store.cache / f"display-{image.id}.png"
+    if not cached.exists():
+        work_dir = store.make_work_dir(f"render-{image.id}-")
+        try:
+            prepared = services.prepare_image(image, work_dir)
+            render_display(prepared.path, prepared.kind, image.width, image.height,
+                           prepared.fits_extension, cached)  # fmt: skip
+        finally:
+            store.discard(work_dir)
+    return send_file(cached, mimetype="image/png", max_age=7 * 24 * 3600)
+
+
+def _uncompressed(path: Path) -> bool:
+    return sniff(path) in DIRECT_MIMETYPES

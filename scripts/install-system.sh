@@ -1,0 +1,50 @@
+#!/bin/sh
+# Install the Debian packages Nova needs: the astrometry.net engine, every Tycho-2 index
+# package (field widths ~0.4 deg to ~33 deg and beyond), redis, and the image tools the
+# pipeline calls. Used by `make run`, `make test`, .ci/run and the Dockerfile. Idempotent:
+# packages already present are not downloaded again.
+set -eu
+
+PACKAGES="
+astrometry.net
+python3-astrometry
+astrometry-data-tycho2-07
+astrometry-data-tycho2-08
+astrometry-data-tycho2-09
+astrometry-data-tycho2-10-19
+netpbm
+file
+libcfitsio-bin
+redis-server
+python3-venv
+ca-certificates
+"
+
+# Extra packages for the test suite only (PostgreSQL server, a headless browser).
+if [ "${NOVA_INSTALL_TEST_PACKAGES:-0}" = "1" ]; then
+    PACKAGES="$PACKAGES postgresql"
+fi
+
+missing=""
+for pkg in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $pkg"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    echo "install-system: all system packages present"
+    exit 0
+fi
+
+if [ "$(id -u)" != "0" ]; then
+    echo "install-system: missing packages:$missing" >&2
+    echo "install-system: run as root (or: sudo $0)" >&2
+    exit 1
+fi
+
+echo "install-system: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# --no-install-recommends keeps the image small; what the pipeline needs is listed above.
+apt-get install -y -qq --no-install-recommends $missing
