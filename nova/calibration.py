@@ -49,8 +49,11 @@ def compute_calibration(
 ) -> CalibrationNumbers:
     """Compute nova's calibration numbers from a solved WCS ``header``.
 
-    ``width``/``height`` are the image's pixel size. For raster images (JPEG, PNG, ...)
-    whose rows run top-down, nova reports the orientation as (180 - orient) mod 360.
+    ``width``/``height`` are the image's pixel size. The orientation ("up is N degrees E of
+    N") is nova's formula on the CD matrix. Raster images (JPEG, PNG, ...) store their top
+    row first, so the engine's +y points down the picture as displayed and "up" is 180
+    degrees away: nova reports (180 - orient) there, which mirrors the angle (its issue
+    #151, "orientation may be incorrect"); the rotation (orient + 180) is what a viewer sees.
     """
     cd = cd_matrix(header)
     det = float(np.linalg.det(cd))
@@ -60,7 +63,7 @@ def compute_calibration(
     a = parity * cd[1, 0] - cd[0, 1]
     orientation = -math.degrees(math.atan2(a, t))
     if y_axis_down:
-        orientation = (180.0 - orientation + 360.0) % 360.0
+        orientation = (orientation + 180.0) % 360.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header, relax=True)

@@ -201,6 +201,10 @@ def _prepare_fits(
                     if xy is None:
                         continue
                     data = hdu.data
+                    # Star lists written by the engine or by clients often carry the
+                    # image size in the table header; an explicit image_width wins.
+                    image_width = image_width or int(hdu.header.get("IMAGEW", 0) or 0)
+                    image_height = image_height or int(hdu.header.get("IMAGEH", 0) or 0)
                     flux_name = next((n for n in names if n.lower() in ("flux", "flux_auto")), None)
                     return _write_star_list(
                         data[xy[0]],

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from astropy.io import fits
@@ -29,6 +29,10 @@ WCS_NAME = "wcs.fits"
 CORR_NAME = "corr.fits"
 RDLS_NAME = "rdls.fits"
 KILL_GRACE_SECONDS = 2.0
+# Fewer sources than this after downsampling: extract again at full resolution.
+MIN_SOURCES_AFTER_DOWNSAMPLE = 50
+# The engine matches quadrangles of stars and verifies them against more stars.
+MIN_SOURCES_TO_SOLVE = 5
 
 
 class SolveTimeout(Exception):
@@ -149,34 +153,84 @@ def solve(
     time_limit: float,
     on_stage: Callable[[str], None] = lambda stage: None,
 ) -> SolveOutcome:
-    """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``."""
+    """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``.
+
+    Downsampling (nova's default 2) makes extraction and blind solves much faster, but on
+    small or soft images it can smear the stars away. When it leaves fewer than
+    MIN_SOURCES_AFTER_DOWNSAMPLE sources, or the engine finds no solution, the image is
+    extracted again at full resolution and solved once more, within the same deadline.
+    """
     deadline = time.monotonic() + time_limit
     log_path = work_dir / LOG_NAME
     config_path = work_dir / "engine.cfg"
     config_path.write_text(engine_config(index_dirs, int(time_limit) + 1))
+    attempts = [params]
+    if params.downsample_factor > 1 and not prepared.is_star_list:
+        attempts.append(replace(params, downsample_factor=1))
     sources: int | None = None
-    try:
-        on_stage("extracting")
-        code = run_with_deadline(augment_command(params, prepared, work_dir), work_dir,
-                                 log_path, deadline)  # fmt: skip
-        axy = work_dir / AXY_NAME
-        if code != 0 or not axy.exists():
-            return SolveOutcome(False, f"Source extraction failed (exit status {code}); "
-                                       "see the log.", None)  # fmt: skip
-        sources = count_sources(axy)
-        if sources == 0:
-            return SolveOutcome(False, "No stars were detected in the image.", 0)
-        on_stage("solving")
-        code = run_with_deadline(["astrometry-engine", "-c", str(config_path), AXY_NAME],
-                                 work_dir, log_path, deadline)  # fmt: skip
-    except SolveTimeout:
+    for number, attempt in enumerate(attempts, start=1):
+        try:
+            outcome = _solve_once(attempt, prepared, work_dir, config_path, log_path, deadline,
+                                  on_stage, can_retry=number < len(attempts))  # fmt: skip
+        except SolveTimeout:
+            return SolveOutcome(
+                False, f"Stopped after the time limit of {time_limit:g} s without a solution.",
+                sources,
+            )  # fmt: skip
+        if outcome.reason != RETRY_FULL_RESOLUTION:
+            return outcome
+        sources = outcome.sources
+        with log_path.open("a") as log:
+            log.write(f"\n{sources} sources and no solution with downsampling; "
+                      "extracting again at full resolution.\n")  # fmt: skip
+    raise AssertionError("the last attempt never asks for a retry")
+
+
+RETRY_FULL_RESOLUTION = "retry at full resolution"
+
+
+def _solve_once(
+    params: SolveParams,
+    prepared: PreparedInput,
+    work_dir: Path,
+    config_path: Path,
+    log_path: Path,
+    deadline: float,
+    on_stage: Callable[[str], None],
+    *,
+    can_retry: bool,
+) -> SolveOutcome:
+    for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
+        (work_dir / name).unlink(missing_ok=True)
+    on_stage("extracting")
+    code = run_with_deadline(augment_command(params, prepared, work_dir), work_dir, log_path,
+                             deadline)  # fmt: skip
+    axy = work_dir / AXY_NAME
+    if code != 0 or not axy.exists():
         return SolveOutcome(
-            False, f"Stopped after the time limit of {time_limit:g} s without a solution.", sources
+            False, f"Source extraction failed (exit status {code}); see the log.", None
         )
+    sources = count_sources(axy)
+    if can_retry and sources < MIN_SOURCES_AFTER_DOWNSAMPLE:
+        return SolveOutcome(False, RETRY_FULL_RESOLUTION, sources)
+    if sources == 0:
+        return SolveOutcome(False, "No stars were detected in the image.", 0)
+    if sources < MIN_SOURCES_TO_SOLVE:
+        return SolveOutcome(
+            False,
+            f"Only {sources} stars were detected in the image; at least "
+            f"{MIN_SOURCES_TO_SOLVE} are needed to solve.",
+            sources,
+        )
+    on_stage("solving")
+    code = run_with_deadline(["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir,
+                             log_path, deadline)  # fmt: skip
     if (work_dir / WCS_NAME).exists():
         return SolveOutcome(True, None, sources)
     if code != 0:
         return SolveOutcome(False, f"The engine failed (exit status {code}); see the log.", sources)
+    if can_retry:
+        return SolveOutcome(False, RETRY_FULL_RESOLUTION, sources)
     return SolveOutcome(
         False,
         f"No solution found: the engine tried every index file that fits the scale range "

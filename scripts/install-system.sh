@@ -15,15 +15,13 @@ astrometry-data-tycho2-10-19
 netpbm
 file
 libcfitsio-bin
+source-extractor
 redis-server
 python3-venv
+make
+procps
 ca-certificates
 "
-
-# Extra packages for the test suite only (PostgreSQL server, a headless browser).
-if [ "${NOVA_INSTALL_TEST_PACKAGES:-0}" = "1" ]; then
-    PACKAGES="$PACKAGES postgresql"
-fi
 
 missing=""
 for pkg in $PACKAGES; do

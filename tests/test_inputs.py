@@ -1,0 +1,153 @@
+"""Input recognition by content: every supported format, and clear refusals."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from PIL import Image
+
+from nova.inputs import UnsupportedInput, prepare_input, sniff
+
+LIMITS = {"max_pixels": 50_000_000, "max_uncompressed_bytes": 50 * 1024 * 1024}
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def raster(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 10).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def fits_image(shape: tuple[int, ...] = (48, 64)) -> bytes:
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(np.zeros(shape, dtype=np.int16)).writeto(buffer)
+    return buffer.getvalue()
+
+
+def fits_table(columns: dict[str, list[float]], header: dict[str, int] | None = None) -> bytes:
+    hdu = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name=name, format="D", array=np.array(values))
+            for name, values in columns.items()
+        ]
+    )
+    for key, value in (header or {}).items():
+        hdu.header[key] = value
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"),
+                                           ("TIFF", "tiff")])  # fmt: skip
+def test_rasters_are_recognised_whatever_their_name(tmp_path: Path, fmt: str, kind: str) -> None:
+    path = write(tmp_path, "upload.fits", raster(fmt))
+    prepared = prepare_input(path, tmp_path, **LIMITS)
+    assert (prepared.kind, prepared.width, prepared.height) == (kind, 64, 48)
+    assert prepared.y_axis_down and not prepared.is_star_list
+
+
+def test_fits_image_in_primary_and_in_an_extension(tmp_path: Path) -> None:
+    prepared = prepare_input(write(tmp_path, "a", fits_image()), tmp_path, **LIMITS)
+    assert (prepared.kind, prepared.width, prepared.height, prepared.fits_extension) == (
+        "fits", 64, 48, 0)  # fmt: skip
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((30, 40), np.float32))]).writeto(buffer)
+    prepared = prepare_input(write(tmp_path, "b", buffer.getvalue()), tmp_path, **LIMITS)
+    assert (prepared.width, prepared.height, prepared.fits_extension) == (40, 30, 1)
+    assert not prepared.y_axis_down
+
+
+def test_fpack_compressed_fits_is_unpacked(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    data = np.arange(40 * 30, dtype=np.int16).reshape(30, 40)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data)]).writeto(buffer)
+    prepared = prepare_input(write(tmp_path, "a.fz", buffer.getvalue()), tmp_path, **LIMITS)
+    assert prepared.path != tmp_path / "a.fz"
+    with fits.open(prepared.path) as hdus:
+        assert not isinstance(hdus[0], fits.CompImageHDU)
+        assert np.array_equal(hdus[0].data, data)
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress])
+def test_compressed_inputs_are_unpacked(tmp_path: Path, compress: object) -> None:
+    path = write(tmp_path, "a.png", compress(raster("PNG")))  # type: ignore[operator]
+    assert sniff(path) in ("gzip", "bzip2")
+    assert prepare_input(path, tmp_path, **LIMITS).kind == "png"
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [["X", "Y", "MAG_AUTO"], ["X", "Y", "FLUX"], ["x", "y"], ["X_IMAGE", "Y_IMAGE"]],
+)
+def test_fits_star_lists_with_any_column_case(tmp_path: Path, columns: list[str]) -> None:
+    values = {columns[0]: [10.0, 20.5, 30.0], columns[1]: [5.0, 15.0, 40.2]}
+    for extra in columns[2:]:
+        values[extra] = [1.0, 2.0, 3.0]
+    prepared = prepare_input(write(tmp_path, "list", fits_table(values)), tmp_path, **LIMITS)
+    assert prepared.kind == "xylist" and prepared.is_star_list
+    assert (prepared.width, prepared.height) == (30, 41)  # ceil of the largest x and y
+    with fits.open(prepared.path) as hdus:
+        assert list(hdus[1].data["X"]) == [10.0, 20.5, 30.0]  # order kept: brightest first
+
+
+def test_star_list_size_from_header_or_parameters(tmp_path: Path) -> None:
+    data = fits_table({"X": [1.0, 2.0], "Y": [3.0, 4.0]}, {"IMAGEW": 800, "IMAGEH": 600})
+    prepared = prepare_input(write(tmp_path, "l", data), tmp_path, **LIMITS)
+    assert (prepared.width, prepared.height) == (800, 600)
+    prepared = prepare_input(write(tmp_path, "l", data), tmp_path, image_width=1000,
+                             image_height=700, **LIMITS)  # fmt: skip
+    assert (prepared.width, prepared.height) == (1000, 700)
+
+
+def test_text_star_lists(tmp_path: Path) -> None:
+    text = b"# X Y\n10 20\n30.5, 40\n\n50 60 7.5\n"
+    prepared = prepare_input(write(tmp_path, "stars.txt", text), tmp_path, **LIMITS)
+    assert (prepared.kind, prepared.width, prepared.height) == ("xylist", 50, 60)
+    with fits.open(prepared.path) as hdus:
+        assert list(hdus[1].data["Y"]) == [20.0, 40.0, 60.0]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "The file is empty."),
+        (b"%PDF-1.4 not a sky picture", "This file's type is not supported."),
+        (b"\x00\x01\x02binary junk", "This file's type is not supported."),
+        (b"x y\n1 2\nthree four\n", "This file's type is not supported."),
+        (raster("JPEG")[:60], "could not be decoded"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "could not be decoded"),
+        (fits_table({"RA": [1.0], "DEC": [2.0]}), "neither an image nor a table"),
+        (fits_image((1, 64)), "only 64x1 pixels"),
+        (b"SIMPLE  =                    T" + b" " * 50, "could not be read"),
+        (gzip.compress(b"plain text that is no star list"), "not supported"),
+        (gzip.compress(gzip.compress(raster("PNG"))), "Nested compression"),
+        (gzip.compress(raster("PNG"))[:40], "corrupt"),
+        (fits_table({"X": [float("nan")], "Y": [1.0]}), "no finite"),
+        (fits_table({"X": [-5.0], "Y": [1.0]}), "negative"),
+    ],
+)
+def test_unsupported_inputs_get_a_clear_message(tmp_path: Path, data: bytes, message: str) -> None:
+    with pytest.raises(UnsupportedInput) as caught:
+        prepare_input(write(tmp_path, "upload.jpg", data), tmp_path, **LIMITS)
+    assert message in str(caught.value)
+
+
+def test_pixel_and_expansion_limits(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedInput, match="the limit is 1,000"):
+        prepare_input(write(tmp_path, "a", raster("PNG")), tmp_path, max_pixels=1000,
+                      max_uncompressed_bytes=10**6)  # fmt: skip
+    with pytest.raises(UnsupportedInput, match="expands to more than"):
+        prepare_input(write(tmp_path, "b", gzip.compress(b"0 0\n" * 600_000)), tmp_path,
+                      max_pixels=10**6, max_uncompressed_bytes=1 << 20)  # fmt: skip

@@ -1,0 +1,128 @@
+"""The engine wrapper: command mapping from parameters, and the hard wall-clock limit."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from nova.inputs import PreparedInput
+from nova.params import parse_solve_params
+from nova.solver import SolveTimeout, augment_command, engine_config, run_with_deadline
+
+IMAGE = PreparedInput(kind="jpeg", path=Path("/data/in.jpg"), width=800, height=600)
+STARS = PreparedInput(kind="xylist", path=Path("/w/stars.xyls"), width=1000, height=700)
+FITS = PreparedInput(kind="fits", path=Path("/data/in.fits"), width=80, height=60,
+                     fits_extension=2)  # fmt: skip
+
+
+def option(cmd: list[str], name: str) -> str | None:
+    return cmd[cmd.index(name) + 1] if name in cmd else None
+
+
+def test_defaults_follow_nova() -> None:
+    cmd = augment_command(parse_solve_params({}), IMAGE, Path("/w"))
+    assert cmd[:2] == ["solve-field", "--just-augment"]
+    assert option(cmd, "--objs") == "1000"
+    assert option(cmd, "--downsample") == "2"
+    assert option(cmd, "--tweak-order") == "2"
+    assert (option(cmd, "--scale-low"), option(cmd, "--scale-high")) == ("0.1", "180.0")
+    assert option(cmd, "--scale-units") == "degwidth"
+    assert "--tag-all" in cmd and "--parity" not in cmd and "--ra" not in cmd
+    assert cmd[-1] == "/data/in.jpg"
+
+
+def test_zero_hints_are_passed_and_flags_map() -> None:
+    params = parse_solve_params(
+        {"center_ra": 0, "center_dec": 0, "radius": 2, "scale_lower": 0, "scale_upper": 3,
+         "parity": 0, "tweak_order": 0, "positional_error": 1.5, "crpix_center": True,
+         "invert": True, "use_sextractor": True, "downsample_factor": 1}
+    )  # fmt: skip
+    cmd = augment_command(params, IMAGE, Path("/w"))
+    assert (option(cmd, "--ra"), option(cmd, "--dec"), option(cmd, "--radius")) == (
+        "0.0", "0.0", "2.0")  # fmt: skip
+    assert option(cmd, "--scale-low") == "0.0"
+    assert option(cmd, "--parity") == "pos"
+    assert "--no-tweak" in cmd and "--tweak-order" not in cmd
+    assert option(cmd, "--pixel-error") == "1.5"
+    assert {"--crpix-center", "--invert", "--use-source-extractor"} <= set(cmd)
+    assert "--downsample" not in cmd
+    negative = augment_command(parse_solve_params({"parity": 1}), IMAGE, Path("/w"))
+    assert option(negative, "--parity") == "neg"
+
+
+def test_estimate_error_and_units() -> None:
+    params = parse_solve_params(
+        {"scale_type": "ev", "scale_est": 50, "scale_err": 10, "scale_units": "focalmm"}
+    )
+    cmd = augment_command(params, IMAGE, Path("/w"))
+    assert option(cmd, "--scale-units") == "focalmm"
+    assert float(option(cmd, "--scale-low") or 0) == pytest.approx(45)
+    assert float(option(cmd, "--scale-high") or 0) == pytest.approx(55)
+
+
+def test_star_lists_and_fits_extensions() -> None:
+    cmd = augment_command(parse_solve_params({"invert": True}), STARS, Path("/w"))
+    assert (option(cmd, "--width"), option(cmd, "--height")) == ("1000", "700")
+    assert "--downsample" not in cmd and "--invert" not in cmd
+    cmd = augment_command(parse_solve_params({}), FITS, Path("/w"))
+    assert "--fits-image" in cmd and option(cmd, "--extension") == "2"
+
+
+def test_engine_config_lists_every_index_directory() -> None:
+    text = engine_config([Path("/usr/share/astrometry"), Path("/mnt/4200")], 300)
+    assert text.splitlines() == [
+        "add_path /usr/share/astrometry",
+        "add_path /mnt/4200",
+        "autoindex",
+        "cpulimit 300",
+    ]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_deadline_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """A child that ignores SIGTERM and its own background child are both gone at the deadline."""
+    pid_file = tmp_path / "grandchild.pid"
+    script = f"sleep 300 & echo $! > {pid_file}; trap '' TERM; while true; do sleep 1; done"
+    started = time.monotonic()
+    with pytest.raises(SolveTimeout):
+        run_with_deadline(["sh", "-c", script], tmp_path, tmp_path / "log",
+                          time.monotonic() + 1.0)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0 + 2 * 2.0 + 1.0  # deadline + SIGTERM grace + SIGKILL wait + slack
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+    assert (tmp_path / "log").read_text().startswith("$ sh -c")
+
+
+def test_exit_status_and_output_are_kept(tmp_path: Path) -> None:
+    code = run_with_deadline(["sh", "-c", "echo hello; exit 3"], tmp_path, tmp_path / "log",
+                             time.monotonic() + 10)  # fmt: skip
+    assert code == 3
+    assert "hello" in (tmp_path / "log").read_text()
+
+
+@pytest.mark.engine
+def test_engine_and_every_tycho2_index_are_installed() -> None:
+    """The engine tests need these; their absence must fail loudly, never skip."""
+    import shutil
+
+    for tool in ("solve-field", "astrometry-engine", "image2xy", "source-extractor"):
+        assert shutil.which(tool), f"{tool} is missing: run scripts/install-system.sh"
+    index_files = sorted(Path("/usr/share/astrometry").glob("index-tycho2-*.fits"))
+    scales = sorted(int(path.name.split("-")[2].split(".")[0]) for path in index_files)
+    assert scales == list(range(7, 20)), scales
