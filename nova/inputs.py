@@ -32,6 +32,7 @@ FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
 MAX_TEXT_LIST_BYTES = 50 * 1024 * 1024
+MAX_TEXT_HEADER_LINES = 3  # e.g. a title line and a column header such as "x y mag"
 SUPPORTED_TEXT = (
     "Supported inputs: JPEG, PNG, GIF, TIFF or FITS images, star lists as a FITS table "
     "with x and y columns or as text (x y per line), optionally gzip or bzip2 compressed."
@@ -230,6 +231,7 @@ def _parse_text_list(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     xs: list[float] = []
     ys: list[float] = []
+    header_lines = 0
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -238,9 +240,10 @@ def _parse_text_list(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         try:
             numbers = [float(part) for part in parts]
         except ValueError:
-            if not xs and not ys:
-                continue  # a header line such as "x y" or "X,Y,MAG"
-            return None
+            header_lines += 1
+            if xs or header_lines > MAX_TEXT_HEADER_LINES:
+                return None  # prose, not a star list with a column header
+            continue
         if len(numbers) < 2:
             return None
         xs.append(numbers[0])

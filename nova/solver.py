@@ -218,7 +218,8 @@ def _solve_once(
     if sources < MIN_SOURCES_TO_SOLVE:
         return SolveOutcome(
             False,
-            f"Only {sources} stars were detected in the image; at least "
+            f"Only {sources} {'star was' if sources == 1 else 'stars were'} detected in the "
+            f"image; at least "
             f"{MIN_SOURCES_TO_SOLVE} are needed to solve.",
             sources,
         )

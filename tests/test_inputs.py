@@ -126,6 +126,7 @@ def test_text_star_lists(tmp_path: Path) -> None:
         (b"%PDF-1.4 not a sky picture", "This file's type is not supported."),
         (b"\x00\x01\x02binary junk", "This file's type is not supported."),
         (b"x y\n1 2\nthree four\n", "This file's type is not supported."),
+        (b"A note\non the\nobservation\nof 1 2\n10 20\n", "This file's type is not supported."),
         (raster("JPEG")[:60], "could not be decoded"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "could not be decoded"),
         (fits_table({"RA": [1.0], "DEC": [2.0]}), "neither an image nor a table"),
