@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
 from PIL import Image as PILImage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -37,10 +37,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["nova.storage"] = store
     db.init_app(app)
 
-    from .views import files, web
+    from .views import api, files, web
 
     app.register_blueprint(web.bp)
     app.register_blueprint(files.bp)
+    app.register_blueprint(api.bp)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
@@ -49,8 +50,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         return render_template("error.html", code=413, message=message), 413
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[str, int]:
+    def http_error(error: HTTPException) -> Any:
         code = error.code or 500
+        if request.path.startswith("/api/"):
+            # API clients parse every answer as JSON, errors included.
+            return api.reply({"status": "error", "errormessage": error.description}, code)
         return render_template("error.html", code=code, message=error.description), code
 
     return app

@@ -31,8 +31,12 @@ def create_user(email: str, *, display_name: str = "", is_admin: bool = False) -
     if db.session.scalar(select(User).where(User.email == email)) is not None:
         raise ValueError(f"a user with the email {email} already exists")
     key = new_api_key()
-    user = User(email=email, display_name=display_name or email.split("@")[0],
-                api_key_hash=hash_api_key(key), is_admin=is_admin)  # fmt: skip
+    user = User(
+        email=email,
+        display_name=display_name or email.split("@")[0],
+        api_key_hash=hash_api_key(key),
+        is_admin=is_admin,
+    )
     db.session.add(user)
     db.session.commit()
     return user, key

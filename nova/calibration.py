@@ -38,9 +38,11 @@ def cd_matrix(header: fits.Header) -> np.ndarray:
     # Fall back to CDELT/PC for headers not written by the engine.
     cdelt = np.array([header["CDELT1"], header["CDELT2"]])
     pc = np.array(
-        [[header.get("PC1_1", 1.0), header.get("PC1_2", 0.0)],
-         [header.get("PC2_1", 0.0), header.get("PC2_2", 1.0)]]
-    )  # fmt: skip
+        [
+            [header.get("PC1_1", 1.0), header.get("PC1_2", 0.0)],
+            [header.get("PC2_1", 0.0), header.get("PC2_2", 1.0)],
+        ]
+    )
     return pc * cdelt[:, None]
 
 

@@ -19,11 +19,17 @@ from rq import Worker
 
 from . import create_app, queue, services
 from .accounts import create_user
+from .database import init_database
 from .extensions import db
 
 
-@click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False,
-             load_dotenv=False, set_debug_flag=False)  # fmt: skip
+@click.group(
+    cls=FlaskGroup,
+    create_app=create_app,
+    add_version_option=False,
+    load_dotenv=False,
+    set_debug_flag=False,
+)
 def main() -> None:
     """Nova plate-solving service."""
 
@@ -32,7 +38,7 @@ def main() -> None:
 @with_appcontext
 def init_db_command() -> None:
     """Create the database tables (safe to run again)."""
-    db.create_all()
+    init_database()
     click.echo(f"database ready: {db.engine.url.render_as_string(hide_password=True)}")
 
 
@@ -83,10 +89,21 @@ def _start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes] | None:
         raise click.ClickException("redis-server is not installed (run scripts/install-system.sh)")
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([
-        binary, "--bind", "127.0.0.1", "--port", str(parsed.port or 6379),
-        "--dir", str(redis_dir), "--appendonly", "yes", "--save", "",
-    ])  # fmt: skip
+    process = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(parsed.port or 6379),
+            "--dir",
+            str(redis_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ]
+    )
     for _ in range(100):
         if _redis_alive(url):
             return process
@@ -125,18 +142,32 @@ def _start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes] | None:
 @with_appcontext
 def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
     """Run the whole stack without Docker: redis (if needed), gunicorn web, RQ workers."""
-    db.create_all()
+    init_database()
     config = current_app.config
     processes: list[subprocess.Popen[bytes]] = []
     redis_process = _start_redis(config["REDIS_URL"], Path(config["DATA_DIR"]))
     if redis_process is not None:
         processes.append(redis_process)
     env = dict(os.environ, NOVA_DATA_DIR=str(config["DATA_DIR"]))
-    processes.append(subprocess.Popen([
-        sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-        "--workers", str(web_workers), "--access-logfile", "-",
-        "--timeout", "120", "nova.wsgi:app",
-    ], env=env))  # fmt: skip
+    processes.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                str(web_workers),
+                "--access-logfile",
+                "-",
+                "--timeout",
+                "120",
+                "nova.wsgi:app",
+            ],
+            env=env,
+        )
+    )
     for _ in range(workers):
         processes.append(subprocess.Popen([sys.executable, "-m", "nova", "worker"], env=env))
     click.echo(f"Nova is serving http://{host}:{port}/ (Ctrl-C stops everything)")

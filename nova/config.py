@@ -32,6 +32,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _secret_key(env: Mapping[str, str], environment: str, data_dir: Path) -> str:
     key = env.get("NOVA_SECRET_KEY", "").strip()
     if key:
@@ -80,5 +87,11 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "MAX_IMAGE_PIXELS": _int(env, "NOVA_MAX_IMAGE_PIXELS", 200_000_000),
         "DOWNLOAD_TIMEOUT": _int(env, "NOVA_DOWNLOAD_TIMEOUT", 60),
         "SECRET_KEY": _secret_key(env, environment, data_dir),
+        "SESSION_COOKIE_NAME": "NovaSession",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "API_SESSION_DAYS": _int(env, "NOVA_API_SESSION_DAYS", 14),
+        "API_DEFAULT_VISIBILITY": _choice(env, "NOVA_API_DEFAULT_VISIBILITY", ("y", "n"), "y"),
+        "MAX_STARS": _int(env, "NOVA_MAX_STARS", 100_000),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }

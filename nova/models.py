@@ -41,6 +41,40 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ApiSession(db.Model):
+    """A login through /api/login. Keys are alphanumeric: some clients send them unencoded."""
+
+    __tablename__ = "api_sessions"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+    user: Mapped[User] = relationship()
+
+
+album_images = db.Table(
+    "album_images",
+    db.Column("album_id", ForeignKey("albums.id"), primary_key=True),
+    db.Column("user_image_id", ForeignKey("user_images.id"), primary_key=True),
+)
+
+
+class Album(db.Model):
+    __tablename__ = "albums"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    title: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    publicly_visible: Mapped[str] = mapped_column(String(1), default="y")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    images: Mapped[list[UserImage]] = relationship(secondary=album_images)
+
+
 class Submission(db.Model):
     """One upload (a file, a URL or an x/y list) with the solve parameters it was sent with."""
 
@@ -82,6 +116,8 @@ class Submission(db.Model):
     image_width: Mapped[int] = mapped_column(default=0)
     image_height: Mapped[int] = mapped_column(default=0)
 
+    album_id: Mapped[int | None] = mapped_column(ForeignKey("albums.id"))
+
     user: Mapped[User | None] = relationship()
     user_images: Mapped[list[UserImage]] = relationship(
         back_populates="submission", order_by="UserImage.id"
@@ -108,10 +144,43 @@ class UserImage(db.Model):
 
     submission: Mapped[Submission] = relationship(back_populates="user_images")
     jobs: Mapped[list[Job]] = relationship(back_populates="user_image", order_by="Job.id")
+    tags: Mapped[list[ImageTag]] = relationship(order_by="ImageTag.id")
+    sky_objects: Mapped[list[SkyObject]] = relationship(order_by="SkyObject.id")
 
     @property
     def latest_job(self) -> Job | None:
         return self.jobs[-1] if self.jobs else None
+
+    @property
+    def best_job(self) -> Job | None:
+        """The newest solved job, else the newest job (nova's get_best_job, without its bugs)."""
+        for job in reversed(self.jobs):
+            if job.status == JobStatus.SUCCESS:
+                return job
+        return self.latest_job
+
+
+class ImageTag(db.Model):
+    """A tag on an image: by a user, or by the machine (objects found in the field)."""
+
+    __tablename__ = "image_tags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_image_id: Mapped[int] = mapped_column(ForeignKey("user_images.id"), index=True)
+    text: Mapped[str] = mapped_column(String(256), index=True)
+    machine: Mapped[bool] = mapped_column(default=False)
+    tagger_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SkyObject(db.Model):
+    """A named object (constellation, star, NGC/IC object) found in an image's field."""
+
+    __tablename__ = "sky_objects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_image_id: Mapped[int] = mapped_column(ForeignKey("user_images.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256), index=True)
 
 
 class Job(db.Model):

@@ -38,8 +38,9 @@ def _enqueue(queue_name: str, func: str, entity_id: int, rq_id: str, timeout: in
     """
     try:
         connection = redis_connection()
-        existing = RQJob.fetch(rq_id, connection=connection) if RQJob.exists(rq_id, connection) \
-            else None  # fmt: skip
+        existing = (
+            RQJob.fetch(rq_id, connection=connection) if RQJob.exists(rq_id, connection) else None
+        )
         if existing is not None and existing.get_status() in (
             JobStatus.QUEUED,
             JobStatus.STARTED,
@@ -48,9 +49,13 @@ def _enqueue(queue_name: str, func: str, entity_id: int, rq_id: str, timeout: in
         ):
             return True  # already waiting or running: a second entry would only be skipped
         Queue(queue_name, connection=connection).enqueue(
-            func, entity_id, job_id=rq_id, job_timeout=timeout, result_ttl=3600,
+            func,
+            entity_id,
+            job_id=rq_id,
+            job_timeout=timeout,
+            result_ttl=3600,
             failure_ttl=7 * 24 * 3600,
-        )  # fmt: skip
+        )
     except redis.exceptions.RedisError as exc:
         log.warning("could not enqueue %s: %s", rq_id, exc)
         return False
@@ -59,8 +64,13 @@ def _enqueue(queue_name: str, func: str, entity_id: int, rq_id: str, timeout: in
 
 def enqueue_submission(submission_id: int) -> bool:
     timeout = 2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120
-    return _enqueue(SUBMISSIONS_QUEUE, "nova.tasks.process_submission_job", submission_id,
-                    f"submission-{submission_id}", timeout)  # fmt: skip
+    return _enqueue(
+        SUBMISSIONS_QUEUE,
+        "nova.tasks.process_submission_job",
+        submission_id,
+        f"submission-{submission_id}",
+        timeout,
+    )
 
 
 def enqueue_solve(job_id: int) -> bool:

@@ -54,8 +54,9 @@ def _render_star_list(path: Path, width: int, height: int) -> PILImage.Image:
     return picture
 
 
-def render_display(source: Path, kind: str, width: int, height: int, extension: int,
-                   target: Path) -> None:  # fmt: skip
+def render_display(
+    source: Path, kind: str, width: int, height: int, extension: int, target: Path
+) -> None:
     """Write a PNG rendering of ``source`` to ``target`` atomically."""
     if kind == "fits":
         picture = _render_fits(source, extension)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import requests
+from astropy.io import fits
 from flask import current_app
 from sqlalchemy import select, update
 
@@ -16,7 +20,18 @@ from . import queue
 from .calibration import CalibrationNumbers
 from .extensions import db
 from .inputs import PreparedInput, UnsupportedInput, prepare_input
-from .models import Calibration, Job, JobStatus, Submission, User, UserImage, utcnow
+from .models import (
+    Album,
+    Calibration,
+    ImageTag,
+    Job,
+    JobStatus,
+    SkyObject,
+    Submission,
+    User,
+    UserImage,
+    utcnow,
+)
 from .params import SolveParams
 from .storage import Storage, UploadTooLarge
 
@@ -25,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SubmissionOptions:
-    """What a submission carries besides its data: who, how visible, which licence."""
+    """What a submission carries besides its data: who, how visible, which licence, album."""
 
     params: SolveParams
     user: User | None = None
@@ -33,6 +48,7 @@ class SubmissionOptions:
     allow_commercial_use: str = "d"
     allow_modifications: str = "d"
     via_api: bool = False
+    album: Album | None = None
 
 
 def storage() -> Storage:
@@ -53,6 +69,7 @@ def _new_submission(options: SubmissionOptions, **fields: object) -> Submission:
         publicly_visible=visible,
         allow_commercial_use=options.allow_commercial_use,
         allow_modifications=options.allow_modifications,
+        album_id=options.album.id if options.album else None,
         **options.params.as_dict(),
         **fields,
     )
@@ -69,6 +86,32 @@ def submit_file(path: Path, filename: str | None, options: SubmissionOptions) ->
     db.session.commit()
     queue.enqueue_submission(submission.id)
     return submission
+
+
+def submit_star_list(x: list[float], y: list[float], options: SubmissionOptions) -> Submission:
+    """Store x/y positions sent as JSON (brightest first) as a FITS table and queue it."""
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="x", format="D", array=np.asarray(x, dtype=np.float64)),
+            fits.Column(name="y", format="D", array=np.asarray(y, dtype=np.float64)),
+        ]
+    )
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(buffer)
+    buffer.seek(0)
+    sha1, _ = storage().store_stream(buffer)
+    submission = _new_submission(options, upload_hash=sha1, original_filename="json-xy")
+    db.session.add(submission)
+    db.session.commit()
+    queue.enqueue_submission(submission.id)
+    return submission
+
+
+def find_album(user: User, title: str) -> Album | None:
+    """The caller's own album with this title (nova searched every user's albums)."""
+    return db.session.scalars(
+        select(Album).where(Album.user_id == user.id, Album.title == title).order_by(Album.id)
+    ).first()
 
 
 def submit_url(url: str, options: SubmissionOptions) -> Submission:
@@ -94,8 +137,12 @@ def quick_check_upload(path: Path) -> None:
     """Refuse a file that is certainly not solvable before a submission is created."""
     work_dir = storage().make_work_dir("check-")
     try:
-        prepare_input(path, work_dir, max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-                      max_uncompressed_bytes=current_app.config["MAX_CONTENT_LENGTH"])  # fmt: skip
+        prepare_input(
+            path,
+            work_dir,
+            max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+            max_uncompressed_bytes=current_app.config["MAX_CONTENT_LENGTH"],
+        )
     finally:
         storage().discard(work_dir)
 
@@ -106,8 +153,9 @@ def quick_check_upload(path: Path) -> None:
 def _download(url: str, max_bytes: int, timeout: float) -> tuple[str, str]:
     """Fetch ``url`` into the upload store with a size and a total-time limit."""
     deadline = time.monotonic() + timeout
-    with requests.get(url, stream=True, timeout=min(timeout, 30),
-                      headers={"User-Agent": "nova-solver"}) as response:  # fmt: skip
+    with requests.get(
+        url, stream=True, timeout=min(timeout, 30), headers={"User-Agent": "nova-solver"}
+    ) as response:
         response.raise_for_status()
 
         class _Limited:
@@ -127,14 +175,26 @@ def _fail_submission(submission: Submission, message: str, file_hash: str | None
     submission.error_message = message
     submission.processing_finished = now
     image = UserImage(
-        submission=submission, user_id=submission.user_id, file_hash=file_hash,
-        kind="unsupported", width=0, height=0,
+        submission=submission,
+        user_id=submission.user_id,
+        file_hash=file_hash,
+        kind="unsupported",
+        width=0,
+        height=0,
         original_filename=submission.original_filename,
         publicly_visible=submission.publicly_visible,
-    )  # fmt: skip
+    )
     db.session.add(image)
-    db.session.add(Job(user_image=image, status=JobStatus.FAILURE, stage="failed",
-                       started_at=now, finished_at=now, failure_reason=message))  # fmt: skip
+    db.session.add(
+        Job(
+            user_image=image,
+            status=JobStatus.FAILURE,
+            stage="failed",
+            started_at=now,
+            finished_at=now,
+            failure_reason=message,
+        )
+    )
     db.session.commit()
 
 
@@ -151,8 +211,9 @@ def process_submission(submission_id: int) -> list[int]:
     config = current_app.config
     if submission.upload_hash is None:
         try:
-            sha1, name = _download(submission.url or "", config["MAX_CONTENT_LENGTH"],
-                                   config["DOWNLOAD_TIMEOUT"])  # fmt: skip
+            sha1, name = _download(
+                submission.url or "", config["MAX_CONTENT_LENGTH"], config["DOWNLOAD_TIMEOUT"]
+            )
         except (requests.RequestException, UploadTooLarge, TimeoutError, OSError) as exc:
             _fail_submission(submission, f"Failed to download {submission.url}: {exc}", None)
             return []
@@ -162,25 +223,35 @@ def process_submission(submission_id: int) -> list[int]:
     work_dir = storage().make_work_dir(f"sub-{submission.id}-")
     try:
         prepared = prepare_input(
-            storage().upload_path(submission.upload_hash), work_dir,
+            storage().upload_path(submission.upload_hash),
+            work_dir,
             max_pixels=config["MAX_IMAGE_PIXELS"],
             max_uncompressed_bytes=config["MAX_CONTENT_LENGTH"],
-            image_width=params.image_width, image_height=params.image_height,
-        )  # fmt: skip
+            image_width=params.image_width,
+            image_height=params.image_height,
+        )
     except UnsupportedInput as exc:
         _fail_submission(submission, str(exc), submission.upload_hash)
         return []
     finally:
         storage().discard(work_dir)
     image = UserImage(
-        submission=submission, user_id=submission.user_id, file_hash=submission.upload_hash,
-        kind=prepared.kind, width=prepared.width, height=prepared.height,
+        submission=submission,
+        user_id=submission.user_id,
+        file_hash=submission.upload_hash,
+        kind=prepared.kind,
+        width=prepared.width,
+        height=prepared.height,
         fits_extension=prepared.fits_extension,
         original_filename=submission.original_filename,
         publicly_visible=submission.publicly_visible,
-    )  # fmt: skip
+    )
     job = Job(user_image=image)
     db.session.add_all([image, job])
+    if submission.album_id is not None:
+        album = db.session.get(Album, submission.album_id)
+        if album is not None:
+            album.images.append(image)
     submission.processing_finished = utcnow()
     db.session.commit()
     return [job.id]
@@ -209,8 +280,10 @@ def finish_job(
     wcs_header: str | None,
     failure_reason: str | None,
     sources: int | None,
+    objects: Sequence[str] = (),
 ) -> None:
-    """Record the end of a job: a calibration on success, the reason on failure."""
+    """Record the end of a job: a calibration and the objects in the field on success,
+    the reason on failure."""
     job = db.session.get(Job, job_id)
     assert job is not None
     job.finished_at = utcnow()
@@ -219,6 +292,13 @@ def finish_job(
         job.status = JobStatus.SUCCESS
         job.stage = "done"
         db.session.add(Calibration(job=job, wcs_header=wcs_header, **numbers.__dict__))
+        image = job.user_image
+        # A re-solve replaces what the machine said about the field before.
+        for old in [t for t in image.tags if t.machine] + list(image.sky_objects):
+            db.session.delete(old)
+        for name in objects:
+            db.session.add(ImageTag(user_image_id=image.id, text=name, machine=True))
+            db.session.add(SkyObject(user_image_id=image.id, name=name))
     else:
         job.status = JobStatus.FAILURE
         job.stage = "failed"
@@ -231,11 +311,13 @@ def prepare_image(image: UserImage, work_dir: Path) -> PreparedInput:
     assert image.file_hash is not None
     params = SolveParams.from_row(image.submission)
     return prepare_input(
-        storage().upload_path(image.file_hash), work_dir,
+        storage().upload_path(image.file_hash),
+        work_dir,
         max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
         max_uncompressed_bytes=current_app.config["MAX_CONTENT_LENGTH"],
-        image_width=params.image_width, image_height=params.image_height,
-    )  # fmt: skip
+        image_width=params.image_width,
+        image_height=params.image_height,
+    )
 
 
 def requeue_pending() -> int:

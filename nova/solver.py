@@ -9,6 +9,7 @@ the whole group is killed, because the engine's own cpulimit is not reliable.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ LOG_NAME = "log"
 WCS_NAME = "wcs.fits"
 CORR_NAME = "corr.fits"
 RDLS_NAME = "rdls.fits"
+ANNOTATIONS_NAME = "annotations.json"
 KILL_GRACE_SECONDS = 2.0
 # Fewer sources than this after downsampling: extract again at full resolution.
 MIN_SOURCES_AFTER_DOWNSAMPLE = 50
@@ -57,20 +59,54 @@ def engine_config(index_dirs: Sequence[Path], cpulimit: int) -> str:
 def augment_command(params: SolveParams, prepared: PreparedInput, work_dir: Path) -> list[str]:
     """The ``solve-field --just-augment`` command for these parameters (nova's mapping)."""
     cmd = [
-        "solve-field", "--just-augment", "--no-plots", "--overwrite",
-        "--dir", str(work_dir), "--temp-dir", str(work_dir),
-        "--axy", AXY_NAME, "--wcs", WCS_NAME, "--corr", CORR_NAME, "--rdls", RDLS_NAME,
-        "--match", "none", "--solved", "none", "--new-fits", "none", "--index-xyls", "none",
-        "--objs", str(MAX_SOURCES), "--tag-all",
-    ]  # fmt: skip
+        "solve-field",
+        "--just-augment",
+        "--no-plots",
+        "--overwrite",
+        "--dir",
+        str(work_dir),
+        "--temp-dir",
+        str(work_dir),
+        "--axy",
+        AXY_NAME,
+        "--wcs",
+        WCS_NAME,
+        "--corr",
+        CORR_NAME,
+        "--rdls",
+        RDLS_NAME,
+        "--match",
+        "none",
+        "--solved",
+        "none",
+        "--new-fits",
+        "none",
+        "--index-xyls",
+        "none",
+        "--objs",
+        str(MAX_SOURCES),
+        "--tag-all",
+    ]
     bounds = params.scale_bounds()
     if bounds is not None:
-        cmd += ["--scale-units", params.scale_units,
-                "--scale-low", repr(bounds[0]), "--scale-high", repr(bounds[1])]  # fmt: skip
+        cmd += [
+            "--scale-units",
+            params.scale_units,
+            "--scale-low",
+            repr(bounds[0]),
+            "--scale-high",
+            repr(bounds[1]),
+        ]
     if params.has_position_hint:
         # Tested with "is not None", unlike nova: RA 0 / Dec 0 are real positions.
-        cmd += ["--ra", repr(params.center_ra), "--dec", repr(params.center_dec),
-                "--radius", repr(params.radius)]  # fmt: skip
+        cmd += [
+            "--ra",
+            repr(params.center_ra),
+            "--dec",
+            repr(params.center_dec),
+            "--radius",
+            repr(params.radius),
+        ]
     if params.parity in (0, 1):
         cmd += ["--parity", "pos" if params.parity == 0 else "neg"]
     if params.tweak_order == 0:
@@ -105,9 +141,13 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
         process = subprocess.Popen(
-            cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             return process.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
@@ -137,6 +177,36 @@ def kill_process_group(process: subprocess.Popen[bytes]) -> None:
             except ProcessLookupError:
                 pass
         break
+
+
+def objects_in_field(work_dir: Path) -> list[str]:
+    """Name what is in a solved field, as nova does, and keep the annotations for later.
+
+    ``plot-constellations`` lists constellations (with at least two of their stars in the
+    field), NGC/IC objects (with their aliases, Messier numbers included) and the ten
+    brightest named stars; each listed line is split on "/" into names, as on nova. The
+    same objects with pixel positions and sizes go to ``annotations.json``.
+    """
+    base = ["plot-constellations", "-w", WCS_NAME, "-N", "-C", "-B", "-b", "10", "-L"]
+    listing = subprocess.run(
+        base + ["-j"], cwd=work_dir, capture_output=True, text=True, timeout=60, check=True
+    )
+    with_json = subprocess.run(
+        base + ["-J"], cwd=work_dir, capture_output=True, text=True, timeout=60, check=True
+    )
+    text = with_json.stderr
+    try:
+        annotations = json.loads(text[text.index("{") : text.rindex("}") + 1])["annotations"]
+    except (ValueError, KeyError):
+        annotations = []
+    (work_dir / ANNOTATIONS_NAME).write_text(json.dumps(annotations))
+    names: list[str] = []
+    for line in listing.stdout.splitlines():
+        for name in line.split("/"):
+            name = name.strip()
+            if name and name not in names:
+                names.append(name)
+    return names
 
 
 def count_sources(axy_path: Path) -> int:
@@ -170,19 +240,30 @@ def solve(
     sources: int | None = None
     for number, attempt in enumerate(attempts, start=1):
         try:
-            outcome = _solve_once(attempt, prepared, work_dir, config_path, log_path, deadline,
-                                  on_stage, can_retry=number < len(attempts))  # fmt: skip
+            outcome = _solve_once(
+                attempt,
+                prepared,
+                work_dir,
+                config_path,
+                log_path,
+                deadline,
+                on_stage,
+                can_retry=number < len(attempts),
+            )
         except SolveTimeout:
             return SolveOutcome(
-                False, f"Stopped after the time limit of {time_limit:g} s without a solution.",
+                False,
+                f"Stopped after the time limit of {time_limit:g} s without a solution.",
                 sources,
-            )  # fmt: skip
+            )
         if outcome.reason != RETRY_FULL_RESOLUTION:
             return outcome
         sources = outcome.sources
         with log_path.open("a") as log:
-            log.write(f"\n{sources} sources and no solution with downsampling; "
-                      "extracting again at full resolution.\n")  # fmt: skip
+            log.write(
+                f"\n{sources} sources and no solution with downsampling; "
+                "extracting again at full resolution.\n"
+            )
     raise AssertionError("the last attempt never asks for a retry")
 
 
@@ -203,8 +284,9 @@ def _solve_once(
     for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
         (work_dir / name).unlink(missing_ok=True)
     on_stage("extracting")
-    code = run_with_deadline(augment_command(params, prepared, work_dir), work_dir, log_path,
-                             deadline)  # fmt: skip
+    code = run_with_deadline(
+        augment_command(params, prepared, work_dir), work_dir, log_path, deadline
+    )
     axy = work_dir / AXY_NAME
     if code != 0 or not axy.exists():
         return SolveOutcome(
@@ -224,8 +306,9 @@ def _solve_once(
             sources,
         )
     on_stage("solving")
-    code = run_with_deadline(["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir,
-                             log_path, deadline)  # fmt: skip
+    code = run_with_deadline(
+        ["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir, log_path, deadline
+    )
     if (work_dir / WCS_NAME).exists():
         return SolveOutcome(True, None, sources)
     if code != 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,7 @@ def _solve(job_id: int) -> None:
     work_dir = store.make_work_dir(f"job-{job_id}-")
     numbers = wcs_text = reason = None
     sources = None
+    objects: list[str] = []
     try:
         try:
             prepared = services.prepare_image(image, work_dir)
@@ -76,17 +78,21 @@ def _solve(job_id: int) -> None:
             reason = str(exc)
         else:
             outcome = solver.solve(
-                params, prepared, work_dir,
+                params,
+                prepared,
+                work_dir,
                 index_dirs=current_app.config["INDEX_DIRS"],
                 time_limit=current_app.config["SOLVE_TIME_LIMIT"],
                 on_stage=lambda stage: services.set_job_stage(job_id, stage),
-            )  # fmt: skip
+            )
             sources, reason = outcome.sources, outcome.reason
             if outcome.solved:
                 header = read_wcs_header(work_dir / solver.WCS_NAME)
-                numbers = compute_calibration(header, image.width, image.height,
-                                              y_axis_down=prepared.y_axis_down)  # fmt: skip
+                numbers = compute_calibration(
+                    header, image.width, image.height, y_axis_down=prepared.y_axis_down
+                )
                 wcs_text = header.tostring(sep="\n")
+                objects = _objects_in_field(work_dir)
         _remove_engine_temporaries(work_dir)
         store.publish_job_dir(work_dir, job_id)
     except BaseException:
@@ -100,12 +106,34 @@ def _solve(job_id: int) -> None:
             failure_reason="Internal error while solving; see the worker log.",
         )
         raise
-    services.finish_job(job_id, numbers=numbers, wcs_header=wcs_text, failure_reason=reason,
-                        sources=sources)  # fmt: skip
+    services.finish_job(
+        job_id,
+        numbers=numbers,
+        wcs_header=wcs_text,
+        failure_reason=reason,
+        sources=sources,
+        objects=objects,
+    )
+
+
+def _objects_in_field(work_dir: Path) -> list[str]:
+    """Objects in the field are a bonus: a failure to list them never fails the solve."""
+    try:
+        return solver.objects_in_field(work_dir)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("listing the objects in the field failed: %s", exc)
+        return []
 
 
 KEEP = frozenset(
-    {solver.AXY_NAME, solver.LOG_NAME, solver.WCS_NAME, solver.CORR_NAME, solver.RDLS_NAME}
+    {
+        solver.AXY_NAME,
+        solver.LOG_NAME,
+        solver.WCS_NAME,
+        solver.CORR_NAME,
+        solver.RDLS_NAME,
+        solver.ANNOTATIONS_NAME,
+    }
 )
 
 

@@ -3,13 +3,14 @@ and RQ workers run as real ``nova worker`` processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from nova import create_app
+from nova.database import init_database
 from nova.extensions import db
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,10 +56,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     directory = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
 
@@ -95,7 +108,7 @@ def nova_env(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) ->
 def app(nova_env: dict[str, str]) -> Iterator[Flask]:
     app = create_app({"TESTING": True})
     with app.app_context():
-        db.create_all()
+        init_database()
         yield app
         db.session.remove()
         db.engine.dispose()
@@ -110,7 +123,39 @@ def run_worker(timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run a real ``nova worker --burst`` until the queues are empty."""
     result = subprocess.run(
         [sys.executable, "-m", "nova", "worker", "--burst"],
-        capture_output=True, text=True, timeout=timeout, env=os.environ.copy(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+@pytest.fixture
+def make_user(app: Flask) -> Callable[[str], tuple[int, str]]:
+    """Create users on demand; returns (user id, API key)."""
+    from nova.accounts import create_user
+
+    def make(email: str) -> tuple[int, str]:
+        user, key = create_user(email)
+        return user.id, key
+
+    return make
+
+
+def api_call(
+    client: FlaskClient, endpoint: str, args: dict[str, object] | None = None, method: str = "POST"
+) -> dict[str, object]:
+    """Call /api/<endpoint> as nova's clients do (form field request-json); return the JSON."""
+    data = {"request-json": json.dumps(args)} if args is not None else None
+    response = client.open(f"/api/{endpoint}", method=method, data=data)
+    assert response.status_code in (200, 404), response.status_code
+    assert response.headers["Content-Type"] == "text/plain"
+    return json.loads(response.get_data(as_text=True))
+
+
+def api_login(client: FlaskClient, key: str) -> str:
+    result = api_call(client, "login", {"apikey": key})
+    assert result["status"] == "success", result
+    return str(result["session"])

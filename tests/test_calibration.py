@@ -10,8 +10,11 @@ from astropy.io import fits
 from nova.calibration import compute_calibration, format_dec_dms, format_ra_hms, format_size
 
 
-def tan_header(cd: list[list[float]], crval: tuple[float, float] = (150.0, 30.0),
-               crpix: tuple[float, float] = (50.5, 40.5)) -> fits.Header:  # fmt: skip
+def tan_header(
+    cd: list[list[float]],
+    crval: tuple[float, float] = (150.0, 30.0),
+    crpix: tuple[float, float] = (50.5, 40.5),
+) -> fits.Header:
     header = fits.Header()
     header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
     header["CRVAL1"], header["CRVAL2"] = crval
@@ -39,8 +42,10 @@ def test_north_up_east_left_image() -> None:
 def test_rotation_parity_and_raster_flip() -> None:
     scale = 2.0 / 3600
     angle = math.radians(30)
-    cd = [[scale * math.cos(angle), -scale * math.sin(angle)],
-          [scale * math.sin(angle), scale * math.cos(angle)]]  # fmt: skip
+    cd = [
+        [scale * math.cos(angle), -scale * math.sin(angle)],
+        [scale * math.sin(angle), scale * math.cos(angle)],
+    ]
     fits_numbers = compute_calibration(tan_header(cd), 100, 80, y_axis_down=False)
     assert fits_numbers.parity == 1.0
     assert fits_numbers.pixscale == pytest.approx(2.0)

@@ -49,8 +49,9 @@ def fits_table(columns: dict[str, list[float]], header: dict[str, int] | None = 
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("fmt", "kind"), [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"),
-                                           ("TIFF", "tiff")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fmt", "kind"), [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("TIFF", "tiff")]
+)
 def test_rasters_are_recognised_whatever_their_name(tmp_path: Path, fmt: str, kind: str) -> None:
     path = write(tmp_path, "upload.fits", raster(fmt))
     prepared = prepare_input(path, tmp_path, **LIMITS)
@@ -61,7 +62,11 @@ def test_rasters_are_recognised_whatever_their_name(tmp_path: Path, fmt: str, ki
 def test_fits_image_in_primary_and_in_an_extension(tmp_path: Path) -> None:
     prepared = prepare_input(write(tmp_path, "a", fits_image()), tmp_path, **LIMITS)
     assert (prepared.kind, prepared.width, prepared.height, prepared.fits_extension) == (
-        "fits", 64, 48, 0)  # fmt: skip
+        "fits",
+        64,
+        48,
+        0,
+    )
     buffer = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((30, 40), np.float32))]).writeto(buffer)
     prepared = prepare_input(write(tmp_path, "b", buffer.getvalue()), tmp_path, **LIMITS)
@@ -106,8 +111,9 @@ def test_star_list_size_from_header_or_parameters(tmp_path: Path) -> None:
     data = fits_table({"X": [1.0, 2.0], "Y": [3.0, 4.0]}, {"IMAGEW": 800, "IMAGEH": 600})
     prepared = prepare_input(write(tmp_path, "l", data), tmp_path, **LIMITS)
     assert (prepared.width, prepared.height) == (800, 600)
-    prepared = prepare_input(write(tmp_path, "l", data), tmp_path, image_width=1000,
-                             image_height=700, **LIMITS)  # fmt: skip
+    prepared = prepare_input(
+        write(tmp_path, "l", data), tmp_path, image_width=1000, image_height=700, **LIMITS
+    )
     assert (prepared.width, prepared.height) == (1000, 700)
 
 
@@ -147,8 +153,16 @@ def test_unsupported_inputs_get_a_clear_message(tmp_path: Path, data: bytes, mes
 
 def test_pixel_and_expansion_limits(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedInput, match="the limit is 1,000"):
-        prepare_input(write(tmp_path, "a", raster("PNG")), tmp_path, max_pixels=1000,
-                      max_uncompressed_bytes=10**6)  # fmt: skip
+        prepare_input(
+            write(tmp_path, "a", raster("PNG")),
+            tmp_path,
+            max_pixels=1000,
+            max_uncompressed_bytes=10**6,
+        )
     with pytest.raises(UnsupportedInput, match="expands to more than"):
-        prepare_input(write(tmp_path, "b", gzip.compress(b"0 0\n" * 600_000)), tmp_path,
-                      max_pixels=10**6, max_uncompressed_bytes=1 << 20)  # fmt: skip
+        prepare_input(
+            write(tmp_path, "b", gzip.compress(b"0 0\n" * 600_000)),
+            tmp_path,
+            max_pixels=10**6,
+            max_uncompressed_bytes=1 << 20,
+        )

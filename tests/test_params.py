@@ -27,13 +27,29 @@ def test_zero_is_a_valid_position_and_lower_bound() -> None:
 
 def test_form_strings_and_json_values_parse_alike() -> None:
     from_form = parse_solve_params(
-        {"scale_units": "APP", "scale_lower": "1.5", "scale_upper": "2", "parity": "1",
-         "tweak_order": "0", "crpix_center": "true", "invert": "on", "downsample_factor": "4"}
-    )  # fmt: skip
+        {
+            "scale_units": "APP",
+            "scale_lower": "1.5",
+            "scale_upper": "2",
+            "parity": "1",
+            "tweak_order": "0",
+            "crpix_center": "true",
+            "invert": "on",
+            "downsample_factor": "4",
+        }
+    )
     from_json = parse_solve_params(
-        {"scale_units": "arcsecperpix", "scale_lower": 1.5, "scale_upper": 2, "parity": 1,
-         "tweak_order": 0, "crpix_center": True, "invert": True, "downsample_factor": 4.0}
-    )  # fmt: skip
+        {
+            "scale_units": "arcsecperpix",
+            "scale_lower": 1.5,
+            "scale_upper": 2,
+            "parity": 1,
+            "tweak_order": 0,
+            "crpix_center": True,
+            "invert": True,
+            "downsample_factor": 4.0,
+        }
+    )
     assert from_form == from_json
     assert from_form.scale_units == "arcsecperpix"
 

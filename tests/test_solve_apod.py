@@ -206,9 +206,13 @@ def test_star_list_uploads_solve(client: FlaskClient, apod: Path) -> None:
             f"{x:.3f} {y:.3f}" for x, y in zip(table["X"], table["Y"], strict=True)
         ]
     text_id = upload(
-        client, "\n".join(lines).encode(), "stars.txt",
-        image_width="719", image_height="507", **scale_hint(33.0),
-    )  # fmt: skip
+        client,
+        "\n".join(lines).encode(),
+        "stars.txt",
+        image_width="719",
+        image_height="507",
+        **scale_hint(33.0),
+    )
     run_worker()
     for submission_id in (fits_id, text_id):
         job = finished_job(client, submission_id)
@@ -247,8 +251,12 @@ def random_star_field(count: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:480, 0:640]
     sky = rng.normal(20, 2, (480, 640))
-    for x, y, flux in zip(rng.uniform(10, 630, count), rng.uniform(10, 470, count),
-                          rng.uniform(80, 230, count), strict=True):  # fmt: skip
+    for x, y, flux in zip(
+        rng.uniform(10, 630, count),
+        rng.uniform(10, 470, count),
+        rng.uniform(80, 230, count),
+        strict=True,
+    ):
         sky += flux * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
     buffer = io.BytesIO()
     Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
@@ -268,8 +276,9 @@ def test_random_star_field_fails_with_a_reason(client: FlaskClient) -> None:
 
 
 def engine_processes() -> list[str]:
-    result = subprocess.run(["pgrep", "-a", "-f", "astrometry-engine|solve-field"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["pgrep", "-a", "-f", "astrometry-engine|solve-field"], capture_output=True, text=True
+    )
     return [line for line in result.stdout.splitlines() if "pgrep" not in line]
 
 

@@ -14,8 +14,7 @@ from nova.solver import SolveTimeout, augment_command, engine_config, run_with_d
 
 IMAGE = PreparedInput(kind="jpeg", path=Path("/data/in.jpg"), width=800, height=600)
 STARS = PreparedInput(kind="xylist", path=Path("/w/stars.xyls"), width=1000, height=700)
-FITS = PreparedInput(kind="fits", path=Path("/data/in.fits"), width=80, height=60,
-                     fits_extension=2)  # fmt: skip
+FITS = PreparedInput(kind="fits", path=Path("/data/in.fits"), width=80, height=60, fits_extension=2)
 
 
 def option(cmd: list[str], name: str) -> str | None:
@@ -36,13 +35,27 @@ def test_defaults_follow_nova() -> None:
 
 def test_zero_hints_are_passed_and_flags_map() -> None:
     params = parse_solve_params(
-        {"center_ra": 0, "center_dec": 0, "radius": 2, "scale_lower": 0, "scale_upper": 3,
-         "parity": 0, "tweak_order": 0, "positional_error": 1.5, "crpix_center": True,
-         "invert": True, "use_sextractor": True, "downsample_factor": 1}
-    )  # fmt: skip
+        {
+            "center_ra": 0,
+            "center_dec": 0,
+            "radius": 2,
+            "scale_lower": 0,
+            "scale_upper": 3,
+            "parity": 0,
+            "tweak_order": 0,
+            "positional_error": 1.5,
+            "crpix_center": True,
+            "invert": True,
+            "use_sextractor": True,
+            "downsample_factor": 1,
+        }
+    )
     cmd = augment_command(params, IMAGE, Path("/w"))
     assert (option(cmd, "--ra"), option(cmd, "--dec"), option(cmd, "--radius")) == (
-        "0.0", "0.0", "2.0")  # fmt: skip
+        "0.0",
+        "0.0",
+        "2.0",
+    )
     assert option(cmd, "--scale-low") == "0.0"
     assert option(cmd, "--parity") == "pos"
     assert "--no-tweak" in cmd and "--tweak-order" not in cmd
@@ -97,8 +110,7 @@ def test_deadline_kills_the_whole_process_group(tmp_path: Path) -> None:
     script = f"sleep 300 & echo $! > {pid_file}; trap '' TERM; while true; do sleep 1; done"
     started = time.monotonic()
     with pytest.raises(SolveTimeout):
-        run_with_deadline(["sh", "-c", script], tmp_path, tmp_path / "log",
-                          time.monotonic() + 1.0)  # fmt: skip
+        run_with_deadline(["sh", "-c", script], tmp_path, tmp_path / "log", time.monotonic() + 1.0)
     elapsed = time.monotonic() - started
     assert elapsed < 1.0 + 2 * 2.0 + 1.0  # deadline + SIGTERM grace + SIGKILL wait + slack
     grandchild = int(pid_file.read_text())
@@ -110,8 +122,9 @@ def test_deadline_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 
 def test_exit_status_and_output_are_kept(tmp_path: Path) -> None:
-    code = run_with_deadline(["sh", "-c", "echo hello; exit 3"], tmp_path, tmp_path / "log",
-                             time.monotonic() + 10)  # fmt: skip
+    code = run_with_deadline(
+        ["sh", "-c", "echo hello; exit 3"], tmp_path, tmp_path / "log", time.monotonic() + 10
+    )
     assert code == 3
     assert "hello" in (tmp_path / "log").read_text()
 

@@ -21,12 +21,16 @@ pytestmark = pytest.mark.engine
 def test_nova_up_serves_and_solves_then_stops_cleanly(tmp_path: Path, apod: Path) -> None:
     web_port, redis_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
-    env.update(NOVA_DATA_DIR=str(tmp_path / "data"), NOVA_PORT=str(web_port),
-               NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")  # fmt: skip
+    env.update(
+        NOVA_DATA_DIR=str(tmp_path / "data"),
+        NOVA_PORT=str(web_port),
+        NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
     log_path = tmp_path / "stack.log"
     with log_path.open("wb") as log:
-        stack = subprocess.Popen([sys.executable, "-m", "nova", "up"], env=env, stdout=log,
-                                 stderr=subprocess.STDOUT)  # fmt: skip
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "nova", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
     base = f"http://127.0.0.1:{web_port}"
     try:
 
@@ -38,8 +42,12 @@ def test_nova_up_serves_and_solves_then_stops_cleanly(tmp_path: Path, apod: Path
 
         assert wait_for(serving, 60), log_path.read_text()[-3000:]
         with (apod / "apod4.jpg").open("rb") as photo:
-            response = requests.post(f"{base}/upload", files={"file": ("apod4.jpg", photo)},
-                                     allow_redirects=False, timeout=30)  # fmt: skip
+            response = requests.post(
+                f"{base}/upload",
+                files={"file": ("apod4.jpg", photo)},
+                allow_redirects=False,
+                timeout=30,
+            )
         assert response.status_code == 303
         status_url = base + response.headers["Location"]
         assert re.fullmatch(r".*/status/\d+", status_url)

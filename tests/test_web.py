@@ -31,10 +31,28 @@ def stored_uploads(app: Flask) -> list[Path]:
 
 def test_upload_page_offers_file_url_and_every_option(client: FlaskClient) -> None:
     page = client.get("/").get_data(as_text=True)
-    for name in ("file", "url", "scale_units", "scale_type", "scale_lower", "scale_upper",
-                 "scale_est", "scale_err", "center_ra", "center_dec", "radius", "parity",
-                 "tweak_order", "downsample_factor", "positional_error", "crpix_center",
-                 "invert", "use_sextractor", "image_width", "image_height"):  # fmt: skip
+    for name in (
+        "file",
+        "url",
+        "scale_units",
+        "scale_type",
+        "scale_lower",
+        "scale_upper",
+        "scale_est",
+        "scale_err",
+        "center_ra",
+        "center_dec",
+        "radius",
+        "parity",
+        "tweak_order",
+        "downsample_factor",
+        "positional_error",
+        "crpix_center",
+        "invert",
+        "use_sextractor",
+        "image_width",
+        "image_height",
+    ):
         assert f'name="{name}"' in page, name
     assert client.get("/upload/").status_code == 200  # trailing slash: same page, no redirect
 
@@ -63,8 +81,9 @@ def test_bad_forms_are_refused_and_create_nothing(
 
 
 def test_scale_fields_are_ignored_without_the_scale_hint_box(client: FlaskClient) -> None:
-    response = client.post("/upload", data={"url": "http://example.org/a.jpg",
-                                            "scale_lower": "5", "scale_upper": "1"})  # fmt: skip
+    response = client.post(
+        "/upload", data={"url": "http://example.org/a.jpg", "scale_lower": "5", "scale_upper": "1"}
+    )
     assert response.status_code == 303
     submission = db.session.scalars(select(Submission)).one()
     assert (submission.scale_lower, submission.scale_upper) == (0.1, 180.0)
@@ -89,8 +108,9 @@ def test_oversized_upload_gets_a_413_page(app: Flask, client: FlaskClient) -> No
     assert "larger than the limit" in response.get_data(as_text=True)
 
 
-def test_upload_is_stored_once_and_queued(app: Flask, client: FlaskClient, apod: Path,
-                                         redis_url: str) -> None:  # fmt: skip
+def test_upload_is_stored_once_and_queued(
+    app: Flask, client: FlaskClient, apod: Path, redis_url: str
+) -> None:
     for _ in range(2):
         data = {"file": (io.BytesIO((apod / "apod4.jpg").read_bytes()), "/home/me/sky/apod4.jpg")}
         response = client.post("/upload", data=data, content_type="multipart/form-data")
@@ -101,16 +121,28 @@ def test_upload_is_stored_once_and_queued(app: Flask, client: FlaskClient, apod:
     queued = redis.Redis.from_url(redis_url).lrange("rq:queue:default", 0, -1)
     assert sorted(queued) == [b"submission-1", b"submission-2"]
     state = client.get("/status/1/state").get_json()
-    assert state == {"id": 1, "error_message": None, "processing_started": False,
-                     "finished": False, "images": []}  # fmt: skip
+    assert state == {
+        "id": 1,
+        "error_message": None,
+        "processing_started": False,
+        "finished": False,
+        "images": [],
+    }
     page = client.get("/status/1").get_data(as_text=True)
     assert "Waiting for a worker" in page and "status.js" in page
 
 
 @pytest.mark.parametrize(
-    "path", ["/status/99", "/status/99/state", "/user_images/99", "/image/99", "/wcs_file/99",
-             "/joblog/99"],
-)  # fmt: skip
+    "path",
+    [
+        "/status/99",
+        "/status/99/state",
+        "/user_images/99",
+        "/image/99",
+        "/wcs_file/99",
+        "/joblog/99",
+    ],
+)
 def test_unknown_ids_are_404_pages(client: FlaskClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
@@ -136,8 +168,12 @@ def file_server(apod: Path) -> Iterator[str]:
 
 @pytest.mark.engine
 def test_url_upload_is_downloaded_and_solved(client: FlaskClient, file_server: str) -> None:
-    form = {"url": f"{file_server}/apod4.jpg", "scale_hint": "on", "scale_lower": "25",
-            "scale_upper": "40"}  # fmt: skip
+    form = {
+        "url": f"{file_server}/apod4.jpg",
+        "scale_hint": "on",
+        "scale_lower": "25",
+        "scale_upper": "40",
+    }
     assert client.post("/upload", data=form).status_code == 303
     run_worker()
     job = db.session.scalars(select(Job)).one()

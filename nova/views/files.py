@@ -1,40 +1,67 @@
-"""Job product files, outside /api/ as on nova, with exact content types."""
+"""Job product files, outside /api/ as on nova, with exact content types.
+
+No human check and no Referer requirement: API clients fetch these directly. Private jobs
+are served to their owner only (API session cookie from /api/login); to anyone else they
+answer exactly like a job that does not exist.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, send_file
 
+from ..auth import current_user
 from ..extensions import db
 from ..models import Job
 from ..services import can_view, storage
-from ..solver import LOG_NAME, WCS_NAME
+from ..solver import AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
 
 bp = Blueprint("files", __name__)
+ANY_METHOD = ["GET", "POST"]
+FITS = "application/fits"
 
 
-def _visible_job(job_id: int) -> Job:
+def visible_job(job_id: int) -> Job:
     job = db.session.get(Job, job_id)
-    # A private job answers exactly like a missing one.
-    if job is None or not can_view(job.user_image, None):
+    if job is None or not can_view(job.user_image, current_user()):
         abort(404, f"There is no job {job_id}.")
     return job
 
 
-@bp.route("/wcs_file/<int:job_id>", methods=["GET", "POST"])
-def wcs_file(job_id: int) -> Response:
-    _visible_job(job_id)
-    path = storage().job_file(job_id, WCS_NAME)
+def send_product(job_id: int, name: str, download_name: str, mimetype: str) -> Response:
+    visible_job(job_id)
+    path = storage().job_file(job_id, name)
     if path is None:
-        abort(404, f"Job {job_id} has no WCS file (it is not solved).")
-    return send_file(path, mimetype="application/fits", as_attachment=True,
-                     download_name="wcs.fits", max_age=3600)  # fmt: skip
+        abort(404, f"Job {job_id} has no {download_name}.")
+    # Products never change once published (a re-solve gets a new job id).
+    return send_file(
+        path, mimetype=mimetype, as_attachment=True, download_name=download_name, max_age=86400
+    )
 
 
-@bp.route("/joblog/<int:job_id>", methods=["GET", "POST"])
+@bp.route("/wcs_file/<int:job_id>", methods=ANY_METHOD)
+def wcs_file(job_id: int) -> Response:
+    return send_product(job_id, WCS_NAME, "wcs.fits", FITS)
+
+
+@bp.route("/rdls_file/<int:job_id>", methods=ANY_METHOD)
+def rdls_file(job_id: int) -> Response:
+    return send_product(job_id, RDLS_NAME, "rdls.fits", FITS)
+
+
+@bp.route("/axy_file/<int:job_id>", methods=ANY_METHOD)
+def axy_file(job_id: int) -> Response:
+    return send_product(job_id, AXY_NAME, "axy.fits", FITS)
+
+
+@bp.route("/corr_file/<int:job_id>", methods=ANY_METHOD)
+def corr_file(job_id: int) -> Response:
+    return send_product(job_id, CORR_NAME, "corr.fits", FITS)
+
+
+@bp.route("/joblog/<int:job_id>", methods=ANY_METHOD)
 def joblog(job_id: int) -> Response:
-    _visible_job(job_id)
+    visible_job(job_id)
     path = storage().job_file(job_id, LOG_NAME)
     if path is None:
         abort(404, f"Job {job_id} has no log yet.")
-    response = send_file(path, mimetype="text/plain", max_age=0)
-    return response
+    return send_file(path, mimetype="text/plain", max_age=0)

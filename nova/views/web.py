@@ -19,6 +19,7 @@ from flask import (
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import queue, services
+from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
 from ..inputs import UnsupportedInput, sniff
@@ -26,14 +27,27 @@ from ..models import Job, Submission, UserImage
 from ..params import ParamError, parse_solve_params
 from ..render import DIRECT_MIMETYPES, render_display
 from ..solver import LOG_NAME
+from .common import client_filename
 
 bp = Blueprint("web", __name__)
 
 FORM_FIELDS = (
-    "scale_units", "scale_type", "scale_lower", "scale_upper", "scale_est", "scale_err",
-    "center_ra", "center_dec", "radius", "parity", "tweak_order", "downsample_factor",
-    "positional_error", "image_width", "image_height",
-)  # fmt: skip
+    "scale_units",
+    "scale_type",
+    "scale_lower",
+    "scale_upper",
+    "scale_est",
+    "scale_err",
+    "center_ra",
+    "center_dec",
+    "radius",
+    "parity",
+    "tweak_order",
+    "downsample_factor",
+    "positional_error",
+    "image_width",
+    "image_height",
+)
 FORM_FLAGS = ("crpix_center", "invert", "use_sextractor")
 LOG_TAIL_LINES = 20
 
@@ -44,8 +58,14 @@ def _form_params() -> dict[str, Any]:
         values[flag] = "true" if request.form.get(flag) else "false"
     # The scale bounds only apply when the user chose a scale hint at all.
     if request.form.get("scale_hint") != "on":
-        for name in ("scale_units", "scale_type", "scale_lower", "scale_upper", "scale_est",
-                     "scale_err"):  # fmt: skip
+        for name in (
+            "scale_units",
+            "scale_type",
+            "scale_lower",
+            "scale_upper",
+            "scale_est",
+            "scale_err",
+        ):
             values[name] = ""
     return values
 
@@ -79,7 +99,7 @@ def upload() -> BaseResponse | Any:
                 services.quick_check_upload(path)
             except UnsupportedInput as exc:
                 return _upload_form(str(exc), "file", 400)
-            submission = services.submit_file(path, file.filename, options)
+            submission = services.submit_file(path, client_filename(file), options)
         finally:
             services.storage().discard(work_dir)
     elif url:
@@ -95,7 +115,7 @@ def upload() -> BaseResponse | Any:
 
 def _visible_submission(submission_id: int) -> Submission:
     submission = db.session.get(Submission, submission_id)
-    if submission is None or not services.can_view(submission, None):
+    if submission is None or not services.can_view(submission, current_user()):
         abort(404, f"There is no submission {submission_id}.")
     return submission
 
@@ -155,8 +175,7 @@ def submission_state(submission: Submission) -> dict[str, Any]:
 @bp.get("/status/<int:submission_id>")
 def status(submission_id: int) -> Any:
     submission = _visible_submission(submission_id)
-    return render_template("status.html", submission=submission,
-                           state=submission_state(submission))  # fmt: skip
+    return render_template("status.html", submission=submission, state=submission_state(submission))
 
 
 @bp.get("/status/<int:submission_id>/state")
@@ -168,7 +187,7 @@ def status_state(submission_id: int) -> Response:
 
 def _visible_image(image_id: int) -> UserImage:
     image = db.session.get(UserImage, image_id)
-    if image is None or not services.can_view(image, None):
+    if image is None or not services.can_view(image, current_user()):
         abort(404, f"There is no image {image_id}.")
     return image
 
@@ -188,8 +207,14 @@ def user_image(image_id: int) -> Any:
     log_text = ""
     if job is not None and (path := services.storage().job_file(job.id, LOG_NAME)):
         log_text = path.read_text(errors="replace")[-200_000:]
-    return render_template("user_image.html", image=image, job=job, calibration=calibration,
-                           formatted=formatted, log_text=log_text)  # fmt: skip
+    return render_template(
+        "user_image.html",
+        image=image,
+        job=job,
+        calibration=calibration,
+        formatted=formatted,
+        log_text=log_text,
+    )
 
 
 @bp.get("/image/<int:image_id>")
@@ -207,8 +232,14 @@ def image_file(image_id: int) -> BaseResponse:
         work_dir = store.make_work_dir(f"render-{image.id}-")
         try:
             prepared = services.prepare_image(image, work_dir)
-            render_display(prepared.path, prepared.kind, image.width, image.height,
-                           prepared.fits_extension, cached)  # fmt: skip
+            render_display(
+                prepared.path,
+                prepared.kind,
+                image.width,
+                image.height,
+                prepared.fits_extension,
+                cached,
+            )
         finally:
             store.discard(work_dir)
     return send_file(cached, mimetype="image/png", max_age=7 * 24 * 3600)

@@ -1,0 +1,412 @@
+"""nova's JSON API under /api/, wire-compatible with its clients.
+
+Conventions kept from nova (see nova-clients.md section 0): arguments arrive as one form
+field ``request-json``; answers are JSON sent as ``text/plain``; errors are HTTP 200
+``{"status": "error", "errormessage": ...}`` with nova's texts; read endpoints answer GET
+and POST, with or without a trailing slash. Fixed: every argument is validated before
+anything is stored, and private images are visible to their owner only, on every endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NoReturn
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import func, select
+
+from .. import services
+from ..accounts import user_for_api_key
+from ..auth import current_user, open_api_session, session_user
+from ..extensions import db
+from ..models import ApiSession, ImageTag, Job, Submission, User, UserImage
+from ..params import ParamError, parse_choice, parse_solve_params
+from ..solver import ANNOTATIONS_NAME
+from .common import client_filename
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+ANY_METHOD = ["GET", "POST"]
+JOB_STATUS_BLURB = {
+    "queued": "processing",
+    "solving": "solving",
+    "success": "success",
+    "failure": "failure",
+}
+
+
+class ApiError(Exception):
+    """Answered as nova's error envelope (HTTP 200 unless a status is given)."""
+
+    def __init__(self, message: str, status: int = 200) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def reply(payload: dict[str, Any], status: int = 200) -> Response:
+    # json.dumps with its default separators, sent as text/plain: byte-for-byte nova's style.
+    return Response(json.dumps(payload), status=status, content_type="text/plain")
+
+
+@bp.errorhandler(ApiError)
+def api_error(error: ApiError) -> Response:
+    return reply({"status": "error", "errormessage": error.message}, error.status)
+
+
+def fail(message: str) -> NoReturn:
+    raise ApiError(message)
+
+
+def json_args() -> dict[str, Any]:
+    raw = request.form.get("request-json")
+    if not raw:
+        fail("no json")
+    try:
+        args = json.loads(raw)
+    except ValueError:
+        fail(f'failed to parse JSON: "{raw}"')
+    if not isinstance(args, dict):
+        fail("request-json must be a JSON object")
+    return args
+
+
+def require_session(args: dict[str, Any]) -> ApiSession:
+    if "session" not in args:
+        fail('no "session" in JSON.')
+    key = args["session"]
+    api_session = db.session.get(ApiSession, key) if isinstance(key, str) and key else None
+    if api_session is None:
+        fail(f'no session with key "{key}"')
+    return api_session
+
+
+def require_login(args: dict[str, Any]) -> User:
+    user = session_user(require_session(args).key)
+    if user is None:  # the session exists but has expired
+        fail("user is not authenticated.")
+    return user
+
+
+# -- login and uploads ---------------------------------------------------------------------
+
+
+@bp.route("/login", methods=ANY_METHOD)
+def login() -> Response:
+    args = json_args()
+    if "apikey" not in args:
+        fail('need "apikey"')
+    key = args["apikey"]
+    user = user_for_api_key(key) if isinstance(key, str) and key else None
+    if user is None:
+        fail("bad apikey")
+    api_session = open_api_session(user)
+    return reply(
+        {
+            "status": "success",
+            "message": f"authenticated user: {user.email}",
+            "session": api_session.key,
+        }
+    )
+
+
+def upload_options(args: dict[str, Any], user: User) -> services.SubmissionOptions:
+    try:
+        params = parse_solve_params(args)
+        visibility = parse_choice(
+            "publicly_visible",
+            args.get("publicly_visible"),
+            ("y", "n"),
+            current_app.config["API_DEFAULT_VISIBILITY"],
+        )
+        commercial = parse_choice(
+            "allow_commercial_use", args.get("allow_commercial_use"), ("y", "n", "d"), "d"
+        )
+        modifications = parse_choice(
+            "allow_modifications", args.get("allow_modifications"), ("y", "sa", "n", "d"), "d"
+        )
+    except ParamError as exc:
+        fail(f"invalid {exc.field}: {exc.message}")
+    album = None
+    if args.get("album") is not None:
+        title = str(args["album"])
+        album = services.find_album(user, title)
+        if album is None:
+            fail(f'Failed to find an Album with title "{title}"')
+    return services.SubmissionOptions(
+        params=params,
+        user=user,
+        publicly_visible=visibility,
+        allow_commercial_use=commercial,
+        allow_modifications=modifications,
+        via_api=True,
+        album=album,
+    )
+
+
+def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
+    x, y = args.get("x"), args.get("y")
+
+    def numbers(values: object) -> list[float] | None:
+        if not isinstance(values, list) or not values:
+            return None
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return None
+        floats = [float(v) for v in values]
+        return floats if all(math.isfinite(v) for v in floats) else None
+
+    xs, ys = numbers(x), numbers(y)
+    if xs is None or ys is None:
+        fail('Failed to parse JSON "x" and "y" values -- should be lists of floats')
+    if len(xs) != len(ys):
+        fail('"x" and "y" lists must be the same length')
+    if len(xs) > current_app.config["MAX_STARS"]:
+        fail(f'"x" and "y" lists are longer than the limit of {current_app.config["MAX_STARS"]}')
+    return xs, ys
+
+
+@bp.route("/upload", methods=ANY_METHOD)
+def upload() -> Response:
+    args = json_args()
+    user = require_login(args)
+    options = upload_options(args, user)
+    if "x" in args or "y" in args:
+        submission = services.submit_star_list(*star_lists(args), options)
+    else:
+        file = request.files.get("file")
+        if file is None:
+            fail('no file: send the image as a "file" part, or "x" and "y" lists')
+        work_dir = services.storage().make_work_dir("upload-")
+        try:
+            path = work_dir / "upload"
+            file.save(path)
+            if path.stat().st_size == 0:
+                fail("the uploaded file is empty")
+            submission = services.submit_file(path, client_filename(file), options)
+        finally:
+            services.storage().discard(work_dir)
+    return reply({"status": "success", "subid": submission.id, "hash": submission.upload_hash})
+
+
+@bp.route("/url_upload", methods=ANY_METHOD)
+def url_upload() -> Response:
+    args = json_args()
+    user = require_login(args)
+    options = upload_options(args, user)
+    if "x" in args or "y" in args:
+        # astroquery sends its source lists here, with no "url".
+        submission = services.submit_star_list(*star_lists(args), options)
+        return reply({"status": "success", "subid": submission.id, "hash": submission.upload_hash})
+    url = args.get("url")
+    if not isinstance(url, str) or not url.strip():
+        fail('need "url" (or "x" and "y" lists)')
+    try:
+        url = services.validate_url(url)
+    except ValueError as exc:
+        fail(str(exc))
+    submission = services.submit_url(url, options)
+    return reply({"status": "success", "subid": submission.id})
+
+
+# -- status and results --------------------------------------------------------------------
+
+
+def nova_time(value: object) -> str:
+    """nova's timestamps: Python str() of a naive UTC datetime, or the string "None"."""
+    return str(value)
+
+
+def visible_submission(submission_id: int, user: User | None) -> Submission:
+    submission = db.session.get(Submission, submission_id)
+    if submission is None or not services.can_view(submission, user):
+        raise ApiError("submission does not exist", 404)
+    return submission
+
+
+def visible_job(job_id: int) -> Job:
+    job = db.session.get(Job, job_id)
+    if job is None or not services.can_view(job.user_image, current_user()):
+        raise ApiError("job does not exist", 404)
+    return job
+
+
+@bp.route("/submission_images", methods=ANY_METHOD)
+def submission_images() -> Response:
+    args = json_args()
+    user = session_user(require_session(args).key)
+    submission_id = args.get("subid")
+    submission = None
+    if isinstance(submission_id, int) and not isinstance(submission_id, bool):
+        submission = db.session.get(Submission, submission_id)
+    if submission is None or not services.can_view(submission, user):
+        fail("submission does not exist")
+    return reply({"status": "success", "image_ids": [i.id for i in submission.user_images]})
+
+
+@bp.route("/submissions/<int:submission_id>", methods=ANY_METHOD)
+def submission_status(submission_id: int) -> Response:
+    submission = visible_submission(submission_id, current_user())
+    images = submission.user_images
+    best_jobs = [image.best_job for image in images]
+    payload: dict[str, Any] = {
+        "user": submission.user_id,
+        "processing_started": nova_time(submission.processing_started),
+        "processing_finished": nova_time(submission.processing_finished),
+        "user_images": [image.id for image in images],
+        "images": [image.id for image in images],
+        "jobs": [job.id if job else None for job in best_jobs],
+        "job_calibrations": [
+            [job.id, job.calibration.id]
+            for job in best_jobs
+            if job is not None and job.calibration is not None
+        ],
+    }
+    if submission.error_message:
+        payload["error_message"] = submission.error_message
+    return reply(payload)
+
+
+def blurb(job: Job) -> str:
+    return JOB_STATUS_BLURB.get(job.status, "?")
+
+
+@bp.route("/jobs/<int:job_id>", methods=ANY_METHOD)
+def job_status(job_id: int) -> Response:
+    return reply({"status": blurb(visible_job(job_id))})
+
+
+def calibration_dict(job: Job, *, with_size: bool) -> dict[str, float] | None:
+    cal = job.calibration
+    if cal is None:
+        return None
+    values = {"ra": cal.ra, "dec": cal.dec}
+    if with_size:
+        values |= {"width_arcsec": cal.width_arcsec, "height_arcsec": cal.height_arcsec}
+    values |= {
+        "radius": cal.radius,
+        "pixscale": cal.pixscale,
+        "orientation": cal.orientation,
+        "parity": cal.parity,
+    }
+    return values
+
+
+def no_calibration(job_id: int) -> Response:
+    return reply({"error": f"no calibration data available for job {job_id}"})
+
+
+@bp.route("/jobs/<int:job_id>/calibration", methods=ANY_METHOD)
+def job_calibration(job_id: int) -> Response:
+    values = calibration_dict(visible_job(job_id), with_size=True)
+    return reply(values) if values is not None else no_calibration(job_id)
+
+
+def tag_texts(image: UserImage, *, machine_only: bool = False) -> list[str]:
+    return [tag.text for tag in image.tags if tag.machine or not machine_only]
+
+
+@bp.route("/jobs/<int:job_id>/tags", methods=ANY_METHOD)
+def job_tags(job_id: int) -> Response:
+    return reply({"tags": tag_texts(visible_job(job_id).user_image)})
+
+
+@bp.route("/jobs/<int:job_id>/machine_tags", methods=ANY_METHOD)
+def job_machine_tags(job_id: int) -> Response:
+    return reply({"tags": tag_texts(visible_job(job_id).user_image, machine_only=True)})
+
+
+@bp.route("/jobs/<int:job_id>/objects_in_field", methods=ANY_METHOD)
+def job_objects(job_id: int) -> Response:
+    image = visible_job(job_id).user_image
+    return reply({"objects_in_field": [obj.name for obj in image.sky_objects]})
+
+
+@bp.route("/jobs/<int:job_id>/info", methods=ANY_METHOD)
+def job_info(job_id: int) -> Response:
+    job = visible_job(job_id)
+    image = job.user_image
+    payload: dict[str, Any] = {
+        "objects_in_field": [obj.name for obj in image.sky_objects],
+        "machine_tags": tag_texts(image, machine_only=True),
+        "tags": tag_texts(image),
+        "status": blurb(job),
+        "original_filename": image.original_filename,
+    }
+    calibration = calibration_dict(job, with_size=False)
+    if calibration is not None:
+        payload["calibration"] = calibration
+    return reply(payload)
+
+
+@bp.route("/jobs/<int:job_id>/annotations", methods=ANY_METHOD)
+def job_annotations(job_id: int) -> Response:
+    job = visible_job(job_id)
+    nbright_text = request.args.get("nbright")
+    nbright = None
+    if nbright_text is not None:
+        try:
+            nbright = int(nbright_text)
+        except ValueError:
+            fail(f"nbright must be an integer, got {nbright_text!r}")
+        if nbright < 0:
+            fail("nbright must not be negative")
+    if job.calibration is None:
+        return no_calibration(job_id)
+    path = services.storage().job_file(job.id, ANNOTATIONS_NAME)
+    raw = json.loads(path.read_text()) if path is not None else []
+    annotations = []
+    bright = 0
+    for item in raw:
+        names = [str(name) for name in item.get("names", [])]
+        if item.get("type") == "star":
+            bright += 1
+            if nbright is not None and bright > nbright:
+                continue
+            kind = "bright"
+        else:
+            kind = "ic" if names and names[0].startswith("IC ") else "ngc"
+        annotations.append(
+            {
+                "type": kind,
+                "names": names,
+                "pixelx": float(item["pixelx"]),
+                "pixely": float(item["pixely"]),
+                "radius": float(item.get("radius", 0.0)),
+            }
+        )
+    return reply({"annotations": annotations})
+
+
+@bp.route("/myjobs", methods=ANY_METHOD)
+@bp.route("/myjobs/<path:rest>", methods=ANY_METHOD)
+def my_jobs(rest: str = "") -> Response:
+    user = require_login(json_args())
+    job_ids = db.session.scalars(
+        select(Job.id).join(UserImage).where(UserImage.user_id == user.id).order_by(Job.id)
+    ).all()
+    return reply({"jobs": list(job_ids), "status": "success"})
+
+
+@bp.route("/jobs_by_tag", methods=ANY_METHOD)
+def jobs_by_tag() -> Response:
+    query = request.args.get("query")
+    if not query:
+        fail('need "query"')
+    user = current_user()
+    tag_match = (
+        func.lower(ImageTag.text) == query.lower()
+        if request.args.get("exact")
+        else ImageTag.text.ilike(f"%{_escape_like(query)}%", escape="\\")
+    )
+    visible = UserImage.publicly_visible == "y"
+    if user is not None:
+        visible = visible | (UserImage.user_id == user.id)
+    image_ids = select(ImageTag.user_image_id).where(tag_match)
+    job_ids = db.session.scalars(
+        select(Job.id).join(UserImage).where(UserImage.id.in_(image_ids), visible).order_by(Job.id)
+    ).all()
+    return reply({"job_ids": list(job_ids)})
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -1,0 +1,515 @@
+"""nova's JSON API: exact answers, every client's request style, validation, results."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from nova.database import init_database
+from nova.extensions import db
+from nova.models import Album, ApiSession, Submission, UserImage, utcnow
+
+from .conftest import api_call, api_login, run_worker
+
+MakeUser = Callable[[str], tuple[int, str]]
+READ_ENDPOINTS = [
+    "jobs/{job}",
+    "jobs/{job}/calibration",
+    "jobs/{job}/info",
+    "jobs/{job}/tags",
+    "jobs/{job}/machine_tags",
+    "jobs/{job}/objects_in_field",
+    "jobs/{job}/annotations",
+    "submissions/{sub}",
+]
+
+
+def count_submissions() -> int:
+    return db.session.scalar(select(func.count()).select_from(Submission)) or 0
+
+
+def test_login_answers_exactly_as_nova(client: FlaskClient, make_user: MakeUser) -> None:
+    _, key = make_user("ann@example.org")
+    assert api_call(client, "login", None) == {"status": "error", "errormessage": "no json"}
+    assert api_call(client, "login", None, method="GET")["errormessage"] == "no json"
+    response = client.post("/api/login", data={"request-json": "{not json"})
+    assert json.loads(response.data) == {
+        "status": "error",
+        "errormessage": 'failed to parse JSON: "{not json"',
+    }
+    assert api_call(client, "login", {})["errormessage"] == 'need "apikey"'
+    assert api_call(client, "login", {"apikey": "wrong"})["errormessage"] == "bad apikey"
+    assert api_call(client, "login", {"apikey": 12})["errormessage"] == "bad apikey"
+    response = client.post("/api/login/", data={"request-json": json.dumps({"apikey": key})})
+    assert response.status_code == 200  # trailing slash: no redirect
+    assert response.headers["Content-Type"] == "text/plain"
+    body = response.get_data(as_text=True)
+    result = json.loads(body)
+    assert body == json.dumps(result)  # json.dumps separators, as nova
+    assert result["status"] == "success"
+    assert result["message"] == "authenticated user: ann@example.org"
+    assert result["session"].isalnum() and len(result["session"]) == 32
+    assert "NovaSession=" in response.headers["Set-Cookie"]
+    assert key.isalnum() and key.lower() == key
+
+
+def test_session_errors_use_novas_texts(
+    app: Flask, client: FlaskClient, make_user: MakeUser
+) -> None:
+    _, key = make_user("ann@example.org")
+    assert (
+        api_call(client, "upload", {"x": [1], "y": [1]})["errormessage"] == 'no "session" in JSON.'
+    )
+    assert (
+        api_call(client, "upload", {"session": "nosuchkey"})["errormessage"]
+        == 'no session with key "nosuchkey"'
+    )
+    session_key = api_login(client, key)
+    db.session.get(ApiSession, session_key).expires_at = utcnow()  # type: ignore[union-attr]
+    db.session.commit()
+    assert api_call(client, "upload", {"session": session_key, "x": [1], "y": [1]}) == {
+        "status": "error",
+        "errormessage": "user is not authenticated.",
+    }
+    assert (
+        api_call(client, "myjobs/", {"session": session_key})["errormessage"]
+        == "user is not authenticated."
+    )
+    assert count_submissions() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"scale_units": "parsecs"}, "invalid scale_units"),
+        ({"scale_type": "ev", "scale_est": 10}, "invalid scale_est"),
+        ({"scale_lower": 10, "scale_upper": 1}, "invalid scale_upper"),
+        ({"center_ra": 10, "center_dec": 20}, "invalid radius"),
+        ({"center_ra": 400, "center_dec": 20, "radius": 1}, "invalid center_ra"),
+        ({"parity": 5}, "invalid parity"),
+        ({"parity": "1.5"}, "invalid parity"),
+        ({"downsample_factor": "two"}, "invalid downsample_factor"),
+        ({"tweak_order": 12}, "invalid tweak_order"),
+        ({"crpix_center": "perhaps"}, "invalid crpix_center"),
+        ({"publicly_visible": "yes"}, "invalid publicly_visible"),
+        ({"allow_commercial_use": "sa"}, "invalid allow_commercial_use"),
+        ({"allow_modifications": "maybe"}, "invalid allow_modifications"),
+        ({"album": "No such album"}, 'Failed to find an Album with title "No such album"'),
+        ({"x": [1, 2], "y": [1]}, '"x" and "y" lists must be the same length'),
+        ({"x": "1,2", "y": [1, 2]}, 'Failed to parse JSON "x" and "y" values'),
+        ({"x": [1, "a"], "y": [1, 2]}, 'Failed to parse JSON "x" and "y" values'),
+        ({"x": [1, None], "y": [1, 2]}, 'Failed to parse JSON "x" and "y" values'),
+        ({"x": [], "y": []}, 'Failed to parse JSON "x" and "y" values'),
+        ({"x": [1, 2]}, 'Failed to parse JSON "x" and "y" values'),
+        ({}, 'no file: send the image as a "file" part, or "x" and "y" lists'),
+    ],
+)
+def test_invalid_upload_arguments_are_refused_and_create_nothing(
+    app: Flask, client: FlaskClient, make_user: MakeUser, args: dict[str, object], message: str
+) -> None:
+    _, key = make_user("ann@example.org")
+    session_key = api_login(client, key)
+    result = api_call(client, "upload", {"session": session_key, **args})
+    assert result["status"] == "error"
+    assert str(result["errormessage"]).startswith(message), result
+    assert count_submissions() == 0
+    assert not list((Path(app.config["DATA_DIR"]) / "uploads").rglob("*.*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({}, 'need "url" (or "x" and "y" lists)'),
+        ({"url": "file:///etc/passwd"}, "The URL must start with http:// or https://"),
+        ({"url": 5}, 'need "url"'),
+        (
+            {"url": "http://example.org/a.jpg", "radius": -1, "center_ra": 1, "center_dec": 1},
+            "invalid radius",
+        ),
+    ],
+)
+def test_invalid_url_uploads(
+    client: FlaskClient, make_user: MakeUser, args: dict[str, object], message: str
+) -> None:
+    _, key = make_user("ann@example.org")
+    result = api_call(client, "url_upload", {"session": api_login(client, key), **args})
+    assert str(result["errormessage"]).startswith(message)
+    assert count_submissions() == 0
+
+
+def test_values_nova_dropped_are_kept_and_strings_become_booleans(
+    client: FlaskClient, make_user: MakeUser
+) -> None:
+    _, key = make_user("ann@example.org")
+    args = {
+        "session": api_login(client, key),
+        "url": "https://example.org/sky.fits",
+        "center_ra": 0,
+        "center_dec": 0,
+        "radius": 3,
+        "scale_lower": 0,
+        "scale_upper": 2,
+        "crpix_center": "false",
+        "invert": "true",
+        "downsample_factor": None,
+    }
+    result = api_call(client, "url_upload", args)
+    assert result["status"] == "success" and "hash" not in result
+    submission = db.session.get(Submission, result["subid"])
+    assert (submission.center_ra, submission.center_dec, submission.scale_lower) == (0, 0, 0)
+    assert (submission.crpix_center, submission.invert) == (False, True)
+    assert submission.downsample_factor == 2  # null means "not given"
+    assert submission.original_filename == "sky.fits" and submission.via_api
+
+
+BOUNDARY_PY = "===============7330845974216740156=="
+STAR_TEXT = b"# X Y\n10 20\n30 40\n50 60\n"
+
+
+def client_py_body(json_text: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """The body nova's client.py builds by hand: quoted boundary, bare \\n after boundaries."""
+    body = (
+        (
+            f"--{BOUNDARY_PY}\n"
+            "Content-Type: text/plain\r\nMIME-Version: 1.0\r\n"
+            'Content-disposition: form-data; name="request-json"\r\n\r\n'
+            f"{json_text}\n--{BOUNDARY_PY}\n"
+            "Content-Type: application/octet-stream\r\nMIME-Version: 1.0\r\n"
+            f'Content-disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
+        ).encode()
+        + data
+        + f"\n--{BOUNDARY_PY}--\n".encode()
+    )
+    return body, f'multipart/form-data; boundary="{BOUNDARY_PY}"'
+
+
+def qt_body(json_text: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """QHttpMultiPart as StellarSolver uses it: JSON typed application/text/plain, full path."""
+    boundary = "boundary_.oOo._MTIzNDU2Nzg5MA==MTIzNDU2Nzg5MA=="
+    body = (
+        (
+            f"--{boundary}\r\nContent-Type: application/text/plain\r\n"
+            f'Content-Disposition: form-data; name="request-json"\r\n\r\n{json_text}\r\n'
+            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    # QNetworkAccessManager quotes the boundary (it holds base64 "=" characters).
+    return body, f'multipart/form-data; boundary="{boundary}"'
+
+
+def dotnet_body(json_text: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    """.NET MultipartFormDataContent (N.I.N.A.): unquoted names and a filename* parameter."""
+    boundary = "8d7f3c55-2f6b-4d2e-9a41-1b2c3d4e5f60"
+    body = (
+        (
+            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Disposition: form-data; name=request-json\r\n\r\n{json_text}\r\n"
+            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Disposition: form-data; name=file; filename={filename}; "
+            f"filename*=utf-8''{filename}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f'multipart/form-data; boundary="{boundary}"'
+
+
+@pytest.mark.parametrize(
+    ("style", "sent_name"),
+    [
+        (client_py_body, "/home/ann/sky/stars.xy"),
+        (qt_body, "C:\\Users\\ann\\AppData\\Local\\Temp\\stars.xy"),
+        (dotnet_body, "stars.xy"),
+    ],
+)
+def test_multipart_bodies_of_every_client_style(
+    client: FlaskClient,
+    make_user: MakeUser,
+    style: Callable[..., tuple[bytes, str]],
+    sent_name: str,
+) -> None:
+    _, key = make_user("ann@example.org")
+    json_text = json.dumps(
+        {
+            "session": api_login(client, key),
+            "publicly_visible": "n",
+            "allow_commercial_use": "n",
+            "allow_modifications": "n",
+        }
+    )
+    body, content_type = style(json_text, sent_name, STAR_TEXT)
+    for path in ("/api/upload", "/api/upload/"):
+        response = client.post(path, data=body, content_type=content_type)
+        assert response.status_code == 200
+        result = json.loads(response.data)
+        assert result["status"] == "success", result
+        assert isinstance(result["subid"], int)
+        assert result["hash"] == hashlib.sha1(STAR_TEXT).hexdigest()
+        submission = db.session.get(Submission, result["subid"])
+        assert submission.original_filename == "stars.xy"
+        assert submission.publicly_visible == "n"
+
+
+def test_requests_style_upload_with_no_part_content_type(
+    client: FlaskClient, make_user: MakeUser
+) -> None:
+    _, key = make_user("ann@example.org")
+    data = {
+        "request-json": json.dumps({"session": api_login(client, key)}),
+        "file": (io.BytesIO(STAR_TEXT), "stars.xy", ""),
+    }
+    result = json.loads(client.post("/api/upload", data=data).data)
+    assert result["status"] == "success"
+
+
+def xyls_columns(apod: Path) -> tuple[list[float], list[float]]:
+    with fits.open(apod / "apod4.xyls") as hdus:
+        return [float(v) for v in hdus[1].data["X"]], [float(v) for v in hdus[1].data["Y"]]
+
+
+@pytest.mark.engine
+def test_star_lists_four_ways_solve(client: FlaskClient, make_user: MakeUser, apod: Path) -> None:
+    _, key = make_user("ann@example.org")
+    session_key = api_login(client, key)
+    xs, ys = xyls_columns(apod)
+    hints = {
+        "scale_units": "degwidth",
+        "scale_lower": 25,
+        "scale_upper": 40,
+        "image_width": 719,
+        "image_height": 507,
+    }
+    subids = []
+    # 1. JSON lists to /api/upload without a file (client.py --upload-xy).
+    subids.append(
+        api_call(client, "upload", {"session": session_key, "x": xs, "y": ys, **hints})["subid"]
+    )
+    # 2. JSON lists to /api/url_upload without a url (astroquery).
+    subids.append(
+        api_call(client, "url_upload", {"session": session_key, "x": xs, "y": ys, **hints})["subid"]
+    )
+    # 3. A FITS table X, Y, MAG_AUTO (StellarSolver), with no size in its header.
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="X", format="E", array=np.array(xs)),
+            fits.Column(name="Y", format="E", array=np.array(ys)),
+            fits.Column(name="MAG_AUTO", format="E", array=np.linspace(1, 9, len(xs))),
+        ]
+    )
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(buffer)
+    # 4. A text list "# X Y" (a N.I.N.A. derivative).
+    text = ("# X Y\n" + "".join(f"{x} {y}\n" for x, y in zip(xs, ys, strict=True))).encode()
+    for name, data in (("solver.xyls", buffer.getvalue()), ("upload.xy", text)):
+        form = {
+            "request-json": json.dumps({"session": session_key, **hints}),
+            "file": (io.BytesIO(data), name),
+        }
+        subids.append(json.loads(client.post("/api/upload", data=form).data)["subid"])
+    run_worker()
+    for subid in subids:
+        jobs = api_call(client, f"submissions/{subid}", method="GET")["jobs"]
+        calibration = api_call(client, f"jobs/{jobs[0]}/calibration", method="GET")
+        assert abs(calibration["dec"] - 56.713) < 0.05, (subid, calibration)
+        image = db.session.get(
+            UserImage, api_call(client, f"submissions/{subid}")["user_images"][0]
+        )
+        assert (image.kind, image.width, image.height) == ("xylist", 719, 507)
+
+
+@pytest.mark.engine
+def test_a_solve_seen_through_every_endpoint(
+    client: FlaskClient, make_user: MakeUser, apod: Path
+) -> None:
+    user_id, key = make_user("ann@example.org")
+    session_key = api_login(client, key)
+    form = {
+        "request-json": json.dumps(
+            {
+                "session": session_key,
+                "scale_units": "degwidth",
+                "scale_lower": 25,
+                "scale_upper": 40,
+            }
+        ),
+        "file": ((apod / "apod4.jpg").open("rb"), "apod4.jpg"),
+    }
+    upload = json.loads(client.post("/api/upload", data=form).data)
+    subid = upload["subid"]
+    assert upload["hash"] == hashlib.sha1((apod / "apod4.jpg").read_bytes()).hexdigest()
+    waiting = api_call(client, f"submissions/{subid}", method="GET")
+    assert waiting == {
+        "user": user_id,
+        "processing_started": "None",
+        "processing_finished": "None",
+        "user_images": [],
+        "images": [],
+        "jobs": [],
+        "job_calibrations": [],
+    }
+    run_worker()
+    status = api_call(client, f"submissions/{subid}", method="GET")
+    assert set(status) == {
+        "user",
+        "processing_started",
+        "processing_finished",
+        "user_images",
+        "images",
+        "jobs",
+        "job_calibrations",
+    }
+    assert time.strptime(status["processing_finished"][:19], "%Y-%m-%d %H:%M:%S")
+    job_id = status["jobs"][0]
+    assert isinstance(job_id, int) and job_id > 100_000_000  # time-based first id
+    assert status["job_calibrations"][0][0] == job_id
+    # Every read endpoint: GET and POST (with a session, as client.py sends), with and
+    # without a trailing slash, never a redirect, always text/plain JSON.
+    for template in READ_ENDPOINTS:
+        endpoint = template.format(job=job_id, sub=subid)
+        answers = []
+        for suffix in ("", "/"):
+            answers.append(api_call(client, endpoint + suffix, method="GET"))
+            answers.append(api_call(client, endpoint + suffix, {"session": session_key}))
+        assert all(answer == answers[0] for answer in answers), endpoint
+    assert api_call(client, f"jobs/{job_id}") == {"status": "success"}
+    calibration = api_call(client, f"jobs/{job_id}/calibration")
+    assert list(calibration) == [
+        "ra",
+        "dec",
+        "width_arcsec",
+        "height_arcsec",
+        "radius",
+        "pixscale",
+        "orientation",
+        "parity",
+    ]
+    assert calibration["parity"] in (1.0, -1.0)
+    assert calibration["width_arcsec"] == pytest.approx(calibration["pixscale"] * 719)
+    info = api_call(client, f"jobs/{job_id}/info")
+    assert info["status"] == "success" and info["original_filename"] == "apod4.jpg"
+    assert set(info["calibration"]) == {"ra", "dec", "radius", "pixscale", "orientation", "parity"}
+    assert "Part of the constellation Ursa Major (UMa)" in info["machine_tags"]
+    assert info["tags"] == info["machine_tags"] == info["objects_in_field"]
+    assert "The star Dubhe" in info["objects_in_field"]
+    assert api_call(client, f"jobs/{job_id}/machine_tags")["tags"] == info["machine_tags"]
+    annotations = api_call(client, f"jobs/{job_id}/annotations")["annotations"]
+    dubhe = [a for a in annotations if a["names"][0].startswith("Dubhe")]
+    assert dubhe and dubhe[0]["type"] == "bright"
+    assert set(dubhe[0]) == {"type", "names", "pixelx", "pixely", "radius"}
+    assert 0 < dubhe[0]["pixelx"] < 719 and 0 < dubhe[0]["pixely"] < 507
+    two = api_call(client, f"jobs/{job_id}/annotations?nbright=2")["annotations"]
+    assert len([a for a in two if a["type"] == "bright"]) == 2
+    assert api_call(client, "myjobs/", {"session": session_key}) == {
+        "jobs": [job_id],
+        "status": "success",
+    }
+    assert api_call(client, "myjobs", {"session": session_key})["jobs"] == [job_id]
+    exact = api_call(client, "jobs_by_tag?query=the star dubhe&exact=yes")
+    assert exact == {"job_ids": [job_id]}
+    assert api_call(client, "jobs_by_tag?query=Ursa Maj")["job_ids"] == [job_id]
+    assert api_call(client, "jobs_by_tag?query=Orion")["job_ids"] == []
+    assert api_call(client, "submission_images", {"session": session_key, "subid": subid}) == {
+        "status": "success",
+        "image_ids": status["user_images"],
+    }
+    # Product files: exact content types, FITS that opens.
+    for name in ("wcs_file", "rdls_file", "axy_file", "corr_file"):
+        for path in (f"/{name}/{job_id}", f"/{name}/{job_id}/"):
+            response = client.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["Content-Type"] == "application/fits"
+            with fits.open(io.BytesIO(response.data)) as hdus:
+                assert hdus[0].header["SIMPLE"]
+    header = fits.Header.fromstring(client.get(f"/wcs_file/{job_id}").get_data(as_text=True))
+    assert header["CTYPE1"] == "RA---TAN-SIP" and header["A_ORDER"] == 2
+    log = client.get(f"/joblog/{job_id}")
+    assert log.headers["Content-Type"].startswith("text/plain") and b"solved with" in log.data
+
+
+def test_unsupported_file_yields_a_failed_job_so_pollers_stop(
+    client: FlaskClient, make_user: MakeUser
+) -> None:
+    _, key = make_user("ann@example.org")
+    form = {
+        "request-json": json.dumps({"session": api_login(client, key)}),
+        "file": (io.BytesIO(b"%PDF-1.5 not a picture"), "notes.fits"),
+    }
+    subid = json.loads(client.post("/api/upload", data=form).data)["subid"]
+    run_worker()
+    status = api_call(client, f"submissions/{subid}")
+    assert status["error_message"].startswith("This file's type is not supported.")
+    assert status["processing_finished"] != "None"
+    job_id = status["jobs"][0]
+    assert api_call(client, f"jobs/{job_id}") == {"status": "failure"}
+    assert api_call(client, f"jobs/{job_id}/calibration") == {
+        "error": f"no calibration data available for job {job_id}"
+    }
+    info = api_call(client, f"jobs/{job_id}/info")
+    assert "calibration" not in info and info["status"] == "failure"
+
+
+def test_unknown_ids_answer_json_404(client: FlaskClient) -> None:
+    for template in READ_ENDPOINTS:
+        response = client.get("/api/" + template.format(job=123, sub=123))
+        assert response.status_code == 404
+        assert response.headers["Content-Type"] == "text/plain"
+        assert json.loads(response.data)["status"] == "error"
+    assert json.loads(client.get("/api/no/such/thing").data)["status"] == "error"
+
+
+def test_job_ids_are_never_reused_after_the_database_is_recreated(
+    app: Flask, client: FlaskClient, make_user: MakeUser
+) -> None:
+    def new_job_id() -> int:
+        _, key = make_user(f"u{time.monotonic_ns()}@example.org")
+        session_key = api_login(client, key)
+        subid = api_call(
+            client, "upload", {"session": session_key, "x": [1.0, 2.0], "y": [1.0, 2.0]}
+        )["subid"]
+        run_worker()
+        return api_call(client, f"submissions/{subid}", method="GET")["jobs"][0]
+
+    first = new_job_id()
+    db.session.remove()
+    db.drop_all()
+    time.sleep(1.1)  # ids are seconds since 2020 at creation
+    init_database()
+    assert new_job_id() > first
+
+
+def test_albums_are_looked_up_among_the_callers_own(
+    client: FlaskClient, make_user: MakeUser
+) -> None:
+    ann_id, ann_key = make_user("ann@example.org")
+    _, bob_key = make_user("bob@example.org")
+    db.session.add(Album(user_id=ann_id, title="Messier"))
+    db.session.commit()
+    bob = api_call(
+        client,
+        "upload",
+        {"session": api_login(client, bob_key), "album": "Messier", "x": [1.0], "y": [2.0]},
+    )
+    assert bob["errormessage"] == 'Failed to find an Album with title "Messier"'
+    ann = api_call(
+        client,
+        "upload",
+        {"session": api_login(client, ann_key), "album": "Messier", "x": [1.0], "y": [2.0]},
+    )
+    assert ann["status"] == "success"
+    run_worker()
+    album = db.session.scalars(select(Album)).one()
+    assert [image.submission_id for image in album.images] == [ann["subid"]]

@@ -1,0 +1,137 @@
+"""Privacy that holds: a private image is invisible to everyone but its owner, everywhere.
+
+Every URL that can show an image's data is asked by the owner, another user and an
+anonymous caller, for a public and a private image. Non-owners must get for the private
+image exactly the answer they get for an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from .conftest import api_call, api_login, run_worker
+
+pytestmark = pytest.mark.engine
+
+MISSING = 987654321
+URLS = [
+    "/api/submissions/{sub}",
+    "/api/jobs/{job}",
+    "/api/jobs/{job}/calibration",
+    "/api/jobs/{job}/info",
+    "/api/jobs/{job}/tags",
+    "/api/jobs/{job}/machine_tags",
+    "/api/jobs/{job}/objects_in_field",
+    "/api/jobs/{job}/annotations",
+    "/wcs_file/{job}",
+    "/rdls_file/{job}",
+    "/axy_file/{job}",
+    "/corr_file/{job}",
+    "/joblog/{job}",
+    "/status/{sub}",
+    "/status/{sub}/state",
+    "/user_images/{img}",
+    "/image/{img}",
+]
+
+
+def answer(client: FlaskClient, url: str, session_key: str | None, ids: dict[str, int]) -> tuple:
+    """(status, body with the asked id blanked out) for a GET and a POST carrying a session."""
+    path = url.format(**ids)
+    data = {"request-json": json.dumps({"session": session_key})} if session_key else None
+    results = []
+    for method in ("GET", "POST"):
+        if method == "POST" and not path.startswith("/api/"):
+            continue
+        response = client.open(path, method=method, data=data)
+        body = response.get_data().decode("latin-1")
+        for key, value in ids.items():
+            if "{" + key + "}" in url:
+                body = body.replace(str(value), "<id>")
+        results.append((response.status_code, body))
+    return tuple(results)
+
+
+@pytest.fixture
+def solved(app: Flask, client: FlaskClient, make_user, apod: Path) -> dict:  # type: ignore[no-untyped-def]
+    _, ann_key = make_user("ann@example.org")
+    _, bob_key = make_user("bob@example.org")
+    ann_session = api_login(client, ann_key)
+    images = {}
+    for visibility in ("y", "n"):
+        form = {
+            "request-json": json.dumps(
+                {
+                    "session": ann_session,
+                    "publicly_visible": visibility,
+                    "scale_units": "degwidth",
+                    "scale_lower": 25,
+                    "scale_upper": 40,
+                }
+            ),
+            "file": ((apod / "apod4.jpg").open("rb"), "apod4.jpg"),
+        }
+        subid = json.loads(client.post("/api/upload", data=form).data)["subid"]
+        images[visibility] = subid
+    run_worker()
+    ids = {}
+    for visibility, subid in images.items():
+        status = api_call(client, f"submissions/{subid}", {"session": ann_session})
+        assert status["job_calibrations"], status
+        ids[visibility] = {"sub": subid, "job": status["jobs"][0], "img": status["user_images"][0]}
+    return {"ann": ann_session, "bob_key": bob_key, "ids": ids}
+
+
+def test_privacy_matrix(app: Flask, solved: dict) -> None:  # type: ignore[type-arg]
+    owner = app.test_client()
+    owner_session = solved["ann"]
+    other = app.test_client()
+    other_session = api_login(other, solved["bob_key"])
+    anonymous = app.test_client()
+    missing = {"sub": MISSING, "job": MISSING, "img": MISSING}
+    checked = leaks = 0
+    for url in URLS:
+        for visibility, ids in solved["ids"].items():
+            owner_answer = answer(owner, url, owner_session, ids)
+            assert all(status == 200 for status, _ in owner_answer), (url, visibility)
+            for name, caller, session_key in (
+                ("other", other, other_session),
+                ("anonymous", anonymous, None),
+            ):
+                seen = answer(caller, url, session_key, ids)
+                checked += 1
+                if visibility == "y":
+                    assert seen[0][0] == 200, (url, name)
+                    continue
+                expected = answer(caller, url, session_key, missing)
+                if seen != expected:
+                    leaks += 1
+                    print(f"LEAK {url} to {name}: {seen[0][0]} {seen[0][1][:120]!r}")
+    print(f"privacy matrix: {checked} URL x caller x visibility checks, leaks found = {leaks}")
+    assert leaks == 0
+
+
+def test_lists_show_private_images_to_their_owner_only(app: Flask, solved: dict) -> None:  # type: ignore[type-arg]
+    owner = app.test_client()
+    other = app.test_client()
+    other_session = api_login(other, solved["bob_key"])
+    public_job, private_job = solved["ids"]["y"]["job"], solved["ids"]["n"]["job"]
+    mine = api_call(owner, "myjobs", {"session": solved["ann"]})["jobs"]
+    assert sorted(mine) == sorted([public_job, private_job])
+    assert api_call(other, "myjobs", {"session": other_session})["jobs"] == []
+    for client, session_key, expected in (
+        (owner, solved["ann"], [public_job, private_job]),
+        (other, other_session, [public_job]),
+        (app.test_client(), None, [public_job]),
+    ):
+        data = {"session": session_key} if session_key else None
+        for query in ("jobs_by_tag?query=Ursa", "jobs_by_tag?query=the star dubhe&exact=1"):
+            assert sorted(api_call(client, query, data)["job_ids"]) == sorted(expected), query
+    assert api_call(
+        other, "submission_images", {"session": other_session, "subid": solved["ids"]["n"]["sub"]}
+    ) == {"status": "error", "errormessage": "submission does not exist"}
