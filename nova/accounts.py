@@ -44,3 +44,14 @@ def create_user(email: str, *, display_name: str = "", is_admin: bool = False) -
 
 def user_for_api_key(key: str) -> User | None:
     return db.session.scalar(select(User).where(User.api_key_hash == hash_api_key(key)))
+
+
+def reset_api_key(email: str) -> str:
+    """Replace a user's API key; return the new one (the old key stops working at once)."""
+    user = db.session.scalar(select(User).where(User.email == email.strip()))
+    if user is None:
+        raise ValueError(f"no user with the email {email}")
+    key = new_api_key()
+    user.api_key_hash = hash_api_key(key)
+    db.session.commit()
+    return key

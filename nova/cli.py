@@ -18,7 +18,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from rq import Worker
 
 from . import create_app, queue, services
-from .accounts import create_user
+from .accounts import create_user, reset_api_key
 from .database import init_database
 from .extensions import db
 
@@ -53,6 +53,18 @@ def create_user_command(email: str, admin: bool) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created user {user.id} <{user.email}>")
+    click.echo(f"API key: {key}")
+
+
+@main.command("reset-api-key")
+@click.argument("email")
+@with_appcontext
+def reset_api_key_command(email: str) -> None:
+    """Give a user a new API key (the old one stops working) and print it."""
+    try:
+        key = reset_api_key(email)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"API key: {key}")
 
 

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -513,3 +514,24 @@ def test_albums_are_looked_up_among_the_callers_own(
     run_worker()
     album = db.session.scalars(select(Album)).one()
     assert [image.submission_id for image in album.images] == [ann["subid"]]
+
+
+def test_cli_creates_users_and_resets_keys(app: Flask, client: FlaskClient) -> None:
+    from nova.cli import main
+
+    runner = app.test_cli_runner()
+
+    def nova(*args: str) -> Any:
+        return runner.invoke(main, list(args))
+
+    created = nova("create-user", "cli@example.org")
+    assert created.exit_code == 0, created.output
+    old_key = created.output.split("API key: ")[1].strip()
+    assert api_call(client, "login", {"apikey": old_key})["status"] == "success"
+    assert nova("create-user", "cli@example.org").exit_code != 0
+    reset = nova("reset-api-key", "cli@example.org")
+    new_key = reset.output.split("API key: ")[1].strip()
+    assert new_key != old_key and new_key.isalnum()
+    assert api_call(client, "login", {"apikey": old_key})["errormessage"] == "bad apikey"
+    assert api_call(client, "login", {"apikey": new_key})["status"] == "success"
+    assert "no user" in nova("reset-api-key", "nobody@example.org").output

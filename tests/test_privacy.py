@@ -33,6 +33,8 @@ URLS = [
     "/axy_file/{job}",
     "/corr_file/{job}",
     "/joblog/{job}",
+    "/new_fits_file/{job}",
+    "/image_rd_file/{job}",
     "/status/{sub}",
     "/status/{sub}/state",
     "/user_images/{img}",

@@ -139,3 +139,25 @@ def test_engine_and_every_tycho2_index_are_installed() -> None:
     index_files = sorted(Path("/usr/share/astrometry").glob("index-tycho2-*.fits"))
     scales = sorted(int(path.name.split("-")[2].split(".")[0]) for path in index_files)
     assert scales == list(range(7, 20)), scales
+
+
+@pytest.mark.engine
+def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path) -> None:
+    """A 2-degree field on the Orion Nebula, listed by Debian's plot-constellations."""
+    import json
+
+    from astropy.io import fits
+
+    from nova.solver import ANNOTATIONS_NAME, objects_in_field
+
+    header = fits.Header()
+    header.update(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=83.82, CRVAL2=-5.39,
+                  CRPIX1=500.5, CRPIX2=500.5, CD1_1=-0.002, CD1_2=0.0, CD2_1=0.0, CD2_2=0.002,
+                  IMAGEW=1000, IMAGEH=1000)  # fmt: skip
+    fits.PrimaryHDU(header=header).writeto(tmp_path / "wcs.fits")
+    names = objects_in_field(tmp_path)
+    assert {"NGC 1976", "Orion Nebula", "M 42", "M 43"} <= set(names)
+    annotations = json.loads((tmp_path / ANNOTATIONS_NAME).read_text())
+    m42 = next(a for a in annotations if "M 42" in a["names"])
+    assert m42["type"] == "ngc" and m42["radius"] > 0
+    assert abs(m42["pixelx"] - 500) < 100 and abs(m42["pixely"] - 500) < 100

@@ -7,12 +7,16 @@ answer exactly like a job that does not exist.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, Response, abort, send_file
 
 from ..auth import current_user
 from ..extensions import db
+from ..inputs import PreparedInput, UnsupportedInput
 from ..models import Job
-from ..services import can_view, storage
+from ..products import PRODUCTS, ProductUnavailable, product_path
+from ..services import can_view, prepare_image, storage
 from ..solver import AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
 
 bp = Blueprint("files", __name__)
@@ -56,6 +60,45 @@ def axy_file(job_id: int) -> Response:
 @bp.route("/corr_file/<int:job_id>", methods=ANY_METHOD)
 def corr_file(job_id: int) -> Response:
     return send_product(job_id, CORR_NAME, "corr.fits", FITS)
+
+
+def send_derived(job_id: int, name: str) -> Response:
+    """A product built from the solution on first request (then served from its file)."""
+    job = visible_job(job_id)
+    product = PRODUCTS[name]
+    store = storage()
+    work_dirs: list[Path] = []
+
+    def prepare() -> PreparedInput:
+        work_dirs.append(store.make_work_dir(f"product-{job_id}-"))
+        return prepare_image(job.user_image, work_dirs[-1])
+
+    try:
+        path = product_path(job, store.job_dir(job_id), product, prepare)
+    except ProductUnavailable as exc:
+        abort(404, str(exc))
+    except (OSError, ValueError, UnsupportedInput) as exc:
+        abort(500, f"Could not build {product.download_name}: {exc}")
+    finally:
+        for work_dir in work_dirs:
+            store.discard(work_dir)
+    return send_file(
+        path,
+        mimetype=product.mimetype,
+        as_attachment=True,
+        download_name=product.download_name,
+        max_age=86400,
+    )
+
+
+@bp.route("/new_fits_file/<int:job_id>", methods=ANY_METHOD)
+def new_fits_file(job_id: int) -> Response:
+    return send_derived(job_id, "new_fits_file")
+
+
+@bp.route("/image_rd_file/<int:job_id>", methods=ANY_METHOD)
+def image_rd_file(job_id: int) -> Response:
+    return send_derived(job_id, "image_rd_file")
 
 
 @bp.route("/joblog/<int:job_id>", methods=ANY_METHOD)
