@@ -1,8 +1,9 @@
-"""Products derived from a solved job, built once on first request and kept in its directory.
+"""Products of a job and pictures of an upload, each built once and then served from its file.
 
-Each product is built behind a per-product file lock, so two requests never build it
-twice, and written under a temporary name then renamed, so a reader never sees half a
-file. The job directory itself was published whole by the worker.
+A product is built on its first request behind a per-file lock, so two requests never build
+it twice, and written under a temporary name then renamed, so nobody sees half a file. Job
+products live in the job's directory (published whole by the worker); pictures of an upload
+live in the cache directory.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
-from PIL import Image as PILImage
+from astropy.wcs import FITSFixedWarning
 
+from . import pictures
 from .inputs import RASTER_KINDS, PreparedInput
 from .models import Job
-from .solver import AXY_NAME, WCS_NAME
+from .solver import AXY_NAME, RDLS_NAME, WCS_NAME
 
 # Cards that describe a WCS: removed from an uploaded FITS header before the solution goes in.
 OLD_WCS_CARD = re.compile(
@@ -41,46 +43,76 @@ class ProductUnavailable(Exception):
     """This job has no such product (e.g. it did not solve); the message says why."""
 
 
+class JobContext:
+    """What builders read, loaded lazily: most products need only part of it."""
+
+    def __init__(self, job: Job, job_dir: Path, prepare: Callable[[], PreparedInput],
+                 work_dir: Path) -> None:  # fmt: skip
+        self.job = job
+        self.job_dir = job_dir
+        self._prepare = prepare
+        self.work_dir = work_dir
+
+    @cached_property
+    def prepared(self) -> PreparedInput:
+        return self._prepare()
+
+    @cached_property
+    def solved_header(self) -> fits.Header:
+        with fits.open(self.job_dir / WCS_NAME) as hdus:
+            return hdus[0].header.copy()
+
+    @cached_property
+    def field(self) -> pictures.Field:
+        return pictures.open_field(self.prepared, self.solved_header)
+
+    def sources(self) -> tuple[np.ndarray, np.ndarray]:
+        """Detected sources (engine pixel coordinates), brightest first, from job.axy."""
+        with fits.open(self.job_dir / AXY_NAME) as hdus:
+            data = hdus[1].data
+            return np.asarray(data["X"], float), np.asarray(data["Y"], float)
+
+    def reference_stars(self) -> tuple[np.ndarray, np.ndarray]:
+        with fits.open(self.job_dir / RDLS_NAME) as hdus:
+            data = hdus[1].data
+            return np.asarray(data["RA"], float), np.asarray(data["DEC"], float)
+
+    def scale(self, size: str) -> float:
+        return pictures.scale_for(size, self.prepared.width, self.prepared.height)
+
+
 @dataclass(frozen=True)
 class Product:
     filename: str
-    download_name: str
     mimetype: str
-    build: Callable[[Job, Path, Callable[[], PreparedInput]], None]
+    build: Callable[[JobContext, Path], None]
+    download_name: str | None = None  # sent as an attachment when set
+    needs_solution: bool = True
+    needs_pixels: bool = False
 
 
-def solved_wcs_header(job_dir: Path) -> fits.Header:
-    with fits.open(job_dir / WCS_NAME) as hdus:
-        return hdus[0].header.copy()
-
-
-def _image_pixels(prepared: PreparedInput) -> tuple[np.ndarray, fits.Header]:
-    """The uploaded pixels, as the engine saw them (rows in file order), and their header."""
-    if prepared.kind == "fits":
-        with fits.open(prepared.path) as hdus:
-            hdu = hdus[prepared.fits_extension]
-            return np.asarray(hdu.data), hdu.header.copy()
-    if prepared.kind in RASTER_KINDS:
-        with PILImage.open(prepared.path) as image:
-            if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA"):
-                rgb = np.asarray(image.convert("RGB"))
-                return np.moveaxis(rgb, -1, 0), fits.Header()  # (3, H, W) cube
-            return np.asarray(image), fits.Header()
-    raise ProductUnavailable("A star list has no pixels to write into a FITS image.")
-
-
-def build_new_fits(job: Job, target: Path, prepare: Callable[[], PreparedInput]) -> None:
+def build_new_fits(ctx: JobContext, target: Path) -> None:
     """The uploaded image as FITS with the solved WCS (SIP included), old WCS cards removed.
 
     Raster rows are written in file order, as the engine numbered them, so the solution
     applies unchanged (the FITS then shows the picture upside down, as nova's does).
     """
-    pixels, header = _image_pixels(prepare())
+    prepared = ctx.prepared
+    if prepared.kind == "fits":
+        with fits.open(prepared.path) as hdus:
+            hdu = hdus[prepared.fits_extension]
+            pixels, header = np.asarray(hdu.data), hdu.header.copy()
+    else:
+        with pictures.PILImage.open(prepared.path) as image:
+            if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA"):
+                pixels = np.moveaxis(np.asarray(image.convert("RGB")), -1, 0)  # (3, H, W)
+            else:
+                pixels = np.asarray(image)
+        header = fits.Header()
     for key in list(header.keys()):
         if OLD_WCS_CARD.match(key):
             del header[key]
-    solution = solved_wcs_header(target.parent)
-    for card in solution.cards:
+    for card in ctx.solved_header.cards:
         if card.keyword not in STRUCTURAL_CARDS:
             header[card.keyword] = (card.value, card.comment)
     if pixels.dtype == np.uint16:  # FITS has no unsigned 16-bit type but an offset convention
@@ -91,18 +123,15 @@ def build_new_fits(job: Job, target: Path, prepare: Callable[[], PreparedInput])
     hdu.writeto(target)
 
 
-def build_image_radec(job: Job, target: Path, prepare: Callable[[], PreparedInput]) -> None:
+def build_image_radec(ctx: JobContext, target: Path) -> None:
     """Every detected source (all columns of job.axy) with its RA/Dec from the full solution."""
-    with fits.open(target.parent / AXY_NAME) as hdus:
+    with fits.open(ctx.job_dir / AXY_NAME) as hdus:
         table = hdus[1]
-        names = [name.upper() for name in table.columns.names]
-        x = table.data.field(names.index("X")).astype(np.float64)
-        y = table.data.field(names.index("Y")).astype(np.float64)
+        x, y = ctx.sources()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(solved_wcs_header(target.parent), relax=True)
-        # Source positions in .axy files are FITS pixel coordinates (first pixel = 1).
-        ra, dec = wcs.all_pix2world(x, y, 1)
+            # Source positions in .axy files are FITS pixel coordinates (first pixel = 1).
+            ra, dec = pictures.make_wcs(ctx.solved_header).all_pix2world(x, y, 1)
         columns = list(table.columns) + [
             fits.Column(name="RA", format="D", unit="deg", array=ra),
             fits.Column(name="DEC", format="D", unit="deg", array=dec),
@@ -110,11 +139,50 @@ def build_image_radec(job: Job, target: Path, prepare: Callable[[], PreparedInpu
         fits.BinTableHDU.from_columns(columns).writeto(target)
 
 
-PRODUCTS = {
-    "new_fits_file": Product("new-image.fits", "new-image.fits", "application/fits",
-                             build_new_fits),
-    "image_rd_file": Product("image-radec.fits", "image-radec.fits", "application/fits",
-                             build_image_radec),
+def _calibration_radius(ctx: JobContext) -> float:
+    assert ctx.job.calibration is not None
+    return ctx.job.calibration.radius
+
+
+def _picture_products() -> dict[str, Product]:
+    products: dict[str, Product] = {}
+    for size in ("full", "display"):
+        products[f"annotated_{size}"] = Product(
+            f"annotated-{size}.jpg", "image/jpeg",
+            build=lambda ctx, t, s=size: pictures.write_annotated(ctx.field, ctx.scale(s), t,
+                                                                  ctx.work_dir),
+        )  # fmt: skip
+        products[f"grid_{size}"] = Product(
+            f"grid-{size}.jpg", "image/jpeg",
+            build=lambda ctx, t, s=size: pictures.write_grid(ctx.field, ctx.scale(s),
+                                                             _calibration_radius(ctx), t),
+        )  # fmt: skip
+        products[f"red_green_image_{size}"] = Product(
+            f"red-green-{size}.png", "image/png",
+            build=lambda ctx, t, s=size: pictures.write_red_green(
+                ctx.field, ctx.scale(s), ctx.sources(), ctx.reference_stars(), t),
+        )  # fmt: skip
+        products[f"extraction_image_{size}"] = Product(
+            f"extraction-{size}.png", "image/png", needs_solution=False,
+            build=lambda ctx, t, s=size: pictures.write_extraction(
+                pictures.Field(pictures.base_picture(ctx.prepared), fits.Header(),
+                               ctx.prepared.width, ctx.prepared.height,
+                               not ctx.prepared.y_axis_down),
+                ctx.scale(s), ctx.sources(), t),
+        )  # fmt: skip
+    return products
+
+
+JOB_PRODUCTS: dict[str, Product] = {
+    "new_fits_file": Product("new-image.fits", "application/fits", build_new_fits,
+                             download_name="new-image.fits", needs_pixels=True),
+    "image_rd_file": Product("image-radec.fits", "application/fits", build_image_radec,
+                             download_name="image-radec.fits"),
+    "kml_file": Product("field.kmz", "application/vnd.google-earth.kmz",
+                        lambda ctx, t: pictures.write_kmz(
+                            ctx.field, t, ctx.job.user_image.original_filename or "Nova field"),
+                        download_name="field.kmz"),
+    **_picture_products(),
 }  # fmt: skip
 
 
@@ -128,24 +196,35 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def product_path(
-    job: Job, job_dir: Path, product: Product, prepare: Callable[[], PreparedInput]
-) -> Path:
-    """The product's file, built now if this is its first request."""
-    target = job_dir / product.filename
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Return ``target``, building it first (once, under a lock, atomically) if missing."""
     if target.exists():
         return target
-    if not (job_dir / WCS_NAME).exists():
-        raise ProductUnavailable(f"Job {job.id} is not solved, so it has no {product.filename}.")
-    with _locked(job_dir / f".{product.filename}.lock"):
-        if target.exists():  # built by another request while we waited for the lock
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(target.parent / f".{target.name}.lock"):
+        if target.exists():  # built by another request while this one waited
             return target
-        fd, tmp_name = tempfile.mkstemp(dir=job_dir, prefix=f".{product.filename}.")
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         os.close(fd)
-        os.unlink(tmp_name)  # the builders create the file themselves
+        os.unlink(tmp_name)  # builders create the file themselves
         try:
-            product.build(job, Path(tmp_name), prepare)
+            build(Path(tmp_name))
             os.replace(tmp_name, target)
         finally:
             Path(tmp_name).unlink(missing_ok=True)
     return target
+
+
+def job_product_path(ctx: JobContext, product: Product) -> Path:
+    """The product's file, built now if this is its first request."""
+    job = ctx.job
+    if product.needs_solution and not (ctx.job_dir / WCS_NAME).exists():
+        raise ProductUnavailable(f"Job {job.id} is not solved, so it has no {product.filename}.")
+    if not (ctx.job_dir / AXY_NAME).exists():
+        raise ProductUnavailable(f"Job {job.id} has no detected sources.")
+    image = job.user_image
+    if product.needs_pixels and image.kind not in RASTER_KINDS | {"fits"}:
+        raise ProductUnavailable(
+            f"{product.filename} needs the image's pixels, and a star list has no pixels."
+        )
+    return build_once(ctx.job_dir / product.filename, lambda target: product.build(ctx, target))

@@ -10,15 +10,18 @@ the whole group is killed, because the engine's own cpulimit is not reliable.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 
 from .inputs import PreparedInput
 from .params import SolveParams
@@ -30,6 +33,7 @@ WCS_NAME = "wcs.fits"
 CORR_NAME = "corr.fits"
 RDLS_NAME = "rdls.fits"
 ANNOTATIONS_NAME = "annotations.json"
+MAX_STARS_WITH_MAGNITUDE = 100  # one catalogue look-up each, a few ms apiece
 KILL_GRACE_SECONDS = 2.0
 # Fewer sources than this after downsampling: extract again at full resolution.
 MIN_SOURCES_AFTER_DOWNSAMPLE = 50
@@ -179,26 +183,27 @@ def kill_process_group(process: subprocess.Popen[bytes]) -> None:
         break
 
 
-def objects_in_field(work_dir: Path) -> list[str]:
+def objects_in_field(work_dir: Path, index_dirs: Sequence[Path] = ()) -> list[str]:
     """Name what is in a solved field, as nova does, and keep the annotations for later.
 
     ``plot-constellations`` lists constellations (with at least two of their stars in the
     field), NGC/IC objects (with their aliases, Messier numbers included) and the ten
     brightest named stars; each listed line is split on "/" into names, as on nova. The
-    same objects with pixel positions and sizes go to ``annotations.json``.
+    same objects with pixel positions (FITS 1-based) and sizes go to ``annotations.json``,
+    stars with their Tycho-2 VT magnitude when an index holds them.
     """
     base = ["plot-constellations", "-w", WCS_NAME, "-N", "-C", "-B", "-b", "10", "-L"]
-    listing = subprocess.run(
-        base + ["-j"], cwd=work_dir, capture_output=True, text=True, timeout=60, check=True
-    )
-    with_json = subprocess.run(
-        base + ["-J"], cwd=work_dir, capture_output=True, text=True, timeout=60, check=True
-    )
+    listing = subprocess.run(base + ["-j"], cwd=work_dir, capture_output=True, text=True,
+                             timeout=60, check=True)  # fmt: skip
+    # For annotations, every named star in the field (nbright picks the brightest later).
+    with_json = subprocess.run(base[:-3] + ["-L", "-J"], cwd=work_dir, capture_output=True,
+                               text=True, timeout=60, check=True)  # fmt: skip
     text = with_json.stderr
     try:
         annotations = json.loads(text[text.index("{") : text.rindex("}") + 1])["annotations"]
     except (ValueError, KeyError):
         annotations = []
+    _add_star_magnitudes(annotations, work_dir / WCS_NAME, index_dirs)
     (work_dir / ANNOTATIONS_NAME).write_text(json.dumps(annotations))
     names: list[str] = []
     for line in listing.stdout.splitlines():
@@ -207,6 +212,49 @@ def objects_in_field(work_dir: Path) -> list[str]:
             if name and name not in names:
                 names.append(name)
     return names
+
+
+def magnitude_index(index_dirs: Sequence[Path]) -> Path | None:
+    """The densest all-sky Tycho-2 index at hand (stars to about 9th magnitude)."""
+    for scale in ("10", "11", "12", "09", "08", "07"):
+        for directory in index_dirs:
+            found = sorted(Path(directory).glob(f"index-tycho2-{scale}*.fits"))
+            if found:
+                return found[0]
+    return None
+
+
+def _add_star_magnitudes(annotations: list[dict], wcs_path: Path,
+                         index_dirs: Sequence[Path]) -> None:  # fmt: skip
+    stars = [a for a in annotations if a.get("type") == "star"]
+    index = magnitude_index(index_dirs)
+    if not stars or index is None:
+        return
+    with fits.open(wcs_path) as hdus:
+        header = hdus[0].header
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header, relax=True, naxis=2)
+    for star in stars[:MAX_STARS_WITH_MAGNITUDE]:
+        ra, dec = (float(v) for v in wcs.all_pix2world([[star["pixelx"], star["pixely"]]], 1)[0])
+        result = subprocess.run(
+            ["query-starkd", "-r", repr(ra), "-d", repr(dec), "-R", "0.05", "-T", str(index)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        best: tuple[float, float] | None = None
+        for line in result.stdout.splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if line.startswith("#") or len(parts) < 3:
+                continue
+            try:
+                star_ra, star_dec, mag = (float(p) for p in parts[:3])
+            except ValueError:
+                continue
+            distance = math.hypot((star_ra - ra) * math.cos(math.radians(dec)), star_dec - dec)
+            if best is None or distance < best[0]:
+                best = (distance, mag)
+        if best is not None:
+            star["vmag"] = best[1]
 
 
 def count_sources(axy_path: Path) -> int:

@@ -92,7 +92,7 @@ def _solve(job_id: int) -> None:
                     header, image.width, image.height, y_axis_down=prepared.y_axis_down
                 )
                 wcs_text = header.tostring(sep="\n")
-                objects = _objects_in_field(work_dir)
+                objects = _objects_in_field(work_dir, current_app.config["INDEX_DIRS"])
         _remove_engine_temporaries(work_dir)
         store.publish_job_dir(work_dir, job_id)
     except BaseException:
@@ -116,10 +116,10 @@ def _solve(job_id: int) -> None:
     )
 
 
-def _objects_in_field(work_dir: Path) -> list[str]:
+def _objects_in_field(work_dir: Path, index_dirs: list[Path]) -> list[str]:
     """Objects in the field are a bonus: a failure to list them never fails the solve."""
     try:
-        return solver.objects_in_field(work_dir)
+        return solver.objects_in_field(work_dir, index_dirs)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("listing the objects in the field failed: %s", exc)
         return []

@@ -410,10 +410,12 @@ def test_a_solve_seen_through_every_endpoint(
     annotations = api_call(client, f"jobs/{job_id}/annotations")["annotations"]
     dubhe = [a for a in annotations if a["names"][0].startswith("Dubhe")]
     assert dubhe and dubhe[0]["type"] == "bright"
-    assert set(dubhe[0]) == {"type", "names", "pixelx", "pixely", "radius"}
+    assert set(dubhe[0]) == {"type", "names", "pixelx", "pixely", "radius", "vmag"}
+    assert dubhe[0]["vmag"] == pytest.approx(2.0, abs=0.2)  # Tycho-2 VT of Dubhe
     assert 0 < dubhe[0]["pixelx"] < 719 and 0 < dubhe[0]["pixely"] < 507
+    bright = sorted(a["vmag"] for a in annotations if a["type"] == "bright" and "vmag" in a)
     two = api_call(client, f"jobs/{job_id}/annotations?nbright=2")["annotations"]
-    assert len([a for a in two if a["type"] == "bright"]) == 2
+    assert sorted(a["vmag"] for a in two if a["type"] == "bright") == bright[:2]
     assert api_call(client, "myjobs/", {"session": session_key}) == {
         "jobs": [job_id],
         "status": "success",

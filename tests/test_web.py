@@ -191,3 +191,18 @@ def test_failed_download_ends_as_a_failed_job(client: FlaskClient, file_server: 
     job = state["images"][0]["job"]
     assert job["status"] == "failure"
     assert job["failure_reason"] == state["error_message"]
+
+
+def test_healthz_reports_database_and_redis(app: Flask, client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok", "redis": "ok"}
+    # Redis gone (a port nothing listens on): unhealthy, with the reason, never a 500.
+    from nova import create_app
+
+    from .conftest import free_port
+
+    broken = create_app({"TESTING": True, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    answer = broken.test_client().get("/healthz")
+    assert answer.status_code == 503
+    assert answer.get_json()["redis"].startswith("error") and answer.get_json()["database"] == "ok"

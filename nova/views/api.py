@@ -354,26 +354,24 @@ def job_annotations(job_id: int) -> Response:
         return no_calibration(job_id)
     path = services.storage().job_file(job.id, ANNOTATIONS_NAME)
     raw = json.loads(path.read_text()) if path is not None else []
+    stars = [item for item in raw if item.get("type") == "star"]
+    if nbright is not None:
+        # The N brightest named stars in the field (unknown magnitudes last).
+        stars = sorted(stars, key=lambda item: item.get("vmag", math.inf))[:nbright]
     annotations = []
-    bright = 0
-    for item in raw:
+    for item in [item for item in raw if item.get("type") != "star"] + stars:
         names = [str(name) for name in item.get("names", [])]
-        if item.get("type") == "star":
-            bright += 1
-            if nbright is not None and bright > nbright:
-                continue
-            kind = "bright"
-        else:
-            kind = "ic" if names and names[0].startswith("IC ") else "ngc"
-        annotations.append(
-            {
-                "type": kind,
-                "names": names,
-                "pixelx": float(item["pixelx"]),
-                "pixely": float(item["pixely"]),
-                "radius": float(item.get("radius", 0.0)),
-            }
-        )
+        entry: dict[str, Any] = {
+            "type": "bright" if item.get("type") == "star" else
+                    "ic" if names and names[0].startswith("IC ") else "ngc",
+            "names": names,
+            "pixelx": float(item["pixelx"]),
+            "pixely": float(item["pixely"]),
+            "radius": float(item.get("radius", 0.0)),
+        }  # fmt: skip
+        if "vmag" in item:
+            entry["vmag"] = float(item["vmag"])
+        annotations.append(entry)
     return reply({"annotations": annotations})
 
 

@@ -1,27 +1,32 @@
-"""Job product files, outside /api/ as on nova, with exact content types.
+"""Files and pictures outside /api/, at nova's URLs, with exact content types.
 
-No human check and no Referer requirement: API clients fetch these directly. Private jobs
+No human check and no Referer requirement: API clients fetch these directly. Private images
 are served to their owner only (API session cookie from /api/login); to anyone else they
-answer exactly like a job that does not exist.
+answer exactly like an id that does not exist. Everything derived is built once, on first
+request, then served from its file with caching headers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, send_file
 
+from .. import pictures
 from ..auth import current_user
 from ..extensions import db
 from ..inputs import PreparedInput, UnsupportedInput
-from ..models import Job
-from ..products import PRODUCTS, ProductUnavailable, product_path
+from ..models import Calibration, Job, UserImage
+from ..products import JOB_PRODUCTS, JobContext, ProductUnavailable, build_once, job_product_path
 from ..services import can_view, prepare_image, storage
 from ..solver import AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
 
 bp = Blueprint("files", __name__)
 ANY_METHOD = ["GET", "POST"]
 FITS = "application/fits"
+DIRECT_MIMETYPES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif"}
+ONE_DAY = 86400
 
 
 def visible_job(job_id: int) -> Job:
@@ -31,15 +36,70 @@ def visible_job(job_id: int) -> Job:
     return job
 
 
+def visible_image(image_id: int) -> UserImage:
+    image = db.session.get(UserImage, image_id)
+    if image is None or not can_view(image, current_user()):
+        abort(404, f"There is no image {image_id}.")
+    return image
+
+
+def serve(
+    path: Path, mimetype: str, image: UserImage, download_name: str | None = None
+) -> Response:
+    response = send_file(path, mimetype=mimetype, as_attachment=download_name is not None,
+                         download_name=download_name, max_age=ONE_DAY)  # fmt: skip
+    # Products never change once built (a new solve is a new job id); private ones must not
+    # be kept by shared caches.
+    response.cache_control.public = image.publicly_visible == "y"
+    response.cache_control.private = image.publicly_visible != "y"
+    return response
+
+
 def send_product(job_id: int, name: str, download_name: str, mimetype: str) -> Response:
-    visible_job(job_id)
+    job = visible_job(job_id)
     path = storage().job_file(job_id, name)
     if path is None:
         abort(404, f"Job {job_id} has no {download_name}.")
-    # Products never change once published (a re-solve gets a new job id).
-    return send_file(
-        path, mimetype=mimetype, as_attachment=True, download_name=download_name, max_age=86400
-    )
+    return serve(path, mimetype, job.user_image, download_name)
+
+
+def with_prepared_image(image: UserImage, use: Callable[[Callable[[], PreparedInput], Path], Path],
+                        what: str) -> Path:  # fmt: skip
+    """Run a build that may need the upload prepared (unpacked) and a scratch directory."""
+    store = storage()
+    work_dir = store.make_work_dir("picture-")
+    try:
+        return use(lambda: prepare_image(image, work_dir), work_dir)
+    except ProductUnavailable as exc:
+        abort(404, str(exc))
+    except (OSError, ValueError, UnsupportedInput, RuntimeError) as exc:
+        abort(500, f"Could not build {what}: {exc}")
+    finally:
+        store.discard(work_dir)
+
+
+def send_job_product(job_id: int, name: str) -> Response:
+    job = visible_job(job_id)
+    product = JOB_PRODUCTS[name]
+    job_dir = storage().job_dir(job_id)
+
+    def build(prepare: Callable[[], PreparedInput], work_dir: Path) -> Path:
+        return job_product_path(JobContext(job, job_dir, prepare, work_dir), product)
+
+    path = with_prepared_image(job.user_image, build, product.filename)
+    return serve(path, product.mimetype, job.user_image, product.download_name)
+
+
+def _job_product_route(name: str) -> None:
+    def view(job_id: int) -> Response:
+        return send_job_product(job_id, name)
+
+    view.__name__ = name
+    bp.add_url_rule(f"/{name}/<int:job_id>", name, view, methods=ANY_METHOD)
+
+
+for _name in JOB_PRODUCTS:
+    _job_product_route(_name)
 
 
 @bp.route("/wcs_file/<int:job_id>", methods=ANY_METHOD)
@@ -62,45 +122,6 @@ def corr_file(job_id: int) -> Response:
     return send_product(job_id, CORR_NAME, "corr.fits", FITS)
 
 
-def send_derived(job_id: int, name: str) -> Response:
-    """A product built from the solution on first request (then served from its file)."""
-    job = visible_job(job_id)
-    product = PRODUCTS[name]
-    store = storage()
-    work_dirs: list[Path] = []
-
-    def prepare() -> PreparedInput:
-        work_dirs.append(store.make_work_dir(f"product-{job_id}-"))
-        return prepare_image(job.user_image, work_dirs[-1])
-
-    try:
-        path = product_path(job, store.job_dir(job_id), product, prepare)
-    except ProductUnavailable as exc:
-        abort(404, str(exc))
-    except (OSError, ValueError, UnsupportedInput) as exc:
-        abort(500, f"Could not build {product.download_name}: {exc}")
-    finally:
-        for work_dir in work_dirs:
-            store.discard(work_dir)
-    return send_file(
-        path,
-        mimetype=product.mimetype,
-        as_attachment=True,
-        download_name=product.download_name,
-        max_age=86400,
-    )
-
-
-@bp.route("/new_fits_file/<int:job_id>", methods=ANY_METHOD)
-def new_fits_file(job_id: int) -> Response:
-    return send_derived(job_id, "new_fits_file")
-
-
-@bp.route("/image_rd_file/<int:job_id>", methods=ANY_METHOD)
-def image_rd_file(job_id: int) -> Response:
-    return send_derived(job_id, "image_rd_file")
-
-
 @bp.route("/joblog/<int:job_id>", methods=ANY_METHOD)
 def joblog(job_id: int) -> Response:
     visible_job(job_id)
@@ -108,3 +129,67 @@ def joblog(job_id: int) -> Response:
     if path is None:
         abort(404, f"Job {job_id} has no log yet.")
     return send_file(path, mimetype="text/plain", max_age=0)
+
+
+@bp.route("/sky_plot/zoom<int:zoom>/<int:calibration_id>", methods=ANY_METHOD)
+def sky_plot(zoom: int, calibration_id: int) -> Response:
+    calibration = db.session.get(Calibration, calibration_id)
+    if calibration is None or not can_view(calibration.job.user_image, current_user()):
+        abort(404, f"There is no calibration {calibration_id}.")
+    if zoom not in (0, 1, 2, 3):
+        abort(404, "invalid zoom: use zoom0 (whole sky) to zoom3 (0.36 degrees wide)")
+    job = calibration.job
+    image = job.user_image
+    target = storage().job_dir(job.id) / f"sky-plot-zoom{zoom}.png"
+
+    def draw(path: Path) -> None:
+        header = pictures.fits.Header.fromstring(calibration.wcs_header, sep="\n")
+        outline = pictures.field_outline(header, image.width, image.height)
+        if zoom == 0:
+            pictures.write_sky_plot_whole_sky(outline, calibration.ra, calibration.dec, path)
+        else:
+            with pictures.temporary_dir(storage().tmp) as scratch:
+                pictures.write_sky_plot_zoom(zoom, outline, calibration.ra, calibration.dec,
+                                             path, Path(scratch))  # fmt: skip
+
+    path = with_prepared_image(image, lambda prepare, work_dir: build_once(target, draw),
+                               "the sky plot")  # fmt: skip
+    return serve(path, "image/png", image)
+
+
+def _image_picture(image_id: int, max_side: int | None, name: str) -> Response:
+    image = visible_image(image_id)
+    if image.file_hash is None or image.kind == "unsupported":
+        abort(404, "This upload holds no displayable image.")
+    store = storage()
+    source = store.upload_path(image.file_hash)
+    direct = DIRECT_MIMETYPES.get(image.kind)
+    if max_side is None and direct is not None and pictures.sniff_is(source, image.kind):
+        return serve(source, direct, image)  # JPEG, PNG and GIF are shown as uploaded
+    fmt = "PNG" if image.kind == "xylist" else "JPEG"
+    target = store.cache / f"image-{image.id}-{name}.{fmt.lower().replace('jpeg', 'jpg')}"
+    side = max_side or max(image.width, image.height, 1)
+
+    def build(prepare: Callable[[], PreparedInput], work_dir: Path) -> Path:
+        return build_once(target, lambda path: pictures.write_display_image(
+            prepare(), path, side, fmt))  # fmt: skip
+
+    path = with_prepared_image(image, build, "the picture")
+    return serve(path, "image/png" if fmt == "PNG" else "image/jpeg", image)
+
+
+@bp.route("/image/<int:image_id>", methods=ANY_METHOD)
+def image_file(image_id: int) -> Response:
+    """The upload as a picture: JPEG/PNG/GIF as uploaded, FITS and TIFF as JPEG, star lists
+    drawn as dots (PNG)."""
+    return _image_picture(image_id, None, "full")
+
+
+@bp.route("/display_image/<int:image_id>", methods=ANY_METHOD)
+def display_image(image_id: int) -> Response:
+    return _image_picture(image_id, pictures.DISPLAY_MAX, "display")
+
+
+@bp.route("/thumbnail_of_image/<int:image_id>", methods=ANY_METHOD)
+def thumbnail(image_id: int) -> Response:
+    return _image_picture(image_id, pictures.THUMBNAIL_MAX, "thumbnail")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import (
@@ -13,19 +12,20 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     url_for,
 )
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import queue, services
 from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
-from ..inputs import UnsupportedInput, sniff
+from ..inputs import UnsupportedInput
 from ..models import Job, Submission, UserImage
 from ..params import ParamError, parse_solve_params
-from ..render import DIRECT_MIMETYPES, render_display
 from ..solver import LOG_NAME
 from .common import client_filename
 
@@ -72,6 +72,25 @@ def _form_params() -> dict[str, Any]:
 
 def _upload_form(error: str | None = None, field: str | None = None, status: int = 200) -> Any:
     return render_template("upload.html", error=error, error_field=field, form=request.form), status
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness for load balancers and container healthchecks: database and redis answer."""
+    checks = {"database": "ok", "redis": "ok"}
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        queue.redis_connection().ping()
+    except RedisError as exc:
+        checks["redis"] = f"error: {exc.__class__.__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    response = jsonify({"status": "ok" if healthy else "unavailable", **checks})
+    response.status_code = 200 if healthy else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/")
@@ -215,35 +234,3 @@ def user_image(image_id: int) -> Any:
         formatted=formatted,
         log_text=log_text,
     )
-
-
-@bp.get("/image/<int:image_id>")
-def image_file(image_id: int) -> BaseResponse:
-    image = _visible_image(image_id)
-    if image.file_hash is None or image.kind == "unsupported":
-        abort(404, "This upload holds no displayable image.")
-    store = services.storage()
-    source = store.upload_path(image.file_hash)
-    mimetype = DIRECT_MIMETYPES.get(image.kind)
-    if mimetype is not None and _uncompressed(source):
-        return send_file(source, mimetype=mimetype, max_age=7 * 24 * 3600)
-    cached = store.cache / f"display-{image.id}.png"
-    if not cached.exists():
-        work_dir = store.make_work_dir(f"render-{image.id}-")
-        try:
-            prepared = services.prepare_image(image, work_dir)
-            render_display(
-                prepared.path,
-                prepared.kind,
-                image.width,
-                image.height,
-                prepared.fits_extension,
-                cached,
-            )
-        finally:
-            store.discard(work_dir)
-    return send_file(cached, mimetype="image/png", max_age=7 * 24 * 3600)
-
-
-def _uncompressed(path: Path) -> bool:
-    return sniff(path) in DIRECT_MIMETYPES

@@ -1,0 +1,209 @@
+"""Pictures and objects of a solved field: what they show, their types and sizes, caching."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from nova.models import Job
+from nova.pictures import flip_wcs_y, make_wcs
+from nova.products import JOB_PRODUCTS
+
+from .conftest import api_call, run_worker
+from .test_solve_apod import APOD_CENTRES, finished_job, scale_hint, upload
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def solve(client: FlaskClient, apod: Path, name: str, data: bytes | None = None,
+          filename: str | None = None) -> Job:  # fmt: skip
+    payload = data if data is not None else (apod / f"{name}.jpg").read_bytes()
+    submission_id = upload(client, payload, filename or f"{name}.jpg",
+                           **scale_hint(APOD_CENTRES[name][2]))  # fmt: skip
+    run_worker()
+    job = finished_job(client, submission_id)
+    assert job.status == "success", job.failure_reason
+    return job
+
+
+def test_flipping_a_wcs_keeps_every_pixel_on_the_same_sky() -> None:
+    rng = np.random.default_rng(3)
+    header = fits.Header()
+    header.update(CTYPE1="RA---TAN-SIP", CTYPE2="DEC--TAN-SIP", CRVAL1=120.0, CRVAL2=40.0,
+                  CRPIX1=310.2, CRPIX2=190.7, CD1_1=1e-3, CD1_2=2e-4, CD2_1=-2.5e-4,
+                  CD2_2=9e-4, A_ORDER=2, B_ORDER=2, AP_ORDER=2, BP_ORDER=2)  # fmt: skip
+    for prefix in ("A", "B", "AP", "BP"):
+        for p, q in ((0, 2), (1, 1), (2, 0), (0, 1), (1, 0)):
+            header[f"{prefix}_{p}_{q}"] = float(rng.normal(0, 1e-5))
+    height = 400
+    x, y = rng.uniform(1, 600, 50), rng.uniform(1, height, 50)
+    original = make_wcs(header).all_pix2world(x, y, 1)
+    flipped = make_wcs(flip_wcs_y(header, height)).all_pix2world(x, height + 1 - y, 1)
+    assert np.allclose(original, flipped, atol=1e-9)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("apod2", ["Orion", "Alnitak", "IC 434", "NGC 2024"]),
+     ("apod4", ["Ursa Major", "Dubhe", "Merak", "Alioth", "Mizar"])],
+)  # fmt: skip
+def test_objects_in_the_field_and_annotations_agree_with_the_wcs(
+    client: FlaskClient, apod: Path, name: str, expected: list[str]
+) -> None:
+    job = solve(client, apod, name)
+    objects = api_call(client, f"jobs/{job.id}/objects_in_field")["objects_in_field"]
+    text = " | ".join(objects)
+    for word in expected:
+        assert word in text, (word, objects)
+    annotations = api_call(client, f"jobs/{job.id}/annotations")["annotations"]
+    wcs = make_wcs(fits.Header.fromstring(job.calibration.wcs_header, sep="\n"))
+    index = "/usr/share/astrometry/index-tycho2-10.littleendian.fits"
+    distances = []
+    for star in [a for a in annotations if a["type"] == "bright"][:12]:
+        # Round trip: annotation pixel -> sky -> the catalogue star there -> pixel.
+        ra, dec = wcs.all_pix2world([[star["pixelx"], star["pixely"]]], 1)[0]
+        found = subprocess.run(["query-starkd", "-T", "-r", str(ra), "-d", str(dec), "-R", "0.1",
+                                index], capture_output=True, text=True, check=True)  # fmt: skip
+        rows = [
+            line.split(",") for line in found.stdout.splitlines() if line[:1].isdigit()
+        ]  # "ra, dec, mag" rows; the rest is chatter
+        # The nearest Tycho-2 star bright enough to be a named star (< 6.5 mag).
+        bright_rows = [row for row in rows if float(row[2]) < 6.5]
+        if not bright_rows:
+            continue  # not in this index (e.g. Megrez): nothing to compare with
+        positions = np.array([[float(r[0]), float(r[1])] for r in bright_rows])
+        pixels = wcs.all_world2pix(positions, 1)
+        distance = np.min(np.hypot(pixels[:, 0] - star["pixelx"], pixels[:, 1] - star["pixely"]))
+        distances.append(float(distance))
+    print(name, "annotation to catalogue star (px):", [round(d, 2) for d in distances])
+    # Within 1 px for nearly all; multiple stars (sigma Ori) may sit a few pixels apart in
+    # the two catalogues, so they are allowed 3 px.
+    within = sum(distance < 1.0 for distance in distances)
+    assert len(distances) >= 4 and within >= 0.8 * len(distances) and max(distances) < 3.0
+    nebulae = [a for a in annotations if a["type"] in ("ngc", "ic")]
+    if name == "apod2":
+        ic434 = next(a for a in nebulae if a["names"][0] == "IC 434")
+        assert ic434["type"] == "ic" and ic434["radius"] > 10
+        assert "Flame Nebula" in ic434["names"]
+
+
+PICTURES = [
+    ("annotated_full", "JPEG", "full"), ("annotated_display", "JPEG", "display"),
+    ("grid_full", "JPEG", "full"), ("grid_display", "JPEG", "display"),
+    ("red_green_image_full", "PNG", "full"), ("red_green_image_display", "PNG", "display"),
+    ("extraction_image_full", "PNG", "full"), ("extraction_image_display", "PNG", "display"),
+]  # fmt: skip
+
+
+def fetch_picture(client: FlaskClient, path: str, fmt: str) -> Image.Image:
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.get_data(as_text=True)[:300])
+    assert response.headers["Content-Type"] == f"image/{fmt.lower()}"
+    assert "max-age" in response.headers["Cache-Control"]
+    picture = Image.open(io.BytesIO(response.data))
+    picture.load()
+    assert picture.format == fmt
+    return picture
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("variant", ["jpeg", "fits", "xylist"])
+def test_every_picture_is_an_image_of_the_right_type_and_size(
+    app: Flask, client: FlaskClient, apod: Path, variant: str
+) -> None:
+    if variant == "fits":
+        grey = np.flipud(np.asarray(Image.open(apod / "apod4.jpg").convert("L")))
+        buffer = io.BytesIO()
+        fits.PrimaryHDU(grey.astype(np.int16)).writeto(buffer)
+        job = solve(client, apod, "apod4", buffer.getvalue(), "apod4.fits")
+    elif variant == "xylist":
+        job = solve(client, apod, "apod4", (apod / "apod4.xyls").read_bytes(), "apod4.xyls")
+    else:
+        job = solve(client, apod, "apod4")
+    ARTIFACTS.mkdir(exist_ok=True)
+    timings = []
+    for name, fmt, size in PICTURES:
+        started = time.perf_counter()
+        picture = fetch_picture(client, f"/{name}/{job.id}", fmt)
+        first = time.perf_counter() - started
+        expected = (719, 507) if size == "full" else (640, round(507 * 640 / 719))
+        assert picture.size == expected, (name, picture.size)
+        picture.save(ARTIFACTS / f"{variant}-{name}.{fmt.lower()}")
+        built = next(Path(app.config["DATA_DIR"], "jobs").rglob(JOB_PRODUCTS[name].filename))
+        mtime = built.stat().st_mtime_ns
+        started = time.perf_counter()
+        again = client.get(f"/{name}/{job.id}/")
+        cached = time.perf_counter() - started
+        assert again.status_code == 200 and again.data == built.read_bytes()
+        assert built.stat().st_mtime_ns == mtime  # served from the file, not drawn again
+        timings.append(f"{name} {first * 1000:.0f}->{cached * 1000:.1f} ms")
+    print(f"{variant}: first request -> cached: " + ", ".join(timings))
+    # The upload itself: display picture, thumbnail, full picture.
+    image_id = job.user_image_id
+    thumb = fetch_picture(client, f"/thumbnail_of_image/{image_id}", "PNG" if variant ==
+                          "xylist" else "JPEG")  # fmt: skip
+    assert max(thumb.size) == 256
+    display = fetch_picture(client, f"/display_image/{image_id}", "PNG" if variant ==
+                            "xylist" else "JPEG")  # fmt: skip
+    assert max(display.size) == 640
+    full = client.get(f"/image/{image_id}")
+    expected_type = {"jpeg": "image/jpeg", "fits": "image/jpeg", "xylist": "image/png"}[variant]
+    assert full.headers["Content-Type"] == expected_type
+    assert Image.open(io.BytesIO(full.data)).size == (719, 507)
+    for zoom in range(4):
+        plot = fetch_picture(client, f"/sky_plot/zoom{zoom}/{job.calibration.id}", "PNG")
+        assert plot.size == (256, 256)
+        plot.save(ARTIFACTS / f"{variant}-sky-zoom{zoom}.png")
+    assert client.get(f"/sky_plot/zoom7/{job.calibration.id}").status_code == 404
+
+
+@pytest.mark.engine
+def test_fits_pictures_show_the_sky_the_same_way_as_the_jpeg(client: FlaskClient,
+                                                             apod: Path) -> None:  # fmt: skip
+    """A FITS upload is displayed y-up; its annotations must land on the same stars."""
+    jpeg_job = solve(client, apod, "apod4")
+    grey = np.flipud(np.asarray(Image.open(apod / "apod4.jpg").convert("L")))
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(grey.astype(np.int16)).writeto(buffer)
+    fits_job = solve(client, apod, "apod4", buffer.getvalue(), "apod4.fits")
+    pictures = []
+    for job in (jpeg_job, fits_job):
+        response = client.get(f"/red_green_image_full/{job.id}")
+        pictures.append(np.asarray(Image.open(io.BytesIO(response.data)).convert("RGB")))
+    # Green catalogue circles are drawn at the same display pixels for both.
+    green = [(p[:, :, 1] > 200) & (p[:, :, 0] < 80) & (p[:, :, 2] < 80) for p in pictures]
+    overlap = (green[0] & green[1]).sum() / max(1, green[0].sum())
+    assert overlap > 0.8, overlap
+
+
+@pytest.mark.engine
+def test_kmz_holds_kml_whose_corners_match_the_wcs(client: FlaskClient, apod: Path) -> None:
+    job = solve(client, apod, "apod4")
+    response = client.get(f"/kml_file/{job.id}/")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/vnd.google-earth.kmz"
+    with zipfile.ZipFile(io.BytesIO(response.data)) as kmz:
+        assert set(kmz.namelist()) == {"doc.kml", "image.jpg"}
+        root = ET.fromstring(kmz.read("doc.kml"))
+        Image.open(io.BytesIO(kmz.read("image.jpg"))).load()
+    assert root.get("hint") == "target=sky"
+    ns = {"k": "http://www.opengis.net/kml/2.2", "gx": "http://www.google.com/kml/ext/2.2"}
+    text = root.find(".//gx:LatLonQuad/k:coordinates", ns)
+    assert text is not None and root.find(".//k:Icon/k:href", ns).text == "image.jpg"
+    corners = [tuple(map(float, pair.split(","))) for pair in text.text.split()]
+    wcs = make_wcs(fits.Header.fromstring(job.calibration.wcs_header, sep="\n"))
+    expected = wcs.all_pix2world([[0.5, 507.5], [719.5, 507.5], [719.5, 0.5], [0.5, 0.5]], 1)
+    for (lon, lat), (ra, dec) in zip(corners, expected, strict=True):
+        assert lon == pytest.approx(ra - 180, abs=1e-6) and lat == pytest.approx(dec, abs=1e-6)
