@@ -35,6 +35,15 @@ URLS = [
     "/joblog/{job}",
     "/new_fits_file/{job}",
     "/image_rd_file/{job}",
+    "/kml_file/{job}",
+    "/annotated_display/{job}",
+    "/grid_full/{job}",
+    "/red_green_image_display/{job}",
+    "/extraction_image_full/{job}",
+    "/sky_plot/zoom0/{cal}",
+    "/sky_plot/zoom1/{cal}",
+    "/thumbnail_of_image/{img}",
+    "/display_image/{img}",
     "/status/{sub}",
     "/status/{sub}/state",
     "/user_images/{img}",
@@ -85,7 +94,12 @@ def solved(app: Flask, client: FlaskClient, make_user, apod: Path) -> dict:  # t
     for visibility, subid in images.items():
         status = api_call(client, f"submissions/{subid}", {"session": ann_session})
         assert status["job_calibrations"], status
-        ids[visibility] = {"sub": subid, "job": status["jobs"][0], "img": status["user_images"][0]}
+        ids[visibility] = {
+            "sub": subid,
+            "job": status["jobs"][0],
+            "img": status["user_images"][0],
+            "cal": status["job_calibrations"][0][1],
+        }
     return {"ann": ann_session, "bob_key": bob_key, "ids": ids}
 
 
@@ -95,7 +109,7 @@ def test_privacy_matrix(app: Flask, solved: dict) -> None:  # type: ignore[type-
     other = app.test_client()
     other_session = api_login(other, solved["bob_key"])
     anonymous = app.test_client()
-    missing = {"sub": MISSING, "job": MISSING, "img": MISSING}
+    missing = {"sub": MISSING, "job": MISSING, "img": MISSING, "cal": MISSING}
     checked = leaks = 0
     for url in URLS:
         for visibility, ids in solved["ids"].items():
