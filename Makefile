@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 run: system venv
 	$(BIN)/nova up
 
-test: system venv
+test: venv
+	scripts/install-system.sh --test
 	$(BIN)/ruff check nova tests
 	$(BIN)/pytest -v --durations=15
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install the Debian packages Nova needs: the astrometry.net engine, every Tycho-2 index
+# Install the Debian packages Nova needs (with --test, also those its tests need): the astrometry.net engine, every Tycho-2 index
 # package (field widths ~0.4 deg to ~33 deg and beyond), redis, and the image tools the
 # pipeline calls. Used by `make run`, `make test`, .ci/run and the Dockerfile. Idempotent:
 # packages already present are not downloaded again.
@@ -21,7 +21,14 @@ python3-venv
 make
 procps
 ca-certificates
+fonts-dejavu-core
 "
+
+# `--test` adds what the test suite needs besides: a PostgreSQL server (the suite runs on
+# SQLite and on PostgreSQL) and a headless browser for the page tests.
+if [ "${1:-}" = "--test" ]; then
+    PACKAGES="$PACKAGES postgresql chromium"
+fi
 
 missing=""
 for pkg in $PACKAGES; do

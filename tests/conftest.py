@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -86,13 +87,102 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(timeout=10)
 
 
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the postgres user then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server (Debian's binaries) on a free port, for this session."""
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    assert bindirs, "PostgreSQL is not installed (scripts/install-system.sh --test installs it)"
+    bindir = bindirs[-1]
+    # Not under pytest's 0700 temporary root: the postgres user must be able to enter it.
+    directory = Path(tempfile.mkdtemp(prefix="nova-test-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres", "postgres")
+    data = directory / "data"
+    port = free_port()
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        _as_postgres(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(directory / "log"),
+                "-w",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [
+                str(bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "nova_test",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/nova_test"
+    finally:
+        subprocess.run(
+            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# Every test that uses the app runs on SQLite and on PostgreSQL (NOVA_TEST_DATABASES picks).
+DATABASES = os.environ.get("NOVA_TEST_DATABASES", "sqlite,postgresql").split(",")
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nova.sqlite'}"
+    assert request.param == "postgresql", request.param
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
-def nova_env(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def nova_env(
+    tmp_path: Path, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """Point every NOVA_* setting at this test's own data directory and database."""
     redis.Redis.from_url(redis_url).flushdb()
     env = {
         "NOVA_ENV": "development",
         "NOVA_DATA_DIR": str(tmp_path / "data"),
+        "NOVA_DATABASE_URL": database_url,
         "NOVA_REDIS_URL": redis_url,
         "NOVA_SOLVE_TIME_LIMIT": "120",
     }
@@ -108,9 +198,11 @@ def nova_env(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) ->
 def app(nova_env: dict[str, str]) -> Iterator[Flask]:
     app = create_app({"TESTING": True})
     with app.app_context():
+        db.drop_all()  # a shared PostgreSQL database starts empty for every test
         init_database()
         yield app
         db.session.remove()
+        db.drop_all()
         db.engine.dispose()
 
 

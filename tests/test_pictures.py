@@ -26,11 +26,17 @@ from .test_solve_apod import APOD_CENTRES, finished_job, scale_hint, upload
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-def solve(client: FlaskClient, apod: Path, name: str, data: bytes | None = None,
-          filename: str | None = None) -> Job:  # fmt: skip
+def solve(
+    client: FlaskClient,
+    apod: Path,
+    name: str,
+    data: bytes | None = None,
+    filename: str | None = None,
+) -> Job:
     payload = data if data is not None else (apod / f"{name}.jpg").read_bytes()
-    submission_id = upload(client, payload, filename or f"{name}.jpg",
-                           **scale_hint(APOD_CENTRES[name][2]))  # fmt: skip
+    submission_id = upload(
+        client, payload, filename or f"{name}.jpg", **scale_hint(APOD_CENTRES[name][2])
+    )
     run_worker()
     job = finished_job(client, submission_id)
     assert job.status == "success", job.failure_reason
@@ -40,9 +46,22 @@ def solve(client: FlaskClient, apod: Path, name: str, data: bytes | None = None,
 def test_flipping_a_wcs_keeps_every_pixel_on_the_same_sky() -> None:
     rng = np.random.default_rng(3)
     header = fits.Header()
-    header.update(CTYPE1="RA---TAN-SIP", CTYPE2="DEC--TAN-SIP", CRVAL1=120.0, CRVAL2=40.0,
-                  CRPIX1=310.2, CRPIX2=190.7, CD1_1=1e-3, CD1_2=2e-4, CD2_1=-2.5e-4,
-                  CD2_2=9e-4, A_ORDER=2, B_ORDER=2, AP_ORDER=2, BP_ORDER=2)  # fmt: skip
+    header.update(
+        CTYPE1="RA---TAN-SIP",
+        CTYPE2="DEC--TAN-SIP",
+        CRVAL1=120.0,
+        CRVAL2=40.0,
+        CRPIX1=310.2,
+        CRPIX2=190.7,
+        CD1_1=1e-3,
+        CD1_2=2e-4,
+        CD2_1=-2.5e-4,
+        CD2_2=9e-4,
+        A_ORDER=2,
+        B_ORDER=2,
+        AP_ORDER=2,
+        BP_ORDER=2,
+    )
     for prefix in ("A", "B", "AP", "BP"):
         for p, q in ((0, 2), (1, 1), (2, 0), (0, 1), (1, 0)):
             header[f"{prefix}_{p}_{q}"] = float(rng.normal(0, 1e-5))
@@ -56,9 +75,11 @@ def test_flipping_a_wcs_keeps_every_pixel_on_the_same_sky() -> None:
 @pytest.mark.engine
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("apod2", ["Orion", "Alnitak", "IC 434", "NGC 2024"]),
-     ("apod4", ["Ursa Major", "Dubhe", "Merak", "Alioth", "Mizar"])],
-)  # fmt: skip
+    [
+        ("apod2", ["Orion", "Alnitak", "IC 434", "NGC 2024"]),
+        ("apod4", ["Ursa Major", "Dubhe", "Merak", "Alioth", "Mizar"]),
+    ],
+)
 def test_objects_in_the_field_and_annotations_agree_with_the_wcs(
     client: FlaskClient, apod: Path, name: str, expected: list[str]
 ) -> None:
@@ -74,8 +95,12 @@ def test_objects_in_the_field_and_annotations_agree_with_the_wcs(
     for star in [a for a in annotations if a["type"] == "bright"][:12]:
         # Round trip: annotation pixel -> sky -> the catalogue star there -> pixel.
         ra, dec = wcs.all_pix2world([[star["pixelx"], star["pixely"]]], 1)[0]
-        found = subprocess.run(["query-starkd", "-T", "-r", str(ra), "-d", str(dec), "-R", "0.1",
-                                index], capture_output=True, text=True, check=True)  # fmt: skip
+        found = subprocess.run(
+            ["query-starkd", "-T", "-r", str(ra), "-d", str(dec), "-R", "0.1", index],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows = [
             line.split(",") for line in found.stdout.splitlines() if line[:1].isdigit()
         ]  # "ra, dec, mag" rows; the rest is chatter
@@ -100,11 +125,15 @@ def test_objects_in_the_field_and_annotations_agree_with_the_wcs(
 
 
 PICTURES = [
-    ("annotated_full", "JPEG", "full"), ("annotated_display", "JPEG", "display"),
-    ("grid_full", "JPEG", "full"), ("grid_display", "JPEG", "display"),
-    ("red_green_image_full", "PNG", "full"), ("red_green_image_display", "PNG", "display"),
-    ("extraction_image_full", "PNG", "full"), ("extraction_image_display", "PNG", "display"),
-]  # fmt: skip
+    ("annotated_full", "JPEG", "full"),
+    ("annotated_display", "JPEG", "display"),
+    ("grid_full", "JPEG", "full"),
+    ("grid_display", "JPEG", "display"),
+    ("red_green_image_full", "PNG", "full"),
+    ("red_green_image_display", "PNG", "display"),
+    ("extraction_image_full", "PNG", "full"),
+    ("extraction_image_display", "PNG", "display"),
+]
 
 
 def fetch_picture(client: FlaskClient, path: str, fmt: str) -> Image.Image:
@@ -152,11 +181,13 @@ def test_every_picture_is_an_image_of_the_right_type_and_size(
     print(f"{variant}: first request -> cached: " + ", ".join(timings))
     # The upload itself: display picture, thumbnail, full picture.
     image_id = job.user_image_id
-    thumb = fetch_picture(client, f"/thumbnail_of_image/{image_id}", "PNG" if variant ==
-                          "xylist" else "JPEG")  # fmt: skip
+    thumb = fetch_picture(
+        client, f"/thumbnail_of_image/{image_id}", "PNG" if variant == "xylist" else "JPEG"
+    )
     assert max(thumb.size) == 256
-    display = fetch_picture(client, f"/display_image/{image_id}", "PNG" if variant ==
-                            "xylist" else "JPEG")  # fmt: skip
+    display = fetch_picture(
+        client, f"/display_image/{image_id}", "PNG" if variant == "xylist" else "JPEG"
+    )
     assert max(display.size) == 640
     full = client.get(f"/image/{image_id}")
     expected_type = {"jpeg": "image/jpeg", "fits": "image/jpeg", "xylist": "image/png"}[variant]
@@ -170,8 +201,9 @@ def test_every_picture_is_an_image_of_the_right_type_and_size(
 
 
 @pytest.mark.engine
-def test_fits_pictures_show_the_sky_the_same_way_as_the_jpeg(client: FlaskClient,
-                                                             apod: Path) -> None:  # fmt: skip
+def test_fits_pictures_show_the_sky_the_same_way_as_the_jpeg(
+    client: FlaskClient, apod: Path
+) -> None:
     """A FITS upload is displayed y-up; its annotations must land on the same stars."""
     jpeg_job = solve(client, apod, "apod4")
     grey = np.flipud(np.asarray(Image.open(apod / "apod4.jpg").convert("L")))

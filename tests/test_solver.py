@@ -151,9 +151,20 @@ def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path)
     from nova.solver import ANNOTATIONS_NAME, objects_in_field
 
     header = fits.Header()
-    header.update(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRVAL1=83.82, CRVAL2=-5.39,
-                  CRPIX1=500.5, CRPIX2=500.5, CD1_1=-0.002, CD1_2=0.0, CD2_1=0.0, CD2_2=0.002,
-                  IMAGEW=1000, IMAGEH=1000)  # fmt: skip
+    header.update(
+        CTYPE1="RA---TAN",
+        CTYPE2="DEC--TAN",
+        CRVAL1=83.82,
+        CRVAL2=-5.39,
+        CRPIX1=500.5,
+        CRPIX2=500.5,
+        CD1_1=-0.002,
+        CD1_2=0.0,
+        CD2_1=0.0,
+        CD2_2=0.002,
+        IMAGEW=1000,
+        IMAGEH=1000,
+    )
     fits.PrimaryHDU(header=header).writeto(tmp_path / "wcs.fits")
     names = objects_in_field(tmp_path)
     assert {"NGC 1976", "Orion Nebula", "M 42", "M 43"} <= set(names)
