@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import redis
 from flask import Flask, current_app
@@ -30,7 +31,9 @@ def get_queue(name: str) -> Queue:
     return Queue(name, connection=redis_connection())
 
 
-def _enqueue(queue_name: str, func: str, entity_id: int, rq_id: str, timeout: int) -> bool:
+def _enqueue(
+    queue_name: str, func: str, entity_id: int, rq_id: str, timeout: int, force: bool = False
+) -> bool:
     """Enqueue ``func(entity_id)``; return False (and log) when redis cannot be reached.
 
     A failed enqueue loses nothing: the row stays queued and ``requeue_pending`` (run when a
@@ -41,11 +44,16 @@ def _enqueue(queue_name: str, func: str, entity_id: int, rq_id: str, timeout: in
         existing = (
             RQJob.fetch(rq_id, connection=connection) if RQJob.exists(rq_id, connection) else None
         )
-        if existing is not None and existing.get_status() in (
-            JobStatus.QUEUED,
-            JobStatus.STARTED,
-            JobStatus.SCHEDULED,
-            JobStatus.DEFERRED,
+        if (
+            not force
+            and existing is not None
+            and existing.get_status()
+            in (
+                JobStatus.QUEUED,
+                JobStatus.STARTED,
+                JobStatus.SCHEDULED,
+                JobStatus.DEFERRED,
+            )
         ):
             return True  # already waiting or running: a second entry would only be skipped
         Queue(queue_name, connection=connection).enqueue(
@@ -62,6 +70,19 @@ def _enqueue(queue_name: str, func: str, entity_id: int, rq_id: str, timeout: in
     return True
 
 
+def is_waiting_or_running(rq_id: str) -> bool:
+    """True when the queue holds this entry as waiting or running (not lost, not ended)."""
+    connection = redis_connection()
+    if not RQJob.exists(rq_id, connection):
+        return False
+    return RQJob.fetch(rq_id, connection=connection).get_status() in (
+        JobStatus.QUEUED,
+        JobStatus.STARTED,
+        JobStatus.SCHEDULED,
+        JobStatus.DEFERRED,
+    )
+
+
 def enqueue_submission(submission_id: int) -> bool:
     timeout = 2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120
     return _enqueue(
@@ -73,10 +94,15 @@ def enqueue_submission(submission_id: int) -> bool:
     )
 
 
-def enqueue_solve(job_id: int) -> bool:
+def enqueue_solve(job_id: int, force: bool = False) -> bool:
+    """Queue a solve; ``force`` replaces an entry that still looks alive in redis but whose
+    worker is known to be dead (the reconciler's retries)."""
     # RQ's own timeout is a backstop; the solver enforces SOLVE_TIME_LIMIT itself.
     timeout = current_app.config["SOLVE_TIME_LIMIT"] + 120
-    return _enqueue(SOLVE_QUEUE, "nova.tasks.solve_job", job_id, f"solve-{job_id}", timeout)
+    # A retry gets an entry of its own: the dead worker's entry may still be cleaned up by RQ
+    # later, and must not take the retry with it.
+    rq_id = f"solve-{job_id}-retry-{uuid.uuid4().hex[:8]}" if force else f"solve-{job_id}"
+    return _enqueue(SOLVE_QUEUE, "nova.tasks.solve_job", job_id, rq_id, timeout, force=force)
 
 
 def queue_position(job_id: int) -> int | None:

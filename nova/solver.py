@@ -9,6 +9,7 @@ the whole group is killed, because the engine's own cpulimit is not reliable.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -35,6 +36,9 @@ RDLS_NAME = "rdls.fits"
 ANNOTATIONS_NAME = "annotations.json"
 MAX_STARS_WITH_MAGNITUDE = 100  # one catalogue look-up each, a few ms apiece
 KILL_GRACE_SECONDS = 2.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Resolved once here: the forked child must do as little as possible before exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 # Fewer sources than this after downsampling: extract again at full resolution.
 MIN_SOURCES_AFTER_DOWNSAMPLE = 50
 # The engine matches quadrangles of stars and verifies them against more stars.
@@ -151,6 +155,7 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         try:
             return process.wait(timeout=remaining)
@@ -161,6 +166,12 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
             # The worker itself is being stopped (RQ timeout, SIGTERM): take the engine along.
             kill_process_group(process)
             raise
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL if the worker dies (kill -9 leaves no one to
+    stop the engine otherwise; it runs in its own session so it would live on)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def kill_process_group(process: subprocess.Popen[bytes]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,9 @@ def app_context() -> Iterator[None]:
     """Run inside the worker's app context (created once per worker process)."""
     global _worker_app
     if has_app_context():
+        # A forked work horse inherits the worker's pooled connections: never share them
+        # with the parent (PostgreSQL connections must not cross a fork).
+        db.engine.dispose(close=False)
         yield
         return
     if _worker_app is None:
@@ -52,10 +56,29 @@ def process_submission_job(submission_id: int) -> None:
 
 def solve_job(job_id: int) -> None:
     with app_context():
+        stop = threading.Event()
+        beating = threading.Thread(
+            target=_heartbeat, args=(job_id, stop, current_app._get_current_object()), daemon=True
+        )
+        beating.start()
         try:
             _solve(job_id)
         finally:
+            stop.set()
+            beating.join(timeout=5)
             db.session.remove()
+
+
+def _heartbeat(job_id: int, stop: threading.Event, app: Flask) -> None:
+    """Tell the database every few seconds that this job's worker is alive; the reconciler
+    retries a solving job whose heartbeats stop (worker killed, machine gone)."""
+    interval = app.config["HEARTBEAT_SECONDS"]
+    with app.app_context():
+        while not stop.wait(interval):
+            try:
+                services.heartbeat(job_id)
+            except Exception as exc:  # a busy database must not stop the solve
+                log.warning("heartbeat for job %s failed: %s", job_id, exc)
 
 
 def _solve(job_id: int) -> None:

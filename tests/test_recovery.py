@@ -1,0 +1,203 @@
+"""Nothing lost: identical uploads answered at once, and jobs whose worker is killed retried.
+
+Fault injection with real processes: a real ``nova worker``, the real engine, ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from nova.extensions import db
+from nova.models import Job, JobStatus
+
+from .conftest import run_worker, wait_for
+from .test_solve_apod import assert_centre, finished_job, scale_hint, upload
+
+pytestmark = pytest.mark.engine
+
+
+def test_an_identical_upload_is_answered_from_the_earlier_solve(
+    client: FlaskClient, apod: Path, redis_url: str
+) -> None:
+    data = (apod / "apod4.jpg").read_bytes()
+    first = finished_job_after_worker(client, upload(client, data, "a.jpg", **scale_hint(33.0)))
+    again_id = upload(client, data, "again.jpg", **scale_hint(33.0))
+    # No worker runs: the answer is there at once, with its own job id and files.
+    assert redis.Redis.from_url(redis_url).llen("rq:queue:default") == 0
+    again = finished_job(client, again_id)
+    assert again.status == "success" and again.id != first.id
+    assert again.calibration.ra == first.calibration.ra
+    assert again.calibration.id != first.calibration.id
+    assert client.get(f"/wcs_file/{again.id}").data == client.get(f"/wcs_file/{first.id}").data
+    assert [o.name for o in again.user_image.sky_objects] == [
+        o.name for o in first.user_image.sky_objects
+    ]
+    assert again.user_image.original_filename == "again.jpg"
+    # Other parameters mean another solve.
+    other = upload(client, data, "b.jpg", **scale_hint(33.0), tweak_order="3")
+    assert client.get(f"/status/{other}/state").get_json()["images"] == []
+    assert redis.Redis.from_url(redis_url).llen("rq:queue:default") == 1
+
+
+def finished_job_after_worker(client: FlaskClient, submission_id: int) -> Job:
+    run_worker()
+    job = finished_job(client, submission_id)
+    assert job.status == "success", job.failure_reason
+    return job
+
+
+@pytest.fixture
+def worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
+    """Start real `nova worker` processes on demand (fast heartbeats and reconciling)."""
+    monkeypatch.setenv("NOVA_HEARTBEAT_SECONDS", "1")
+    monkeypatch.setenv("NOVA_RECONCILE_SECONDS", "1")
+    started: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nova", "worker"],
+            env=os.environ.copy(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start  # type: ignore[misc]
+    for process in started:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
+def children(pid: int) -> list[int]:
+    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in result.stdout.split()]
+
+
+def job_state(job_id: int) -> Job:
+    db.session.rollback()  # end the read transaction: see what the worker committed
+    job = db.session.get(Job, job_id)
+    assert job is not None
+    return job
+
+
+def engines_in(data_dir: str) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-f", "astrometry-engine|solve-field"], capture_output=True, text=True
+    ).stdout.split()
+    mine = []
+    for pid in found:
+        try:
+            if os.readlink(f"/proc/{pid}/cwd").startswith(data_dir):
+                mine.append(int(pid))
+        except OSError:
+            continue
+    return mine
+
+
+def test_jobs_whose_worker_is_killed_mid_solve_are_retried_and_end(
+    client: FlaskClient,
+    apod: Path,
+    worker,
+    nova_env: dict[str, str],  # type: ignore[no-untyped-def]
+) -> None:
+    """kill -9 the solving work horse, then the whole worker: every job still ends."""
+    # apod1 at full resolution with a scale hint: ~4 s, long enough to be caught solving.
+    slow = {**scale_hint(1.5), "downsample_factor": "1"}
+    submissions = [
+        upload(
+            client, (apod / "apod1.jpg").read_bytes(), f"a{i}.jpg", tweak_order=str(2 + i), **slow
+        )
+        for i in range(3)
+    ]
+    first_worker = worker()
+    faults = 0
+
+    def solving_job(other_than: int = 0) -> Job | None:
+        db.session.rollback()  # end the read transaction: see what the worker committed
+        return db.session.scalars(
+            select(Job).where(
+                Job.status == JobStatus.SOLVING, Job.stage == "solving", Job.id != other_than
+            )
+        ).first()
+
+    # Fault 1: kill -9 the work horse while the engine runs.
+    assert wait_for(lambda: solving_job() is not None, 60, 0.05)
+    victim = solving_job()
+    horses = children(first_worker.pid)
+    assert horses, "the worker forks a work horse for each job"
+    for pid in horses:
+        os.kill(pid, signal.SIGKILL)
+    faults += 1
+    # The engine dies with its horse: no orphan keeps a core busy.
+    assert wait_for(lambda: not engines_in(nova_env["NOVA_DATA_DIR"]), 10, 0.1)
+
+    # Fault 2: kill -9 the whole worker (parent and horse) while the next job solves.
+    assert wait_for(lambda: solving_job(other_than=victim.id) is not None, 60, 0.05)
+    os.killpg(first_worker.pid, signal.SIGKILL)
+    first_worker.wait()
+    faults += 1
+    worker()  # a new worker (as after a reboot) picks everything up
+
+    def all_ended() -> bool:
+        db.session.rollback()
+        states = [finished_job_state(client, sub) for sub in submissions]
+        return all(state in ("success", "failure") for state in states)
+
+    assert wait_for(all_ended, 240, 0.5), [finished_job_state(client, s) for s in submissions]
+    ended = [finished_job(client, sub) for sub in submissions]
+    retried = [job for job in ended if job.attempts > 1]
+    for job in ended:
+        assert job.status == "success", (job.id, job.failure_reason)
+        assert_centre(job, "apod1")
+    assert victim.id in [job.id for job in retried]
+    assert not engines_in(nova_env["NOVA_DATA_DIR"])
+    print(
+        f"fault injection: {faults} workers killed during {len(ended)} solves -> "
+        f"{len(ended)} ended ({len(retried)} after a retry), 0 stuck"
+    )
+
+
+def finished_job_state(client: FlaskClient, submission_id: int) -> str:
+    state = client.get(f"/status/{submission_id}/state").get_json()
+    if not state["images"] or state["images"][0]["job"] is None:
+        return "waiting"
+    return state["images"][0]["job"]["status"]
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(
+    client: FlaskClient,
+    apod: Path,
+    worker,  # type: ignore[no-untyped-def]
+) -> None:
+    from nova import services
+    from nova.models import utcnow
+
+    submission_id = upload(client, (apod / "apod4.jpg").read_bytes(), "x.jpg", **scale_hint(33.0))
+    (job_id,) = services.process_submission(submission_id)  # recognised, not queued to solve
+    # As if three workers in a row had died on it: solving, no heartbeat for long.
+    job = db.session.get(Job, job_id)
+    job.status, job.stage, job.attempts = JobStatus.SOLVING, "solving", 3
+    job.heartbeat_at = utcnow().replace(year=2000)
+    db.session.commit()
+    worker()
+    assert wait_for(lambda: job_state(job_id).status == JobStatus.FAILURE, 30, 0.2)
+    reason = job_state(job_id).failure_reason
+    assert reason == "The worker stopped (killed or crashed) while solving, 3 times; giving up."
+    state = client.get(f"/status/{submission_id}/state").get_json()
+    assert state["finished"] and state["images"][0]["job"]["failure_reason"] == reason
