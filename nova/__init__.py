@@ -6,12 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, Response, render_template, request
+from flask_wtf.csrf import CSRFError
 from PIL import Image as PILImage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .auth import current_user
 from .config import load_config
-from .extensions import db
+from .extensions import csrf, db, login_manager
 from .storage import Storage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,18 +38,41 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store.ensure_dirs()
     app.extensions["nova.storage"] = store
     db.init_app(app)
+    login_manager.init_app(app)
+    csrf.init_app(app)
 
-    from .views import api, files, web
+    from .views import account, admin, api, files, pages, web
 
     app.register_blueprint(web.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(account.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(admin.bp)
+    # nova's API clients post forms without CSRF tokens; they authenticate by session key.
+    csrf.exempt(api.bp)
+
+    @app.context_processor
+    def inject_user() -> dict[str, Any]:
+        return {"signed_in": current_user()}
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
         message = f"The upload is larger than the limit of {limit} MB (NOVA_MAX_UPLOAD_MB)."
         return render_template("error.html", code=413, message=message), 413
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError) -> tuple[str, int]:
+        message = "The form expired or was not sent by this site; reload the page and try again."
+        return render_template("error.html", code=400, message=message), 400
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

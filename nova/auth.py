@@ -7,7 +7,9 @@ import secrets
 import string
 from datetime import timedelta
 
+import flask_login
 from flask import current_app, request, session
+from werkzeug.exceptions import HTTPException
 
 from .extensions import db
 from .models import ApiSession, User, utcnow
@@ -41,7 +43,10 @@ def session_user(key: object) -> User | None:
 
 
 def _session_key_in_request_json() -> object:
-    raw = request.form.get("request-json")
+    try:
+        raw = request.form.get("request-json")
+    except HTTPException:  # e.g. an oversized body: the caller is answered with that error
+        return None
     if not raw:
         return None
     try:
@@ -52,12 +57,16 @@ def _session_key_in_request_json() -> object:
 
 
 def current_user() -> User | None:
-    """The caller: the API session in request-json wins over the session cookie."""
+    """The caller: a signed-in web user, else the API session in request-json, else the API
+    session cookie set by /api/login."""
     # Cached on the request itself (not on g, which a test's app context can outlive).
     cached = request.environ.get("nova.user", _UNSET)
     if cached is not _UNSET:
         return cached  # type: ignore[return-value]
-    user = session_user(_session_key_in_request_json())
+    web_user = flask_login.current_user
+    user = web_user if web_user and web_user.is_authenticated else None
+    if user is None:
+        user = session_user(_session_key_in_request_json())
     if user is None:
         user = session_user(session.get(COOKIE_SESSION_FIELD))
     request.environ["nova.user"] = user

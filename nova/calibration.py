@@ -25,6 +25,8 @@ class CalibrationNumbers:
     x: float
     y: float
     z: float
+    dec_min: float
+    dec_max: float
 
 
 def cd_matrix(header: fits.Header) -> np.ndarray:
@@ -89,6 +91,8 @@ def compute_calibration(
         x=math.cos(dec_rad) * math.cos(ra_rad),
         y=math.cos(dec_rad) * math.sin(ra_rad),
         z=math.sin(dec_rad),
+        dec_min=max(-90.0, dec - radius),
+        dec_max=min(90.0, dec + radius),
     )
 
 

@@ -7,13 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import click
 import redis
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from rq import Worker
 
@@ -76,9 +77,28 @@ def worker_command(burst: bool) -> None:
     requeued = services.requeue_pending()
     if requeued:
         click.echo(f"re-queued {requeued} pending submissions/jobs")
+    if not burst:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        threading.Thread(target=_reconcile_forever, args=(app,), daemon=True).start()
     connection = queue.redis_connection()
     worker = Worker(list(queue.ALL_QUEUES), connection=connection)
     worker.work(burst=burst, logging_level="INFO")
+
+
+def _reconcile_forever(app: Flask) -> None:
+    """Every NOVA_RECONCILE_SECONDS: retry jobs whose worker died, re-queue lost entries."""
+    config = app.config
+    while True:
+        time.sleep(config["RECONCILE_SECONDS"])
+        with app.app_context():
+            try:
+                counts = services.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
+                if any(counts.values()):
+                    app.logger.warning("reconciler: %s", counts)
+            except Exception:  # redis or the database away: try again next round
+                app.logger.exception("reconciler round failed")
+            finally:
+                db.session.remove()
 
 
 def _redis_alive(url: str) -> bool:
@@ -208,3 +228,59 @@ def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
     failed = [p.args for p in processes if p.returncode not in (0, -signal.SIGTERM, None)]
     if failed and not stopping:
         raise click.ClickException(f"a process stopped unexpectedly: {failed[0]}")
+
+
+@main.command("indexes")
+@click.argument("directories", nargs=-1, type=click.Path(path_type=Path))
+@with_appcontext
+def indexes_command(directories: tuple[Path, ...]) -> None:
+    """List the index files (NOVA_INDEX_DIRS, or DIRECTORIES) and the field widths they cover.
+
+    Exits with status 1 when no index file is found at all.
+    """
+    from . import indexes
+
+    dirs = list(directories) or list(current_app.config["INDEX_DIRS"])
+    scan = indexes.scan_index_dirs(dirs)
+    click.echo("index directories: " + ", ".join(str(d) for d in dirs))
+    if scan:
+        rows = [("file", "id", "quads (arcmin)", "stars", "size", "sky")]
+        rows += [
+            (
+                str(index.path),
+                str(index.index_id),
+                f"{index.scale_lower:.1f}-{index.scale_upper:.1f}",
+                "" if index.stars is None else f"{index.stars:,}",
+                f"{index.size / 1e6:.1f} MB",
+                index.sky,
+            )
+            for index in scan
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        right = {1, 3, 4}
+        for row in rows:
+            cells = [
+                cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+                for i, cell in enumerate(row)
+            ]
+            click.echo("  ".join(cells).rstrip())
+        total = sum(index.size for index in scan)
+        click.echo(f"{len(scan)} index files, {total / 1e6:.1f} MB")
+    if scan.problems:
+        click.echo("\nproblems:")
+        for problem in scan.problems:
+            click.echo(f"  {problem.path}: {problem.message}")
+    click.echo("\ncoverage (field width: index ids whose quads are 10-100% of the field):")
+    for band in indexes.coverage(scan):
+        width = indexes.format_degrees(band.width).rjust(6)
+        if band.covered:
+            ids = ", ".join(str(i) for i in band.index_ids)
+            sky = "" if band.full_sky else " (part of the sky only)"
+            click.echo(f"  {width}  covered by {ids}{sky}")
+        else:
+            click.echo(f"  {width}  NOT covered")
+    click.echo("")
+    for line in indexes.summary(scan):
+        click.echo(line)
+    if not scan:
+        raise SystemExit(1)

@@ -32,6 +32,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
     value = env.get(name, "").strip().lower() or default
     if value not in choices:
@@ -90,8 +101,24 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SESSION_COOKIE_NAME": "NovaSession",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # Behind HTTPS, cookies must never travel over plain HTTP.
+        "SESSION_COOKIE_SECURE": _flag(env, "NOVA_SECURE_COOKIES", False),
+        "REMEMBER_COOKIE_SECURE": _flag(env, "NOVA_SECURE_COOKIES", False),
         "API_SESSION_DAYS": _int(env, "NOVA_API_SESSION_DAYS", 14),
         "API_DEFAULT_VISIBILITY": _choice(env, "NOVA_API_DEFAULT_VISIBILITY", ("y", "n"), "y"),
         "MAX_STARS": _int(env, "NOVA_MAX_STARS", 100_000),
+        # Archives (tar, zip, optionally gzip/bzip2-compressed) unpacked into one image each.
+        "MAX_ARCHIVE_MEMBERS": _int(env, "NOVA_MAX_ARCHIVE_MEMBERS", 200),
+        "MAX_ARCHIVE_BYTES": _int(env, "NOVA_MAX_ARCHIVE_BYTES", 4 * max_upload_mb * 1024 * 1024),
+        "MAX_COMPRESSION_RATIO": _int(env, "NOVA_MAX_COMPRESSION_RATIO", 200),
+        # URL uploads from loopback/private addresses: tests and intranet deployments only.
+        "URL_ALLOW_PRIVATE": _flag(env, "NOVA_URL_ALLOW_PRIVATE", False),
+        "ALLOW_ANONYMOUS_UPLOADS": _flag(env, "NOVA_ALLOW_ANONYMOUS_UPLOADS", True),
+        "MAX_ATTEMPTS": _int(env, "NOVA_MAX_ATTEMPTS", 3),
+        "HEARTBEAT_SECONDS": _int(env, "NOVA_HEARTBEAT_SECONDS", 10),
+        "RECONCILE_SECONDS": _int(env, "NOVA_RECONCILE_SECONDS", 30),
+        "WTF_CSRF_TIME_LIMIT": None,  # a token lives as long as the session
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -11,3 +13,8 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+login_manager = LoginManager()
+login_manager.login_view = "account.signin"
+login_manager.login_message = "Please sign in to do that."
+csrf = CSRFProtect()

@@ -37,8 +37,27 @@ class User(db.Model):
     # SHA-256 of the API key: keys are long random strings, so a fast hash is enough
     # and lets login look the key up by index.
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    # Web sign-in; None for users created without a password (API only).
+    password_hash: Mapped[str | None] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login: Mapped[datetime | None]
+    # Defaults the upload form starts from.
+    default_visibility: Mapped[str] = mapped_column(String(1), default="y")
+    default_commercial_use: Mapped[str] = mapped_column(String(1), default="y")
+    default_modifications: Mapped[str] = mapped_column(String(2), default="y")
+
+    # Flask-Login's protocol.
+    is_active = True
+    is_authenticated = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.email.split("@")[0]
 
 
 class ApiSession(db.Model):
@@ -146,6 +165,9 @@ class UserImage(db.Model):
     jobs: Mapped[list[Job]] = relationship(back_populates="user_image", order_by="Job.id")
     tags: Mapped[list[ImageTag]] = relationship(order_by="ImageTag.id")
     sky_objects: Mapped[list[SkyObject]] = relationship(order_by="SkyObject.id")
+    comments: Mapped[list[Comment]] = relationship(order_by="Comment.id")
+    user: Mapped[User | None] = relationship()
+    albums: Mapped[list[Album]] = relationship(secondary=album_images, viewonly=True)
 
     @property
     def latest_job(self) -> Job | None:
@@ -173,6 +195,18 @@ class ImageTag(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Comment(db.Model):
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_image_id: Mapped[int] = mapped_column(ForeignKey("user_images.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    author: Mapped[User] = relationship()
+
+
 class SkyObject(db.Model):
     """A named object (constellation, star, NGC/IC object) found in an image's field."""
 
@@ -197,6 +231,10 @@ class Job(db.Model):
     finished_at: Mapped[datetime | None]
     failure_reason: Mapped[str | None] = mapped_column(Text)
     sources_detected: Mapped[int | None]
+    # How many times a worker took this job (a worker that dies mid-solve means a retry),
+    # and when the solving worker last said it was alive.
+    attempts: Mapped[int] = mapped_column(default=0)
+    heartbeat_at: Mapped[datetime | None]
 
     user_image: Mapped[UserImage] = relationship(back_populates="jobs")
     calibration: Mapped[Calibration | None] = relationship(back_populates="job")
@@ -226,6 +264,10 @@ class Calibration(db.Model):
     x: Mapped[float]
     y: Mapped[float]
     z: Mapped[float]
+    # Declination band the field covers (centre +- radius, clipped at the poles): indexed,
+    # so a cone search reads only the rows whose band meets the cone's.
+    dec_min: Mapped[float] = mapped_column(index=True)
+    dec_max: Mapped[float] = mapped_column(index=True)
     # The complete wcs.fits header (TAN and SIP cards) as FITS header text.
     wcs_header: Mapped[str] = mapped_column(Text)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskClient
 
 from nova import create_app
@@ -196,7 +196,16 @@ def nova_env(
 
 @pytest.fixture
 def app(nova_env: dict[str, str]) -> Iterator[Flask]:
-    app = create_app({"TESTING": True})
+    # Form posts from the test client carry no CSRF token; test_site.py checks the protection.
+    app = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False})
+
+    @app.before_request
+    def fresh_g() -> None:
+        # The test's app context outlives each request, and with it flask.g; in production
+        # every request has its own. Clear it so one client's sign-in never leaks to another.
+        for name in list(g):
+            g.pop(name)
+
     with app.app_context():
         db.drop_all()  # a shared PostgreSQL database starts empty for every test
         init_database()

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import io
 import math
+import os
 import re
 import subprocess
 import time
@@ -275,11 +276,24 @@ def test_random_star_field_fails_with_a_reason(client: FlaskClient) -> None:
     assert "No solution found" in page
 
 
-def engine_processes() -> list[str]:
-    result = subprocess.run(
-        ["pgrep", "-a", "-f", "astrometry-engine|solve-field"], capture_output=True, text=True
-    )
-    return [line for line in result.stdout.splitlines() if "pgrep" not in line]
+def engine_processes(data_dir: str) -> list[str]:
+    """Engine processes working in this test's data directory (other runs may share the box)."""
+    result = subprocess.run(["pgrep", "-a", "-f", "astrometry-engine|solve-field"],
+                            capture_output=True, text=True)  # fmt: skip
+    return [line for line in _engine_lines(result.stdout) if data_dir in _cwd_of(line)]
+
+
+def _engine_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "pgrep" not in line]
+
+
+def _cwd_of(line: str) -> str:
+    """The working directory of a process line from pgrep -a, plus its command line."""
+    pid = line.split()[0]
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") + " " + line
+    except OSError:
+        return line
 
 
 def test_a_solve_over_the_time_limit_is_killed_and_fails(
@@ -290,7 +304,8 @@ def test_a_solve_over_the_time_limit_is_killed_and_fails(
     buffer = io.BytesIO()
     Image.fromarray((rng.random((480, 640)) ** 8 * 255).astype(np.uint8)).save(buffer, "PNG")
     submission_id = upload(client, buffer.getvalue(), "noise.png", **scale_hint(10.0))
-    assert engine_processes() == []
+    data_dir = os.environ["NOVA_DATA_DIR"]
+    assert engine_processes(data_dir) == []
     monkeypatch.setenv("NOVA_SOLVE_TIME_LIMIT", "6")
     started = time.monotonic()
     run_worker()
@@ -301,4 +316,4 @@ def test_a_solve_over_the_time_limit_is_killed_and_fails(
     assert job.finished_at is not None
     assert elapsed < 30, f"the worker took {elapsed:.1f} s for a 6 s limit"
     # The whole process group went: no engine keeps running after its job ended.
-    assert engine_processes() == []
+    assert engine_processes(data_dir) == []

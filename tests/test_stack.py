@@ -41,10 +41,14 @@ def test_nova_up_serves_and_solves_then_stops_cleanly(tmp_path: Path, apod: Path
                 return False
 
         assert wait_for(serving, 60), log_path.read_text()[-3000:]
+        browser = requests.Session()  # keeps the session cookie the CSRF token belongs to
+        form_page = browser.get(f"{base}/upload", timeout=10).text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form_page).group(1)
         with (apod / "apod4.jpg").open("rb") as photo:
-            response = requests.post(
+            response = browser.post(
                 f"{base}/upload",
                 files={"file": ("apod4.jpg", photo)},
+                data={"csrf_token": token},
                 allow_redirects=False,
                 timeout=30,
             )

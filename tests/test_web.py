@@ -167,7 +167,10 @@ def file_server(apod: Path) -> Iterator[str]:
 
 
 @pytest.mark.engine
-def test_url_upload_is_downloaded_and_solved(client: FlaskClient, file_server: str) -> None:
+def test_url_upload_is_downloaded_and_solved(
+    client: FlaskClient, file_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOVA_URL_ALLOW_PRIVATE", "1")  # the file server is on loopback
     form = {
         "url": f"{file_server}/apod4.jpg",
         "scale_hint": "on",
@@ -182,7 +185,10 @@ def test_url_upload_is_downloaded_and_solved(client: FlaskClient, file_server: s
     assert abs(job.calibration.dec - 56.713) < 0.05
 
 
-def test_failed_download_ends_as_a_failed_job(client: FlaskClient, file_server: str) -> None:
+def test_failed_download_ends_as_a_failed_job(
+    client: FlaskClient, file_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOVA_URL_ALLOW_PRIVATE", "1")  # the file server is on loopback
     assert client.post("/upload", data={"url": f"{file_server}/missing.jpg"}).status_code == 303
     run_worker()
     state = client.get("/status/1/state").get_json()

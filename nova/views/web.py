@@ -8,6 +8,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     jsonify,
     redirect,
     render_template,
@@ -15,17 +16,17 @@ from flask import (
     url_for,
 )
 from redis.exceptions import RedisError
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import queue, services
+from .. import licences, queue, services, site
 from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
 from ..inputs import UnsupportedInput
-from ..models import Job, Submission, UserImage
-from ..params import ParamError, parse_solve_params
+from ..models import Album, Job, Submission, UserImage
+from ..params import ParamError, parse_choice, parse_solve_params
 from ..solver import LOG_NAME
 from .common import client_filename
 
@@ -70,8 +71,39 @@ def _form_params() -> dict[str, Any]:
     return values
 
 
+def _submission_options(params: Any, user: Any) -> services.SubmissionOptions:
+    """Visibility, licence and album from the form; anonymous uploads are public (as nova)."""
+    if user is None:
+        return services.SubmissionOptions(params=params)
+    form = request.form
+    album = None
+    if form.get("album_id"):
+        album = db.session.get(Album, int(form["album_id"])) if form["album_id"].isdigit() \
+            else None  # fmt: skip
+        if album is None or album.user_id != user.id:
+            raise ParamError("album", "choose one of your own albums")
+    return services.SubmissionOptions(
+        params=params,
+        user=user,
+        publicly_visible=parse_choice("publicly_visible", form.get("publicly_visible"),
+                                      ("y", "n"), user.default_visibility),
+        allow_commercial_use=parse_choice("allow_commercial_use",
+                                          form.get("allow_commercial_use"), ("y", "n", "d"), "d"),
+        allow_modifications=parse_choice("allow_modifications", form.get("allow_modifications"),
+                                         ("y", "sa", "n", "d"), "d"),
+        album=album,
+    )  # fmt: skip
+
+
 def _upload_form(error: str | None = None, field: str | None = None, status: int = 200) -> Any:
-    return render_template("upload.html", error=error, error_field=field, form=request.form), status
+    user = current_user()
+    albums = []
+    if user is not None:
+        albums = db.session.scalars(
+            select(Album).where(Album.user_id == user.id).order_by(Album.title)
+        ).all()
+    return render_template("upload.html", error=error, error_field=field, form=request.form,
+                           user=user, albums=albums), status  # fmt: skip
 
 
 @bp.get("/healthz")
@@ -101,24 +133,36 @@ def upload_page() -> Any:
 
 @bp.post("/upload")
 def upload() -> BaseResponse | Any:
+    user = current_user()
+    if user is None and not current_app.config["ALLOW_ANONYMOUS_UPLOADS"]:
+        return _upload_form("Sign in to upload: this server does not take anonymous uploads.",
+                            "file", 403)  # fmt: skip
     try:
         params = parse_solve_params(_form_params())
+        options = _submission_options(params, user)
     except ParamError as exc:
         label = exc.field.replace("_", " ")
         return _upload_form(f"Invalid {label}: {exc.message}.", exc.field, 400)
-    options = services.SubmissionOptions(params=params)
-    file = request.files.get("file")
+    files = [file for file in request.files.getlist("file") if file.filename]
     url = request.form.get("url", "").strip()
-    if file is not None and file.filename:
+    if files:
         work_dir = services.storage().make_work_dir("upload-")
         try:
-            path = work_dir / "upload"
-            file.save(path)
-            try:
-                services.quick_check_upload(path)
-            except UnsupportedInput as exc:
-                return _upload_form(str(exc), "file", 400)
-            submission = services.submit_file(path, client_filename(file), options)
+            paths = []
+            for number, file in enumerate(files):
+                path = work_dir / f"upload-{number}"
+                file.save(path)
+                try:
+                    services.quick_check_upload(path)
+                except UnsupportedInput as exc:
+                    return _upload_form(f"{client_filename(file)}: {exc}", "file", 400)
+                paths.append((path, services.basename(client_filename(file))))
+            if len(paths) == 1:
+                submission = services.submit_file(paths[0][0], paths[0][1], options)
+            else:
+                # Several files become one submission with one image each, like an archive.
+                bundle = services.bundle_files(paths, work_dir / "bundle.tar")
+                submission = services.submit_file(bundle, f"{len(paths)} files", options)
         finally:
             services.storage().discard(work_dir)
     elif url:
@@ -214,7 +258,8 @@ def _visible_image(image_id: int) -> UserImage:
 @bp.get("/user_images/<int:image_id>")
 def user_image(image_id: int) -> Any:
     image = _visible_image(image_id)
-    job = image.latest_job
+    user = current_user()
+    job = image.best_job
     calibration = job.calibration if job else None
     formatted = None
     if calibration is not None:
@@ -226,6 +271,18 @@ def user_image(image_id: int) -> Any:
     log_text = ""
     if job is not None and (path := services.storage().job_file(job.id, LOG_NAME)):
         log_text = path.read_text(errors="replace")[-200_000:]
+    nearby = []
+    if calibration is not None:
+        nearby = site.cone_search(calibration.ra, calibration.dec, calibration.radius, user,
+                                  exclude_image=image.id, limit=6)  # fmt: skip
+    owner_default = (image.user.default_commercial_use, image.user.default_modifications) \
+        if image.user else licences.SITE_DEFAULT  # fmt: skip
+    submission = image.submission
+    my_albums = []
+    if user is not None and user.id == image.user_id:
+        my_albums = db.session.scalars(
+            select(Album).where(Album.user_id == user.id).order_by(Album.title)
+        ).all()
     return render_template(
         "user_image.html",
         image=image,
@@ -233,4 +290,13 @@ def user_image(image_id: int) -> Any:
         calibration=calibration,
         formatted=formatted,
         log_text=log_text,
-    )
+        is_owner=user is not None and user.id == image.user_id,
+        user=user,
+        machine_tags=[tag for tag in image.tags if tag.machine],
+        user_tags=[tag for tag in image.tags if not tag.machine],
+        nearby=nearby,
+        licence=licences.resolve(submission.allow_commercial_use,
+                                 submission.allow_modifications, owner_default),
+        albums=[album for album in image.albums if site.can_view_album(album, user)],
+        my_albums=my_albums,
+    )  # fmt: skip

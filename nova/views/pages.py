@@ -1,0 +1,211 @@
+"""Pages around the images: dashboard, explore, search, tags, users, albums, and the
+owner's and visitors' actions on an image (visibility, tags, comments, albums)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask_login
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from .. import site
+from ..auth import current_user
+from ..extensions import db
+from ..models import Album, Comment, User, UserImage
+from ..services import can_view
+
+bp = Blueprint("pages", __name__)
+PER_PAGE = 24
+
+
+def page_number() -> int:
+    try:
+        return max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        return 1
+
+
+def visible_image_or_404(image_id: int) -> UserImage:
+    image = db.session.get(UserImage, image_id)
+    if image is None or not can_view(image, current_user()):
+        abort(404, f"There is no image {image_id}.")
+    return image
+
+
+def signed_in_user() -> User:
+    return flask_login.current_user  # type: ignore[return-value]
+
+
+def back_to_image(image: UserImage) -> Response:
+    return redirect(url_for("web.user_image", image_id=image.id))
+
+
+@bp.get("/dashboard")
+@flask_login.login_required
+def dashboard() -> Any:
+    user = signed_in_user()
+    tab = request.args.get("tab", "images")
+    page = page_number()
+    if tab == "submissions":
+        items, more = site.page_of(site.user_submissions(user), page, PER_PAGE)
+    elif tab == "albums":
+        query = site.select(Album).where(Album.user_id == user.id).order_by(Album.id.desc())
+        items, more = site.page_of(query, page, PER_PAGE)
+    else:
+        tab = "images"
+        query = site.select(UserImage).where(UserImage.user_id == user.id).order_by(
+            UserImage.id.desc())  # fmt: skip
+        items, more = site.page_of(query, page, PER_PAGE)
+    return render_template("pages/dashboard.html", tab=tab, items=items, page=page, more=more)
+
+
+@bp.post("/dashboard/albums")
+@flask_login.login_required
+def create_album() -> Response:
+    try:
+        album = site.create_album(signed_in_user(), request.form.get("title", ""),
+                                  request.form.get("description", ""),
+                                  request.form.get("visible", "y") == "y")  # fmt: skip
+    except site.SiteError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("pages.dashboard", tab="albums"))
+    return redirect(url_for("pages.album", album_id=album.id))
+
+
+@bp.get("/explore")
+def explore() -> Any:
+    user = current_user()
+    page = page_number()
+    images, more = site.page_of(site.solved_images(user).order_by(UserImage.id.desc()), page,
+                                PER_PAGE)  # fmt: skip
+    return render_template("pages/explore.html", images=images, page=page, more=more,
+                           tags=site.popular_tags(user))  # fmt: skip
+
+
+@bp.get("/search")
+def search() -> Any:
+    """By sky position (RA/Dec in degrees or sexagesimal, and a radius) or by name."""
+    user = current_user()
+    args = request.args
+    error = None
+    matches: list[site.SkyMatch] = []
+    images: list[UserImage] = []
+    searched = False
+    if args.get("ra") or args.get("dec"):
+        searched = True
+        try:
+            ra, dec = site.parse_position(args.get("ra", ""), args.get("dec", ""))
+            radius = float(args.get("radius") or 5)
+            matches = site.cone_search(ra, dec, radius, user)
+        except (site.SiteError, ValueError) as exc:
+            error = str(exc)
+    elif args.get("q", "").strip():
+        searched = True
+        images = db.session.scalars(site.name_search(args["q"], user).limit(200)).all()
+    return render_template("pages/search.html", matches=matches, images=images, error=error,
+                           searched=searched, args=args)  # fmt: skip
+
+
+@bp.get("/user_images/tag")
+def by_tag() -> Any:
+    query = request.args.get("query", "").strip()
+    images: list[UserImage] = []
+    if query:
+        images = db.session.scalars(site.name_search(query, current_user()).limit(200)).all()
+    return render_template("pages/search.html", images=images, matches=[], error=None,
+                           searched=bool(query), args={"q": query})  # fmt: skip
+
+
+@bp.get("/users/<int:user_id>")
+def user_page(user_id: int) -> Any:
+    owner = db.session.get(User, user_id)
+    if owner is None:
+        abort(404, f"There is no user {user_id}.")
+    page = page_number()
+    query = site.visible_images(current_user()).where(UserImage.user_id == user_id).order_by(
+        UserImage.id.desc())  # fmt: skip
+    images, more = site.page_of(query, page, PER_PAGE)
+    return render_template("pages/user.html", owner=owner, images=images, page=page, more=more)
+
+
+@bp.get("/albums/<int:album_id>")
+def album(album_id: int) -> Any:
+    found = db.session.get(Album, album_id)
+    user = current_user()
+    if found is None or not site.can_view_album(found, user):
+        abort(404, f"There is no album {album_id}.")
+    images = [image for image in found.images if can_view(image, user)]
+    return render_template("pages/album.html", album=found, images=images)
+
+
+@bp.post("/user_images/<int:image_id>/visibility")
+@flask_login.login_required
+def set_visibility(image_id: int) -> Response:
+    image = visible_image_or_404(image_id)
+    try:
+        site.set_visibility(image, signed_in_user(), request.form.get("visible") == "y")
+    except site.SiteError as exc:
+        flash(str(exc), "error")
+    return back_to_image(image)
+
+
+@bp.post("/user_images/<int:image_id>/tags")
+@flask_login.login_required
+def add_tag(image_id: int) -> Response:
+    image = visible_image_or_404(image_id)
+    try:
+        site.add_tag(image, signed_in_user(), request.form.get("text", ""))
+    except site.SiteError as exc:
+        flash(str(exc), "error")
+    return back_to_image(image)
+
+
+@bp.post("/user_images/<int:image_id>/tags/<int:tag_id>/delete")
+@flask_login.login_required
+def remove_tag(image_id: int, tag_id: int) -> Response:
+    image = visible_image_or_404(image_id)
+    try:
+        site.remove_tag(image, signed_in_user(), tag_id)
+    except site.SiteError as exc:
+        flash(str(exc), "error")
+    return back_to_image(image)
+
+
+@bp.post("/user_images/<int:image_id>/comments")
+@flask_login.login_required
+def add_comment(image_id: int) -> Response:
+    image = visible_image_or_404(image_id)
+    try:
+        site.add_comment(image, signed_in_user(), request.form.get("text", ""))
+    except site.SiteError as exc:
+        flash(str(exc), "error")
+    return back_to_image(image)
+
+
+@bp.post("/comments/<int:comment_id>/delete")
+@flask_login.login_required
+def delete_comment(comment_id: int) -> Response:
+    comment = db.session.get(Comment, comment_id)
+    if comment is None:
+        abort(404, f"There is no comment {comment_id}.")
+    image = visible_image_or_404(comment.user_image_id)
+    try:
+        site.delete_comment(comment, signed_in_user())
+    except site.SiteError as exc:
+        flash(str(exc), "error")
+    return back_to_image(image)
+
+
+@bp.post("/user_images/<int:image_id>/albums")
+@flask_login.login_required
+def add_to_album(image_id: int) -> Response:
+    image = visible_image_or_404(image_id)
+    found = db.session.get(Album, int(request.form.get("album_id", "0") or 0))
+    try:
+        if found is None:
+            raise site.SiteError("Choose one of your albums.")
+        site.add_to_album(image, found, signed_in_user())
+    except site.SiteError as exc:
+        flash(str(exc), "error")
+    return back_to_image(image)

@@ -1,0 +1,186 @@
+"""The site in a real browser (Debian's Chromium driven by Playwright) against ``nova up``.
+
+Sign up, upload apod4.jpg with a scale hint, watch the live status reach "done" without
+reloading, open the annotated view, download wcs.fits, find the image by "Ursa Major" and by
+position, make it private and check that a second user cannot see it. Screenshots of the
+main pages are saved in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from astropy.io import fits
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from .conftest import free_port, wait_for
+
+pytestmark = pytest.mark.engine
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium, headless, with nothing that would call outside this machine.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp_path = tmp_path_factory.mktemp("browser")
+    web_port, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    env.update(
+        NOVA_DATA_DIR=str(tmp_path / "data"),
+        NOVA_PORT=str(web_port),
+        NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
+    log_path = tmp_path / "stack.log"
+    with log_path.open("wb") as log:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "nova", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{web_port}"
+
+    def serving() -> bool:
+        try:
+            return requests.get(base + "/healthz", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        assert wait_for(serving, 60), log_path.read_text()[-3000:]
+        yield base
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        stack.wait(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "chromium is missing: scripts/install-system.sh --test"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=True)
+
+
+def sign_up(page: Page, base: str, email: str) -> None:
+    page.goto(f"{base}/signup")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=display_name]", email.split("@")[0])
+    page.fill("input[name=password]", "a long password")
+    page.fill("input[name=confirm]", "a long password")
+    page.click("button[type=submit]")
+    expect(page.locator("#api-key")).to_have_text(re.compile(r"^[a-z0-9]{24}$"))
+
+
+def test_a_photo_from_upload_to_privacy_in_a_real_browser(
+    site: str, browser: Browser, apod: Path, tmp_path: Path
+) -> None:
+    ann = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = ann.new_page()
+    sign_up(page, site, "ann@example.org")
+    shot(page, "api-key")
+
+    # Upload with a scale hint; the status page follows the job without a reload.
+    page.goto(f"{site}/upload")
+    page.set_input_files("input[name=file]", str(apod / "apod4.jpg"))
+    page.click("text=Advanced options")
+    page.check("input[name=scale_hint]")
+    page.fill("input[name=scale_lower]", "25")
+    page.fill("input[name=scale_upper]", "40")
+    shot(page, "upload")
+    navigations: list[str] = []
+    page.on(
+        "framenavigated",
+        lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
+    )
+    page.click("button:has-text('Solve')")
+    page.wait_for_url(re.compile(r".*/status/\d+$"))
+    # The status page's own script polls and lands on the result page when the job is done.
+    page.wait_for_url(re.compile(r".*/user_images/\d+$"), timeout=120_000)
+    status_loads = [url for url in navigations if "/status/" in url]
+    assert len(status_loads) == 1, navigations  # never reloaded while waiting
+    image_url = page.url
+    expect(page.locator("table.calibration")).to_contain_text("12h 2")
+    shot(page, "result")
+
+    # The viewer switches to the annotated picture in place.
+    page.click("nav.views a:has-text('annotated')")
+    expect(page.locator("#viewer")).to_have_attribute("src", re.compile(r"/annotated_display/"))
+    page.wait_for_function(
+        "document.getElementById('viewer').complete && "
+        "document.getElementById('viewer').naturalWidth > 0"
+    )
+    shot(page, "annotated")
+
+    # Download wcs.fits like a person would.
+    with page.expect_download() as download_info:
+        page.click("a:has-text('wcs.fits')")
+    download = download_info.value
+    saved = tmp_path / "wcs.fits"
+    download.save_as(saved)
+    assert download.suggested_filename == "wcs.fits"
+    assert fits.getheader(saved)["CTYPE1"] == "RA---TAN-SIP"
+
+    # Find it by name and by position.
+    page.goto(f"{site}/search")
+    page.fill("input[name=q]", "Ursa Major")
+    page.click("button:has-text('Find images')")
+    expect(page.locator(f"ul.grid a[href='{image_url.removeprefix(site)}']")).to_be_visible()
+    shot(page, "search-name")
+    page.goto(f"{site}/search")
+    page.fill("input[name=ra]", "187.2")
+    page.fill("input[name=dec]", "+56.7")
+    page.fill("input[name=radius]", "5")
+    page.click("button:has-text('Find fields here')")
+    expect(page.locator(f"ul.grid a[href='{image_url.removeprefix(site)}']")).to_be_visible()
+    shot(page, "search-position")
+
+    # Make it private; a second user then cannot see it anywhere.
+    page.goto(image_url)
+    page.click("#toggle-visibility")
+    expect(page.locator("p.meta")).to_contain_text("private")
+    bob = browser.new_context().new_page()
+    sign_up(bob, site, "bob@example.org")
+    response = bob.goto(image_url)
+    assert response is not None and response.status == 404
+    bob.goto(f"{site}/search?q=Ursa+Major")
+    expect(bob.locator(f"ul.grid a[href='{image_url.removeprefix(site)}']")).to_have_count(0)
+    bob.goto(f"{site}/explore")
+    expect(bob.locator(f"ul.grid a[href='{image_url.removeprefix(site)}']")).to_have_count(0)
+    page.goto(f"{site}/dashboard")
+    expect(page.locator(f"ul.grid a[href='{image_url.removeprefix(site)}']")).to_be_visible()
+    shot(page, "dashboard")
+    page.goto(f"{site}/explore")
+    shot(page, "explore")
+
+
+def test_the_pages_fit_a_phone(site: str, browser: Browser) -> None:
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = phone.new_page()
+    for path in ("/upload", "/explore", "/search", "/signin"):
+        page.goto(site + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (path, width)  # nothing wider than the screen
+    shot(page, "phone-signin")
