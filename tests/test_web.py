@@ -212,3 +212,33 @@ def test_healthz_reports_database_and_redis(app: Flask, client: FlaskClient) -> 
     answer = broken.test_client().get("/healthz")
     assert answer.status_code == 503
     assert answer.get_json()["redis"].startswith("error") and answer.get_json()["database"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("form", "bounds"),
+    [
+        ({}, (0.1, 180.0)),
+        ({"scale_preset": "wide"}, (1.0, 180.0)),
+        ({"scale_preset": "very-wide"}, (10.0, 180.0)),
+        ({"scale_preset": "tiny"}, (0.0333, 0.1667)),
+        (
+            {
+                "scale_preset": "tiny",
+                "scale_hint": "on",
+                "scale_units": "arcsecperpix",
+                "scale_lower": "1",
+                "scale_upper": "2",
+            },
+            (1.0, 2.0),
+        ),
+    ],
+)
+def test_scale_presets_as_on_nova(
+    client: FlaskClient, form: dict[str, str], bounds: tuple[float, float]
+) -> None:
+    response = client.post("/upload", data={"url": "https://example.org/a.jpg", **form})
+    assert response.status_code == 303
+    submission = db.session.scalars(select(Submission)).one()
+    assert (submission.scale_lower, submission.scale_upper) == bounds
+    expected_units = "arcsecperpix" if "scale_hint" in form else "degwidth"
+    assert (submission.scale_units, submission.scale_type) == (expected_units, "ul")

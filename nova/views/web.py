@@ -50,6 +50,13 @@ FORM_FIELDS = (
     "image_height",
 )
 FORM_FLAGS = ("crpix_center", "invert", "use_sextractor")
+# nova's scale presets (field width in degrees, lower and upper bound).
+SCALE_PRESETS = {
+    "any": (0.1, 180.0),
+    "wide": (1.0, 180.0),
+    "very-wide": (10.0, 180.0),
+    "tiny": (0.0333, 0.1667),
+}
 LOG_TAIL_LINES = 20
 
 
@@ -57,17 +64,15 @@ def _form_params() -> dict[str, Any]:
     values: dict[str, Any] = {name: request.form.get(name, "") for name in FORM_FIELDS}
     for flag in FORM_FLAGS:
         values[flag] = "true" if request.form.get(flag) else "false"
-    # The scale bounds only apply when the user chose a scale hint at all.
-    if request.form.get("scale_hint") != "on":
-        for name in (
-            "scale_units",
-            "scale_type",
-            "scale_lower",
-            "scale_upper",
-            "scale_est",
-            "scale_err",
-        ):
-            values[name] = ""
+    preset = SCALE_PRESETS.get(request.form.get("scale_preset", ""))
+    if request.form.get("scale_hint") == "on":
+        preset = None  # custom: the unit, type and bound fields below apply
+    elif preset is None:
+        preset = SCALE_PRESETS["any"]
+    if preset is not None:
+        # nova's presets: degrees wide, lower/upper bounds; the custom fields are ignored.
+        values.update(scale_units="degwidth", scale_type="ul", scale_est="", scale_err="",
+                      scale_lower=str(preset[0]), scale_upper=str(preset[1]))  # fmt: skip
     return values
 
 
