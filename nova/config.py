@@ -115,6 +115,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "URL_ALLOW_PRIVATE": _flag(env, "NOVA_URL_ALLOW_PRIVATE", False),
         "ALLOW_ANONYMOUS_UPLOADS": _flag(env, "NOVA_ALLOW_ANONYMOUS_UPLOADS", True),
         "MAX_ATTEMPTS": _int(env, "NOVA_MAX_ATTEMPTS", 3),
+        "REUSE_RESULTS": _flag(env, "NOVA_REUSE_RESULTS", True),
         "HEARTBEAT_SECONDS": _int(env, "NOVA_HEARTBEAT_SECONDS", 10),
         "RECONCILE_SECONDS": _int(env, "NOVA_RECONCILE_SECONDS", 30),
         "WTF_CSRF_TIME_LIMIT": None,  # a token lives as long as the session

@@ -34,8 +34,7 @@ SKY_PLOT_SIZE = 256
 SKY_PLOT_WIDTHS = {1: 36.0, 2: 3.6, 3: 0.36}  # degrees across zoom1..3
 # What each zoom shows: constellations and the brightest named stars when wide, then
 # named stars and NGC/IC objects closer in (all labels would crowd a 256-pixel plot).
-ZOOM_LAYERS = {1: ("-C",), 2: ("-C", "-B", "-c", "-N"),
-               3: ("-B", "-N")}  # fmt: skip
+ZOOM_LAYERS = {1: ("-C",), 2: ("-C", "-B", "-c", "-N"), 3: ("-B", "-N")}
 GRID_STEPS = (0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60)
 SIP_PREFIXES = ("A", "B", "AP", "BP")
 KML_NS = "http://www.opengis.net/kml/2.2"
@@ -68,8 +67,9 @@ def make_wcs(header: fits.Header) -> WCS:
         return WCS(header, relax=True, naxis=2)
 
 
-def world_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray, width: int, height: int,
-                   margin: float = 0.5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def world_to_pixel(
+    wcs: WCS, ra: np.ndarray, dec: np.ndarray, width: int, height: int, margin: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Sky to pixel (1-based) with SIP, robustly: NaN for points far outside the picture.
 
     The inverse SIP iteration diverges far from the image, and the tangent plane folds over
@@ -77,8 +77,9 @@ def world_to_pixel(wcs: WCS, ra: np.ndarray, dec: np.ndarray, width: int, height
     """
     ra, dec = np.atleast_1d(ra).astype(float), np.atleast_1d(dec).astype(float)
     centre = np.radians(wcs.wcs.crval)
-    cos_distance = np.sin(np.radians(dec)) * np.sin(centre[1]) + np.cos(np.radians(dec)) * \
-        np.cos(centre[1]) * np.cos(np.radians(ra) - centre[0])  # fmt: skip
+    cos_distance = np.sin(np.radians(dec)) * np.sin(centre[1]) + np.cos(np.radians(dec)) * np.cos(
+        centre[1]
+    ) * np.cos(np.radians(ra) - centre[0])
     tx, ty = wcs.wcs_world2pix(ra, dec, 1)
     near = (cos_distance > 0.1) & np.isfinite(tx) & np.isfinite(ty)
     near &= (tx > -margin * width) & (tx < (1 + margin) * width)

@@ -34,9 +34,24 @@ OLD_WCS_CARD = re.compile(
     r"PS\d_\d+|LONPOLE|LATPOLE|EQUINOX|EPOCH|RADESYS[A-Z]?|RADECSYS|MJDREF|"
     r"[AB]P?_ORDER|[AB]P?_\d+_\d+|A_DMAX|B_DMAX|IMAGEW|IMAGEH)$"
 )
-STRUCTURAL_CARDS = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND",
-                    "XTENSION", "PCOUNT", "GCOUNT", "BSCALE", "BZERO", "COMMENT", "HISTORY",
-                    "DATE", ""}  # fmt: skip
+STRUCTURAL_CARDS = {
+    "SIMPLE",
+    "BITPIX",
+    "NAXIS",
+    "NAXIS1",
+    "NAXIS2",
+    "NAXIS3",
+    "EXTEND",
+    "XTENSION",
+    "PCOUNT",
+    "GCOUNT",
+    "BSCALE",
+    "BZERO",
+    "COMMENT",
+    "HISTORY",
+    "DATE",
+    "",
+}
 
 
 class ProductUnavailable(Exception):
@@ -46,8 +61,9 @@ class ProductUnavailable(Exception):
 class JobContext:
     """What builders read, loaded lazily: most products need only part of it."""
 
-    def __init__(self, job: Job, job_dir: Path, prepare: Callable[[], PreparedInput],
-                 work_dir: Path) -> None:  # fmt: skip
+    def __init__(
+        self, job: Job, job_dir: Path, prepare: Callable[[], PreparedInput], work_dir: Path
+    ) -> None:
         self.job = job
         self.job_dir = job_dir
         self._prepare = prepare
@@ -148,42 +164,67 @@ def _picture_products() -> dict[str, Product]:
     products: dict[str, Product] = {}
     for size in ("full", "display"):
         products[f"annotated_{size}"] = Product(
-            f"annotated-{size}.jpg", "image/jpeg",
-            build=lambda ctx, t, s=size: pictures.write_annotated(ctx.field, ctx.scale(s), t,
-                                                                  ctx.work_dir),
-        )  # fmt: skip
+            f"annotated-{size}.jpg",
+            "image/jpeg",
+            build=lambda ctx, t, s=size: pictures.write_annotated(
+                ctx.field, ctx.scale(s), t, ctx.work_dir
+            ),
+        )
         products[f"grid_{size}"] = Product(
-            f"grid-{size}.jpg", "image/jpeg",
-            build=lambda ctx, t, s=size: pictures.write_grid(ctx.field, ctx.scale(s),
-                                                             _calibration_radius(ctx), t),
-        )  # fmt: skip
+            f"grid-{size}.jpg",
+            "image/jpeg",
+            build=lambda ctx, t, s=size: pictures.write_grid(
+                ctx.field, ctx.scale(s), _calibration_radius(ctx), t
+            ),
+        )
         products[f"red_green_image_{size}"] = Product(
-            f"red-green-{size}.png", "image/png",
+            f"red-green-{size}.png",
+            "image/png",
             build=lambda ctx, t, s=size: pictures.write_red_green(
-                ctx.field, ctx.scale(s), ctx.sources(), ctx.reference_stars(), t),
-        )  # fmt: skip
+                ctx.field, ctx.scale(s), ctx.sources(), ctx.reference_stars(), t
+            ),
+        )
         products[f"extraction_image_{size}"] = Product(
-            f"extraction-{size}.png", "image/png", needs_solution=False,
+            f"extraction-{size}.png",
+            "image/png",
+            needs_solution=False,
             build=lambda ctx, t, s=size: pictures.write_extraction(
-                pictures.Field(pictures.base_picture(ctx.prepared), fits.Header(),
-                               ctx.prepared.width, ctx.prepared.height,
-                               not ctx.prepared.y_axis_down),
-                ctx.scale(s), ctx.sources(), t),
-        )  # fmt: skip
+                pictures.Field(
+                    pictures.base_picture(ctx.prepared),
+                    fits.Header(),
+                    ctx.prepared.width,
+                    ctx.prepared.height,
+                    not ctx.prepared.y_axis_down,
+                ),
+                ctx.scale(s),
+                ctx.sources(),
+                t,
+            ),
+        )
     return products
 
 
 JOB_PRODUCTS: dict[str, Product] = {
-    "new_fits_file": Product("new-image.fits", "application/fits", build_new_fits,
-                             download_name="new-image.fits", needs_pixels=True),
-    "image_rd_file": Product("image-radec.fits", "application/fits", build_image_radec,
-                             download_name="image-radec.fits"),
-    "kml_file": Product("field.kmz", "application/vnd.google-earth.kmz",
-                        lambda ctx, t: pictures.write_kmz(
-                            ctx.field, t, ctx.job.user_image.original_filename or "Nova field"),
-                        download_name="field.kmz"),
+    "new_fits_file": Product(
+        "new-image.fits",
+        "application/fits",
+        build_new_fits,
+        download_name="new-image.fits",
+        needs_pixels=True,
+    ),
+    "image_rd_file": Product(
+        "image-radec.fits", "application/fits", build_image_radec, download_name="image-radec.fits"
+    ),
+    "kml_file": Product(
+        "field.kmz",
+        "application/vnd.google-earth.kmz",
+        lambda ctx, t: pictures.write_kmz(
+            ctx.field, t, ctx.job.user_image.original_filename or "Nova field"
+        ),
+        download_name="field.kmz",
+    ),
     **_picture_products(),
-}  # fmt: skip
+}
 
 
 @contextmanager

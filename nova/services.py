@@ -86,7 +86,7 @@ def submit_file(path: Path, filename: str | None, options: SubmissionOptions) ->
     submission = _new_submission(options, upload_hash=sha1, original_filename=basename(filename))
     db.session.add(submission)
     db.session.commit()
-    if not reuse_solution(submission):
+    if not (current_app.config["REUSE_RESULTS"] and reuse_solution(submission)):
         queue.enqueue_submission(submission.id)
     return submission
 
@@ -106,7 +106,7 @@ def submit_star_list(x: list[float], y: list[float], options: SubmissionOptions)
     submission = _new_submission(options, upload_hash=sha1, original_filename="json-xy")
     db.session.add(submission)
     db.session.commit()
-    if not reuse_solution(submission):
+    if not (current_app.config["REUSE_RESULTS"] and reuse_solution(submission)):
         queue.enqueue_submission(submission.id)
     return submission
 

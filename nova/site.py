@@ -119,8 +119,12 @@ def create_album(user: User, title: str, description: str = "", visible: bool = 
     title = " ".join(title.split())
     if not title or len(title) > 256:
         raise SiteError("An album needs a title of at most 256 characters.")
-    album = Album(user_id=user.id, title=title, description=description.strip(),
-                  publicly_visible="y" if visible else "n")  # fmt: skip
+    album = Album(
+        user_id=user.id,
+        title=title,
+        description=description.strip(),
+        publicly_visible="y" if visible else "n",
+    )
     db.session.add(album)
     db.session.commit()
     return album
@@ -156,8 +160,11 @@ def parse_position(ra_text: str, dec_text: str) -> tuple[float, float]:
             ra = Angle(ra_text, unit=u.hourangle).degree
         else:
             ra = float(ra_text)
-        dec = Angle(dec_text, unit=u.deg).degree if any(m in dec_text for m in ": dms°'\"") \
-            else float(dec_text)  # fmt: skip
+        dec = (
+            Angle(dec_text, unit=u.deg).degree
+            if any(m in dec_text for m in ": dms°'\"")
+            else float(dec_text)
+        )
     except (ValueError, u.UnitsError) as exc:
         raise SiteError(f"Could not read the position {ra_text!r}, {dec_text!r}: {exc}") from None
     if not (0 <= ra < 360 or math.isclose(ra, 360)) or not -90 <= dec <= 90:
@@ -171,8 +178,14 @@ def angular_distance(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 
-def cone_search(ra: float, dec: float, radius: float, user: User | None,
-                exclude_image: int | None = None, limit: int = 200) -> list[SkyMatch]:  # fmt: skip
+def cone_search(
+    ra: float,
+    dec: float,
+    radius: float,
+    user: User | None,
+    exclude_image: int | None = None,
+    limit: int = 200,
+) -> list[SkyMatch]:
     """Visible solved images whose field overlaps the circle (centre, radius degrees).
 
     The indexed declination band of each field narrows the rows read; the exact overlap

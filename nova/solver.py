@@ -204,11 +204,18 @@ def objects_in_field(work_dir: Path, index_dirs: Sequence[Path] = ()) -> list[st
     stars with their Tycho-2 VT magnitude when an index holds them.
     """
     base = ["plot-constellations", "-w", WCS_NAME, "-N", "-C", "-B", "-b", "10", "-L"]
-    listing = subprocess.run(base + ["-j"], cwd=work_dir, capture_output=True, text=True,
-                             timeout=60, check=True)  # fmt: skip
+    listing = subprocess.run(
+        base + ["-j"], cwd=work_dir, capture_output=True, text=True, timeout=60, check=True
+    )
     # For annotations, every named star in the field (nbright picks the brightest later).
-    with_json = subprocess.run(base[:-3] + ["-L", "-J"], cwd=work_dir, capture_output=True,
-                               text=True, timeout=60, check=True)  # fmt: skip
+    with_json = subprocess.run(
+        base[:-3] + ["-L", "-J"],
+        cwd=work_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     text = with_json.stderr
     try:
         annotations = json.loads(text[text.index("{") : text.rindex("}") + 1])["annotations"]
@@ -235,8 +242,9 @@ def magnitude_index(index_dirs: Sequence[Path]) -> Path | None:
     return None
 
 
-def _add_star_magnitudes(annotations: list[dict], wcs_path: Path,
-                         index_dirs: Sequence[Path]) -> None:  # fmt: skip
+def _add_star_magnitudes(
+    annotations: list[dict], wcs_path: Path, index_dirs: Sequence[Path]
+) -> None:
     stars = [a for a in annotations if a.get("type") == "star"]
     index = magnitude_index(index_dirs)
     if not stars or index is None:
@@ -250,8 +258,10 @@ def _add_star_magnitudes(annotations: list[dict], wcs_path: Path,
         ra, dec = (float(v) for v in wcs.all_pix2world([[star["pixelx"], star["pixely"]]], 1)[0])
         result = subprocess.run(
             ["query-starkd", "-r", repr(ra), "-d", repr(dec), "-R", "0.05", "-T", str(index)],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         best: tuple[float, float] | None = None
         for line in result.stdout.splitlines():
             parts = [p.strip() for p in line.split(",")]

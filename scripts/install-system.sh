@@ -25,9 +25,10 @@ fonts-dejavu-core
 "
 
 # `--test` adds what the test suite needs besides: a PostgreSQL server (the suite runs on
-# SQLite and on PostgreSQL) and a headless browser for the page tests.
+# SQLite and on PostgreSQL), a headless browser for the page tests, and the tools the
+# network tests use (ip for the two-host test, openssl for a throw-away certificate).
 if [ "${1:-}" = "--test" ]; then
-    PACKAGES="$PACKAGES postgresql chromium"
+    PACKAGES="$PACKAGES postgresql chromium iproute2 openssl"
 fi
 
 missing=""

@@ -47,6 +47,11 @@ def test_an_identical_upload_is_answered_from_the_earlier_solve(
     other = upload(client, data, "b.jpg", **scale_hint(33.0), tweak_order="3")
     assert client.get(f"/status/{other}/state").get_json()["images"] == []
     assert redis.Redis.from_url(redis_url).llen("rq:queue:default") == 1
+    # And the operator can switch reuse off (e.g. after adding index files).
+    client.application.config["REUSE_RESULTS"] = False
+    third = upload(client, data, "c.jpg", **scale_hint(33.0))
+    assert client.get(f"/status/{third}/state").get_json()["images"] == []
+    assert redis.Redis.from_url(redis_url).llen("rq:queue:default") == 2
 
 
 def finished_job_after_worker(client: FlaskClient, submission_id: int) -> Job:

@@ -278,8 +278,9 @@ def test_random_star_field_fails_with_a_reason(client: FlaskClient) -> None:
 
 def engine_processes(data_dir: str) -> list[str]:
     """Engine processes working in this test's data directory (other runs may share the box)."""
-    result = subprocess.run(["pgrep", "-a", "-f", "astrometry-engine|solve-field"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["pgrep", "-a", "-f", "astrometry-engine|solve-field"], capture_output=True, text=True
+    )
     return [line for line in _engine_lines(result.stdout) if data_dir in _cwd_of(line)]
 
 

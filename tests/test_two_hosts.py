@@ -232,35 +232,87 @@ def test_a_worker_on_another_host_takes_the_jobs(hosts: Hosts, tmp_path: Path, a
     # --- host A: PostgreSQL on A's address, trusting only the test subnet -------------------
     pg_data = hosts.pg_dir / "data"
     subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(pg_data),
-         "--auth=trust", "-U", "postgres", "--encoding=UTF8"],
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(bindir / "initdb"),
+            "-D",
+            str(pg_data),
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+        ],
         check=True,
         capture_output=True,
-    )  # fmt: skip
+    )
     with (pg_data / "pg_hba.conf").open("a") as hba:
         hba.write(f"host all all {hosts.subnet} trust\n")
     hosts.start(
         "postgres",
         hosts.a,
-        [setpriv, "--reuid=postgres", "--regid=postgres", "--clear-groups", "--",
-         str(bindir / "postgres"), "-D", str(pg_data), "-p", str(PG_PORT),
-         "-k", str(hosts.pg_dir), "-c", f"listen_addresses={hosts.a_ip}", "-c", "fsync=off"],
+        [
+            setpriv,
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--clear-groups",
+            "--",
+            str(bindir / "postgres"),
+            "-D",
+            str(pg_data),
+            "-p",
+            str(PG_PORT),
+            "-k",
+            str(hosts.pg_dir),
+            "-c",
+            f"listen_addresses={hosts.a_ip}",
+            "-c",
+            "fsync=off",
+        ],
         env,
         cwd=hosts.pg_dir,
-    )  # fmt: skip
+    )
     # --- host A: redis on A's address, no persistence ----------------------------------------
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     hosts.start(
         "redis",
         hosts.a,
-        [redis_server, "--bind", hosts.a_ip, "--port", str(REDIS_PORT), "--save", "",
-         "--appendonly", "no", "--dir", str(redis_dir), "--protected-mode", "no"],
+        [
+            redis_server,
+            "--bind",
+            hosts.a_ip,
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(redis_dir),
+            "--protected-mode",
+            "no",
+        ],
         env,
-    )  # fmt: skip
+    )
 
-    pg_ready = ["ip", "netns", "exec", hosts.a, str(bindir / "pg_isready"),
-                "-h", hosts.a_ip, "-p", str(PG_PORT), "-U", "postgres", "-t", "1"]  # fmt: skip
+    pg_ready = [
+        "ip",
+        "netns",
+        "exec",
+        hosts.a,
+        str(bindir / "pg_isready"),
+        "-h",
+        hosts.a_ip,
+        "-p",
+        str(PG_PORT),
+        "-U",
+        "postgres",
+        "-t",
+        "1",
+    ]
     deadline = time.monotonic() + 30
     while subprocess.run(pg_ready, capture_output=True).returncode:
         hosts.alive("postgres")
@@ -284,11 +336,23 @@ def test_a_worker_on_another_host_takes_the_jobs(hosts: Hosts, tmp_path: Path, a
     hosts.start(
         "web",
         hosts.a,
-        [sys.executable, "-m", "gunicorn", "--bind", f"{hosts.a_ip}:{WEB_PORT}",
-         "--workers", "2", "--timeout", "120", "--access-logfile", "-",
-         "--no-control-socket", "nova.wsgi:app"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{hosts.a_ip}:{WEB_PORT}",
+            "--workers",
+            "2",
+            "--timeout",
+            "120",
+            "--access-logfile",
+            "-",
+            "--no-control-socket",
+            "nova.wsgi:app",
+        ],
         env,
-    )  # fmt: skip
+    )
     health = hosts.helper(hosts.a, env, "wait-http", f"{base_url}/healthz", "30")
     assert health["ok"], f"web server not healthy: {health}\n{hosts.all_logs()}"
 

@@ -21,8 +21,11 @@ bp = Blueprint("account", __name__)
 
 VISIBILITY_CHOICES = [("y", "public: anyone can see my images"), ("n", "private: only me")]
 COMMERCIAL_CHOICES = [("y", "allow commercial use"), ("n", "no commercial use")]
-MODIFICATION_CHOICES = [("y", "allow modifications"), ("sa", "allow if shared alike"),
-                        ("n", "no modifications")]  # fmt: skip
+MODIFICATION_CHOICES = [
+    ("y", "allow modifications"),
+    ("sa", "allow if shared alike"),
+    ("n", "no modifications"),
+]
 
 
 @login_manager.user_loader
@@ -117,8 +120,9 @@ def profile() -> Any:
         db.session.commit()
         flash("Profile saved.")
         return redirect(url_for("account.profile"))
-    return render_template("account/profile.html", form=form,
-                           api_url=request.url_root.rstrip("/") + "/api/")  # fmt: skip
+    return render_template(
+        "account/profile.html", form=form, api_url=request.url_root.rstrip("/") + "/api/"
+    )
 
 
 @bp.post("/dashboard/api_key")

@@ -362,13 +362,16 @@ def job_annotations(job_id: int) -> Response:
     for item in [item for item in raw if item.get("type") != "star"] + stars:
         names = [str(name) for name in item.get("names", [])]
         entry: dict[str, Any] = {
-            "type": "bright" if item.get("type") == "star" else
-                    "ic" if names and names[0].startswith("IC ") else "ngc",
+            "type": "bright"
+            if item.get("type") == "star"
+            else "ic"
+            if names and names[0].startswith("IC ")
+            else "ngc",
             "names": names,
             "pixelx": float(item["pixelx"]),
             "pixely": float(item["pixely"]),
             "radius": float(item.get("radius", 0.0)),
-        }  # fmt: skip
+        }
         if "vmag" in item:
             entry["vmag"] = float(item["vmag"])
         annotations.append(entry)

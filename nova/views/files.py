@@ -46,8 +46,13 @@ def visible_image(image_id: int) -> UserImage:
 def serve(
     path: Path, mimetype: str, image: UserImage, download_name: str | None = None
 ) -> Response:
-    response = send_file(path, mimetype=mimetype, as_attachment=download_name is not None,
-                         download_name=download_name, max_age=ONE_DAY)  # fmt: skip
+    response = send_file(
+        path,
+        mimetype=mimetype,
+        as_attachment=download_name is not None,
+        download_name=download_name,
+        max_age=ONE_DAY,
+    )
     # Products never change once built (a new solve is a new job id); private ones must not
     # be kept by shared caches.
     response.cache_control.public = image.publicly_visible == "y"
@@ -63,8 +68,9 @@ def send_product(job_id: int, name: str, download_name: str, mimetype: str) -> R
     return serve(path, mimetype, job.user_image, download_name)
 
 
-def with_prepared_image(image: UserImage, use: Callable[[Callable[[], PreparedInput], Path], Path],
-                        what: str) -> Path:  # fmt: skip
+def with_prepared_image(
+    image: UserImage, use: Callable[[Callable[[], PreparedInput], Path], Path], what: str
+) -> Path:
     """Run a build that may need the upload prepared (unpacked) and a scratch directory."""
     store = storage()
     work_dir = store.make_work_dir("picture-")
@@ -149,11 +155,13 @@ def sky_plot(zoom: int, calibration_id: int) -> Response:
             pictures.write_sky_plot_whole_sky(outline, calibration.ra, calibration.dec, path)
         else:
             with pictures.temporary_dir(storage().tmp) as scratch:
-                pictures.write_sky_plot_zoom(zoom, outline, calibration.ra, calibration.dec,
-                                             path, Path(scratch))  # fmt: skip
+                pictures.write_sky_plot_zoom(
+                    zoom, outline, calibration.ra, calibration.dec, path, Path(scratch)
+                )
 
-    path = with_prepared_image(image, lambda prepare, work_dir: build_once(target, draw),
-                               "the sky plot")  # fmt: skip
+    path = with_prepared_image(
+        image, lambda prepare, work_dir: build_once(target, draw), "the sky plot"
+    )
     return serve(path, "image/png", image)
 
 
@@ -171,8 +179,9 @@ def _image_picture(image_id: int, max_side: int | None, name: str) -> Response:
     side = max_side or max(image.width, image.height, 1)
 
     def build(prepare: Callable[[], PreparedInput], work_dir: Path) -> Path:
-        return build_once(target, lambda path: pictures.write_display_image(
-            prepare(), path, side, fmt))  # fmt: skip
+        return build_once(
+            target, lambda path: pictures.write_display_image(prepare(), path, side, fmt)
+        )
 
     path = with_prepared_image(image, build, "the picture")
     return serve(path, "image/png" if fmt == "PNG" else "image/jpeg", image)

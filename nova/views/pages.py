@@ -54,8 +54,9 @@ def dashboard() -> Any:
         items, more = site.page_of(query, page, PER_PAGE)
     else:
         tab = "images"
-        query = site.select(UserImage).where(UserImage.user_id == user.id).order_by(
-            UserImage.id.desc())  # fmt: skip
+        query = (
+            site.select(UserImage).where(UserImage.user_id == user.id).order_by(UserImage.id.desc())
+        )
         items, more = site.page_of(query, page, PER_PAGE)
     return render_template("pages/dashboard.html", tab=tab, items=items, page=page, more=more)
 
@@ -64,9 +65,12 @@ def dashboard() -> Any:
 @flask_login.login_required
 def create_album() -> Response:
     try:
-        album = site.create_album(signed_in_user(), request.form.get("title", ""),
-                                  request.form.get("description", ""),
-                                  request.form.get("visible", "y") == "y")  # fmt: skip
+        album = site.create_album(
+            signed_in_user(),
+            request.form.get("title", ""),
+            request.form.get("description", ""),
+            request.form.get("visible", "y") == "y",
+        )
     except site.SiteError as exc:
         flash(str(exc), "error")
         return redirect(url_for("pages.dashboard", tab="albums"))
@@ -77,10 +81,12 @@ def create_album() -> Response:
 def explore() -> Any:
     user = current_user()
     page = page_number()
-    images, more = site.page_of(site.solved_images(user).order_by(UserImage.id.desc()), page,
-                                PER_PAGE)  # fmt: skip
-    return render_template("pages/explore.html", images=images, page=page, more=more,
-                           tags=site.popular_tags(user))  # fmt: skip
+    images, more = site.page_of(
+        site.solved_images(user).order_by(UserImage.id.desc()), page, PER_PAGE
+    )
+    return render_template(
+        "pages/explore.html", images=images, page=page, more=more, tags=site.popular_tags(user)
+    )
 
 
 @bp.get("/search")
@@ -103,8 +109,14 @@ def search() -> Any:
     elif args.get("q", "").strip():
         searched = True
         images = db.session.scalars(site.name_search(args["q"], user).limit(200)).all()
-    return render_template("pages/search.html", matches=matches, images=images, error=error,
-                           searched=searched, args=args)  # fmt: skip
+    return render_template(
+        "pages/search.html",
+        matches=matches,
+        images=images,
+        error=error,
+        searched=searched,
+        args=args,
+    )
 
 
 @bp.get("/user_images/tag")
@@ -113,8 +125,14 @@ def by_tag() -> Any:
     images: list[UserImage] = []
     if query:
         images = db.session.scalars(site.name_search(query, current_user()).limit(200)).all()
-    return render_template("pages/search.html", images=images, matches=[], error=None,
-                           searched=bool(query), args={"q": query})  # fmt: skip
+    return render_template(
+        "pages/search.html",
+        images=images,
+        matches=[],
+        error=None,
+        searched=bool(query),
+        args={"q": query},
+    )
 
 
 @bp.get("/users/<int:user_id>")
@@ -123,8 +141,11 @@ def user_page(user_id: int) -> Any:
     if owner is None:
         abort(404, f"There is no user {user_id}.")
     page = page_number()
-    query = site.visible_images(current_user()).where(UserImage.user_id == user_id).order_by(
-        UserImage.id.desc())  # fmt: skip
+    query = (
+        site.visible_images(current_user())
+        .where(UserImage.user_id == user_id)
+        .order_by(UserImage.id.desc())
+    )
     images, more = site.page_of(query, page, PER_PAGE)
     return render_template("pages/user.html", owner=owner, images=images, page=page, more=more)
 

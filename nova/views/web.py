@@ -71,8 +71,14 @@ def _form_params() -> dict[str, Any]:
         preset = SCALE_PRESETS["any"]
     if preset is not None:
         # nova's presets: degrees wide, lower/upper bounds; the custom fields are ignored.
-        values.update(scale_units="degwidth", scale_type="ul", scale_est="", scale_err="",
-                      scale_lower=str(preset[0]), scale_upper=str(preset[1]))  # fmt: skip
+        values.update(
+            scale_units="degwidth",
+            scale_type="ul",
+            scale_est="",
+            scale_err="",
+            scale_lower=str(preset[0]),
+            scale_upper=str(preset[1]),
+        )
     return values
 
 
@@ -83,21 +89,23 @@ def _submission_options(params: Any, user: Any) -> services.SubmissionOptions:
     form = request.form
     album = None
     if form.get("album_id"):
-        album = db.session.get(Album, int(form["album_id"])) if form["album_id"].isdigit() \
-            else None  # fmt: skip
+        album = db.session.get(Album, int(form["album_id"])) if form["album_id"].isdigit() else None
         if album is None or album.user_id != user.id:
             raise ParamError("album", "choose one of your own albums")
     return services.SubmissionOptions(
         params=params,
         user=user,
-        publicly_visible=parse_choice("publicly_visible", form.get("publicly_visible"),
-                                      ("y", "n"), user.default_visibility),
-        allow_commercial_use=parse_choice("allow_commercial_use",
-                                          form.get("allow_commercial_use"), ("y", "n", "d"), "d"),
-        allow_modifications=parse_choice("allow_modifications", form.get("allow_modifications"),
-                                         ("y", "sa", "n", "d"), "d"),
+        publicly_visible=parse_choice(
+            "publicly_visible", form.get("publicly_visible"), ("y", "n"), user.default_visibility
+        ),
+        allow_commercial_use=parse_choice(
+            "allow_commercial_use", form.get("allow_commercial_use"), ("y", "n", "d"), "d"
+        ),
+        allow_modifications=parse_choice(
+            "allow_modifications", form.get("allow_modifications"), ("y", "sa", "n", "d"), "d"
+        ),
         album=album,
-    )  # fmt: skip
+    )
 
 
 def _upload_form(error: str | None = None, field: str | None = None, status: int = 200) -> Any:
@@ -107,8 +115,9 @@ def _upload_form(error: str | None = None, field: str | None = None, status: int
         albums = db.session.scalars(
             select(Album).where(Album.user_id == user.id).order_by(Album.title)
         ).all()
-    return render_template("upload.html", error=error, error_field=field, form=request.form,
-                           user=user, albums=albums), status  # fmt: skip
+    return render_template(
+        "upload.html", error=error, error_field=field, form=request.form, user=user, albums=albums
+    ), status
 
 
 @bp.get("/healthz")
@@ -140,8 +149,9 @@ def upload_page() -> Any:
 def upload() -> BaseResponse | Any:
     user = current_user()
     if user is None and not current_app.config["ALLOW_ANONYMOUS_UPLOADS"]:
-        return _upload_form("Sign in to upload: this server does not take anonymous uploads.",
-                            "file", 403)  # fmt: skip
+        return _upload_form(
+            "Sign in to upload: this server does not take anonymous uploads.", "file", 403
+        )
     try:
         params = parse_solve_params(_form_params())
         options = _submission_options(params, user)
@@ -278,10 +288,19 @@ def user_image(image_id: int) -> Any:
         log_text = path.read_text(errors="replace")[-200_000:]
     nearby = []
     if calibration is not None:
-        nearby = site.cone_search(calibration.ra, calibration.dec, calibration.radius, user,
-                                  exclude_image=image.id, limit=6)  # fmt: skip
-    owner_default = (image.user.default_commercial_use, image.user.default_modifications) \
-        if image.user else licences.SITE_DEFAULT  # fmt: skip
+        nearby = site.cone_search(
+            calibration.ra,
+            calibration.dec,
+            calibration.radius,
+            user,
+            exclude_image=image.id,
+            limit=6,
+        )
+    owner_default = (
+        (image.user.default_commercial_use, image.user.default_modifications)
+        if image.user
+        else licences.SITE_DEFAULT
+    )
     submission = image.submission
     my_albums = []
     if user is not None and user.id == image.user_id:
@@ -300,8 +319,9 @@ def user_image(image_id: int) -> Any:
         machine_tags=[tag for tag in image.tags if tag.machine],
         user_tags=[tag for tag in image.tags if not tag.machine],
         nearby=nearby,
-        licence=licences.resolve(submission.allow_commercial_use,
-                                 submission.allow_modifications, owner_default),
+        licence=licences.resolve(
+            submission.allow_commercial_use, submission.allow_modifications, owner_default
+        ),
         albums=[album for album in image.albums if site.can_view_album(album, user)],
         my_albums=my_albums,
-    )  # fmt: skip
+    )
