@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 from flask import Flask, g
 from flask.testing import FlaskClient
 
@@ -260,3 +264,61 @@ def api_login(client: FlaskClient, key: str) -> str:
     result = api_call(client, "login", {"apikey": key})
     assert result["status"] == "success", result
     return str(result["session"])
+
+
+@dataclass
+class LiveStack:
+    """A whole stack started with ``nova up``: redis, gunicorn and one worker."""
+
+    base: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def nova(self, *args: str) -> str:
+        """Run another ``nova`` command against this stack; return its output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "nova", *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout
+
+
+@contextmanager
+def live_stack(tmp_path: Path) -> Iterator[LiveStack]:
+    """Start ``nova up`` on free loopback ports with its own data directory; stop it after."""
+    web_port, redis_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    env.update(
+        NOVA_DATA_DIR=str(tmp_path / "data"),
+        NOVA_PORT=str(web_port),
+        NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
+    log_path = tmp_path / "stack.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nova", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{web_port}"
+
+    def serving() -> bool:
+        try:
+            return requests.get(base + "/healthz", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    stack = LiveStack(base, env, process, log_path)
+    try:
+        assert wait_for(serving, 60), log_path.read_text()[-3000:]
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise

@@ -8,20 +8,15 @@ main pages are saved in test-artifacts/.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from astropy.io import fits
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from .conftest import free_port, wait_for
+from .conftest import live_stack
 
 pytestmark = pytest.mark.engine
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -41,33 +36,8 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp_path = tmp_path_factory.mktemp("browser")
-    web_port, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
-    env.update(
-        NOVA_DATA_DIR=str(tmp_path / "data"),
-        NOVA_PORT=str(web_port),
-        NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-    )
-    log_path = tmp_path / "stack.log"
-    with log_path.open("wb") as log:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "nova", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{web_port}"
-
-    def serving() -> bool:
-        try:
-            return requests.get(base + "/healthz", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        assert wait_for(serving, 60), log_path.read_text()[-3000:]
-        yield base
-    finally:
-        stack.send_signal(signal.SIGTERM)
-        stack.wait(timeout=40)
+    with live_stack(tmp_path_factory.mktemp("browser")) as stack:
+        yield stack.base
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from astropy.io import fits
 
-from .conftest import free_port, wait_for
+from .conftest import live_stack
 
 pytestmark = pytest.mark.engine
 HINTS = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}
@@ -23,42 +18,11 @@ HINTS = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base URL, API key) of a whole stack: redis, gunicorn and a worker."""
-    tmp_path = tmp_path_factory.mktemp("live")
-    web_port, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
-    env.update(
-        NOVA_DATA_DIR=str(tmp_path / "data"),
-        NOVA_PORT=str(web_port),
-        NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-    )
-    nova = [sys.executable, "-m", "nova"]
-    subprocess.run(nova + ["init-db"], env=env, check=True, capture_output=True)
-    created = subprocess.run(
-        nova + ["create-user", "observer@example.org"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    match = re.search(r"API key: ([a-z0-9]+)", created.stdout)
-    assert match, created.stdout
-    log_path = tmp_path / "stack.log"
-    with log_path.open("wb") as log:
-        stack = subprocess.Popen(nova + ["up"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{web_port}"
-
-    def serving() -> bool:
-        try:
-            return requests.get(base + "/", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        assert wait_for(serving, 60), log_path.read_text()[-3000:]
-        yield base, match.group(1)
-    finally:
-        stack.send_signal(signal.SIGTERM)
-        stack.wait(timeout=40)
+    with live_stack(tmp_path_factory.mktemp("live")) as stack:
+        created = stack.nova("create-user", "observer@example.org")
+        match = re.search(r"API key: ([a-z0-9]+)", created)
+        assert match, created
+        yield stack.base, match.group(1)
 
 
 def apod4_stars(apod: Path) -> tuple[list[float], list[float]]:
