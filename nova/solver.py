@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
@@ -34,7 +35,7 @@ WCS_NAME = "wcs.fits"
 CORR_NAME = "corr.fits"
 RDLS_NAME = "rdls.fits"
 ANNOTATIONS_NAME = "annotations.json"
-MAX_STARS_WITH_MAGNITUDE = 100  # one catalogue look-up each, a few ms apiece
+MAGNITUDE_MATCH_DEGREES = 0.05  # a named star and its Tycho-2 entry are within 3'
 KILL_GRACE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Resolved once here: the forked child must do as little as possible before exec.
@@ -242,9 +243,18 @@ def magnitude_index(index_dirs: Sequence[Path]) -> Path | None:
     return None
 
 
+def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    ra, dec = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
 def _add_star_magnitudes(
     annotations: list[dict], wcs_path: Path, index_dirs: Sequence[Path]
 ) -> None:
+    """Give each named star the magnitude of the Tycho-2 star at its place (within 3').
+
+    One catalogue query covers all of them: a cone around the stars from the index file.
+    """
     stars = [a for a in annotations if a.get("type") == "star"]
     index = magnitude_index(index_dirs)
     if not stars or index is None:
@@ -254,28 +264,35 @@ def _add_star_magnitudes(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header, relax=True, naxis=2)
-    for star in stars[:MAX_STARS_WITH_MAGNITUDE]:
-        ra, dec = (float(v) for v in wcs.all_pix2world([[star["pixelx"], star["pixely"]]], 1)[0])
-        result = subprocess.run(
-            ["query-starkd", "-r", repr(ra), "-d", repr(dec), "-R", "0.05", "-T", str(index)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        best: tuple[float, float] | None = None
-        for line in result.stdout.splitlines():
-            parts = [p.strip() for p in line.split(",")]
-            if line.startswith("#") or len(parts) < 3:
-                continue
-            try:
-                star_ra, star_dec, mag = (float(p) for p in parts[:3])
-            except ValueError:
-                continue
-            distance = math.hypot((star_ra - ra) * math.cos(math.radians(dec)), star_dec - dec)
-            if best is None or distance < best[0]:
-                best = (distance, mag)
-        if best is not None:
-            star["vmag"] = best[1]
+    pixels = np.array([[star["pixelx"], star["pixely"]] for star in stars])
+    ra, dec = wcs.all_pix2world(pixels[:, 0], pixels[:, 1], 1)
+    places = _unit_vectors(ra, dec)
+    centre = places.mean(axis=0)
+    centre /= np.linalg.norm(centre)
+    reach = float(np.degrees(np.arccos(np.clip(places @ centre, -1, 1))).max()) + 0.1
+    centre_ra = math.degrees(math.atan2(centre[1], centre[0])) % 360
+    centre_dec = math.degrees(math.asin(centre[2]))
+    table = wcs_path.parent / "catalogue-stars.fits"
+    subprocess.run(
+        ["query-starkd", "-r", repr(centre_ra), "-d", repr(centre_dec), "-R", repr(reach),
+         "-T", "-o", str(table), str(index)],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    try:
+        with fits.open(table) as hdus:
+            data = hdus[1].data
+            if data is None or len(data) == 0:
+                return
+            catalogue = _unit_vectors(np.asarray(data["RA"]), np.asarray(data["DEC"]))
+            magnitudes = np.asarray(data["MAG_VT"], dtype=float)
+    finally:
+        table.unlink(missing_ok=True)
+    limit = math.cos(math.radians(MAGNITUDE_MATCH_DEGREES))
+    for star, place in zip(stars, places, strict=True):
+        closeness = catalogue @ place
+        nearest = int(np.argmax(closeness))
+        if closeness[nearest] >= limit:
+            star["vmag"] = float(magnitudes[nearest])
 
 
 def count_sources(axy_path: Path) -> int:
