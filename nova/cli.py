@@ -74,9 +74,10 @@ def reset_api_key_command(email: str) -> None:
 @with_appcontext
 def worker_command(burst: bool) -> None:
     """Run an RQ worker that processes submissions and solves."""
-    requeued = services.requeue_pending()
-    if requeued:
-        click.echo(f"re-queued {requeued} pending submissions/jobs")
+    config = current_app.config
+    counts = services.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
+    if any(counts.values()):
+        click.echo(f"picked up work left pending: {counts}")
     if not burst:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         threading.Thread(target=_reconcile_forever, args=(app,), daemon=True).start()

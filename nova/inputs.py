@@ -10,7 +10,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import math
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,8 +278,3 @@ def prepare_input(
     if parsed is not None:
         return _write_star_list(parsed[0], parsed[1], None, work_dir, image_width, image_height)
     raise UnsupportedInput("This file's type is not supported. " + SUPPORTED_TEXT)
-
-
-def copy_into(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` (used to keep the engine's input with the job)."""
-    shutil.copyfile(source, target)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import math
 import subprocess
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -534,7 +533,3 @@ def write_kmz(field: Field, target: Path, name: str) -> None:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as kmz:
         kmz.writestr("doc.kml", kml)
         kmz.writestr("image.jpg", buffer.getvalue())
-
-
-def temporary_dir(parent: Path) -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(dir=parent, prefix="picture-")

@@ -36,7 +36,7 @@ def _enqueue(
 ) -> bool:
     """Enqueue ``func(entity_id)``; return False (and log) when redis cannot be reached.
 
-    A failed enqueue loses nothing: the row stays queued and ``requeue_pending`` (run when a
+    A failed enqueue loses nothing: the row stays queued and the reconciler (run when a
     worker starts) puts it back on the queue.
     """
     try:

@@ -462,19 +462,6 @@ def prepare_image(image: UserImage, work_dir: Path) -> PreparedInput:
     )
 
 
-def requeue_pending() -> int:
-    """Put unprocessed submissions and queued jobs back on the queue (duplicates are harmless)."""
-    submissions = db.session.scalars(
-        select(Submission.id).where(Submission.processing_finished.is_(None))
-    ).all()
-    jobs = db.session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)).all()
-    for submission_id in submissions:
-        queue.enqueue_submission(submission_id)
-    for job_id in jobs:
-        queue.enqueue_solve(job_id)
-    return len(submissions) + len(jobs)
-
-
 def reuse_solution(submission: Submission) -> bool:
     """Answer an upload at once from an earlier solve of the same file with the same
     parameters: a new image and a job that is already a success, with the same calibration

@@ -148,19 +148,21 @@ def sky_plot(zoom: int, calibration_id: int) -> Response:
     image = job.user_image
     target = storage().job_dir(job.id) / f"sky-plot-zoom{zoom}.png"
 
-    def draw(path: Path) -> None:
+    def draw(path: Path, work_dir: Path) -> None:
         header = pictures.fits.Header.fromstring(calibration.wcs_header, sep="\n")
         outline = pictures.field_outline(header, image.width, image.height)
         if zoom == 0:
             pictures.write_sky_plot_whole_sky(outline, calibration.ra, calibration.dec, path)
         else:
-            with pictures.temporary_dir(storage().tmp) as scratch:
-                pictures.write_sky_plot_zoom(
-                    zoom, outline, calibration.ra, calibration.dec, path, Path(scratch)
-                )
+            pictures.write_sky_plot_zoom(
+                zoom, outline, calibration.ra, calibration.dec, path, work_dir
+            )
 
+    # The sky plot needs no pixels, only the scratch directory the helper provides.
     path = with_prepared_image(
-        image, lambda prepare, work_dir: build_once(target, draw), "the sky plot"
+        image,
+        lambda prepare, work_dir: build_once(target, lambda path: draw(path, work_dir)),
+        "the sky plot",
     )
     return serve(path, "image/png", image)
 
