@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError
 from PIL import Image as PILImage
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .auth import current_user
@@ -54,7 +55,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.context_processor
     def inject_user() -> dict[str, Any]:
-        return {"signed_in": current_user()}
+        try:
+            return {"signed_in": current_user()}
+        except OperationalError:  # the database is down: the error page still renders
+            db.session.rollback()
+            return {"signed_in": None}
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -73,6 +78,22 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     def csrf_error(error: CSRFError) -> tuple[str, int]:
         message = "The form expired or was not sent by this site; reload the page and try again."
         return render_template("error.html", code=400, message=message), 400
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(error: DBAPIError) -> Any:
+        # The database is down or unreachable: the request changed nothing (its transaction
+        # is rolled back), and the client may simply try again.
+        db.session.rollback()
+        app.logger.error("database unavailable: %s", error.orig)
+        message = "The database is unavailable just now; please try again in a moment."
+        if request.path.startswith("/api/"):
+            response = api.reply({"status": "error", "errormessage": message}, 503)
+        else:
+            response = app.make_response(
+                (render_template("error.html", code=503, message=message), 503)
+            )
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

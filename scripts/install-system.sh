@@ -26,9 +26,10 @@ fonts-dejavu-core
 
 # `--test` adds what the test suite needs besides: a PostgreSQL server (the suite runs on
 # SQLite and on PostgreSQL), a headless browser for the page tests, and the tools the
-# network tests use (ip for the two-host test, openssl for a throw-away certificate).
+# network tests use (ip for the two-host test, openssl for a throw-away certificate), and
+# wrk, the load tool of the load test.
 if [ "${1:-}" = "--test" ]; then
-    PACKAGES="$PACKAGES postgresql chromium iproute2 openssl"
+    PACKAGES="$PACKAGES postgresql chromium iproute2 openssl wrk"
 fi
 
 missing=""
