@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .auth import current_user
 from .config import load_config
-from .extensions import csrf, db, login_manager
+from .database import MIGRATIONS_DIR
+from .extensions import csrf, db, login_manager, migrate
 from .storage import Storage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +40,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store.ensure_dirs()
     app.extensions["nova.storage"] = store
     db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     login_manager.init_app(app)
     csrf.init_app(app)
 

@@ -20,7 +20,7 @@ from rq import Worker
 
 from . import create_app, queue, services
 from .accounts import create_user, reset_api_key
-from .database import init_database
+from .database import SchemaNotCurrent, check_schema, init_database
 from .extensions import db
 
 
@@ -38,9 +38,9 @@ def main() -> None:
 @main.command("init-db")
 @with_appcontext
 def init_db_command() -> None:
-    """Create the database tables (safe to run again)."""
-    init_database()
-    click.echo(f"database ready: {db.engine.url.render_as_string(hide_password=True)}")
+    """Create or migrate the database to this release's schema (safe to run again)."""
+    done = init_database()
+    click.echo(f"database ready: {db.engine.url.render_as_string(hide_password=True)} ({done})")
 
 
 @main.command("create-user")
@@ -74,6 +74,7 @@ def reset_api_key_command(email: str) -> None:
 @with_appcontext
 def worker_command(burst: bool) -> None:
     """Run an RQ worker that processes submissions and solves."""
+    require_current_schema()
     config = current_app.config
     counts = services.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
     if any(counts.values()):
@@ -84,6 +85,14 @@ def worker_command(burst: bool) -> None:
     connection = queue.redis_connection()
     worker = Worker(list(queue.ALL_QUEUES), connection=connection)
     worker.work(burst=burst, logging_level="INFO")
+
+
+def require_current_schema() -> None:
+    """Refuse to start on a database that `nova init-db` has not migrated."""
+    try:
+        check_schema()
+    except SchemaNotCurrent as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _reconcile_forever(app: Flask) -> None:

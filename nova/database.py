@@ -1,13 +1,25 @@
-"""Database set-up: tables, and job ids that never repeat across database re-creations."""
+"""Database schema: migrations, the check that the schema is current, and job ids that never
+repeat across database re-creations."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import func, select, text
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask_migrate import stamp, upgrade
+from sqlalchemy import func, inspect, select, text
 
 from .extensions import db
 from .models import Job, utcnow
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Release 0.1.0 created its tables with create_all() and had no alembic_version table; its
+# schema is exactly this first revision, so such a database is stamped with it, then upgraded.
+RELEASE_0_1_REVISION = "0001"
+RELEASE_0_1_TABLES = {"users", "submissions", "user_images", "jobs", "calibrations"}
 
 # Job ids of a new database start at the number of seconds since this date, so a database
 # that is recreated later continues above the ids an earlier one handed out (unless that one
@@ -15,13 +27,73 @@ from .models import Job, utcnow
 JOB_ID_EPOCH = datetime(2020, 1, 1)
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database is older (or newer) than this release's schema: run `nova init-db`."""
+
+
 def job_id_floor() -> int:
     return int((utcnow() - JOB_ID_EPOCH).total_seconds())
 
 
-def init_database() -> None:
-    """Create missing tables; give an empty jobs table its time-based first id."""
-    db.create_all()
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None, "the migrations directory has no revisions"
+    return head
+
+
+def current_revision() -> str | None:
+    """The revision the database is at; None when it was never migrated."""
+    with db.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_schema() -> None:
+    """Raise SchemaNotCurrent with what to do, unless the database is at this release's head.
+
+    The web server and workers call this before serving: running on an old schema would fail
+    later, on some request, with a confusing SQL error instead.
+    """
+    current, head = current_revision(), head_revision()
+    if current == head:
+        return
+    where = db.engine.url.render_as_string(hide_password=True)
+    if current is None:
+        state = "has no Nova schema (or one from before migrations)"
+    else:
+        state = f"is at schema revision {current}"
+    raise SchemaNotCurrent(
+        f"The database {where} {state}; this release of Nova needs revision {head}. "
+        "Run `nova init-db` (with docker compose: `docker compose run --rm init`) to migrate "
+        "it, then start Nova again."
+    )
+
+
+def init_database() -> str:
+    """Bring the database to this release's schema; return what was done, for the operator.
+
+    An empty database is built by the migrations; a database from release 0.1.0 (tables, no
+    revision) is recognised, stamped as revision 0001 and upgraded from there. Safe to run
+    again: an up-to-date database is left alone.
+    """
+    directory = str(MIGRATIONS_DIR)
+    before = current_revision()
+    tables = set(inspect(db.engine).get_table_names())
+    if before is None and RELEASE_0_1_TABLES <= tables:
+        stamp(directory=directory, revision=RELEASE_0_1_REVISION)
+        before = RELEASE_0_1_REVISION
+    upgrade(directory=directory)
+    db.session.remove()  # DDL ran on other connections: start from fresh ones
+    set_job_id_floor()
+    after = current_revision()
+    if before == after:
+        return f"schema already at revision {after}"
+    return f"schema migrated from revision {before or 'none (empty database)'} to {after}"
+
+
+def set_job_id_floor() -> None:
+    """Give an empty jobs table its time-based first id."""
     if db.session.scalar(select(func.count()).select_from(Job)):
         return
     floor = job_id_floor()
@@ -45,3 +117,10 @@ def init_database() -> None:
             {"seq": floor},
         )
     db.session.commit()
+
+
+def drop_everything() -> None:
+    """Drop every table, the migration record included (tests start each from empty)."""
+    db.drop_all()
+    with db.engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask_login import LoginManager
+from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
@@ -18,3 +19,5 @@ login_manager = LoginManager()
 login_manager.login_view = "account.signin"
 login_manager.login_message = "Please sign in to do that."
 csrf = CSRFProtect()
+# render_as_batch: SQLite can only alter a table by copying it, which batch mode does.
+migrate = Migrate(render_as_batch=True, compare_type=True)

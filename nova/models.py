@@ -102,7 +102,8 @@ class Submission(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Indexed: retention (`nova purge`) selects old submissions by date.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     via_api: Mapped[bool] = mapped_column(default=False)
     url: Mapped[str | None] = mapped_column(Text)
     upload_hash: Mapped[str | None] = mapped_column(String(40))
@@ -153,7 +154,9 @@ class UserImage(db.Model):
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    file_hash: Mapped[str | None] = mapped_column(String(40))
+    # Indexed: result reuse looks up earlier solves of the same file by its hash, and
+    # deleting an image keeps the stored file while other images still use it.
+    file_hash: Mapped[str | None] = mapped_column(String(40), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     width: Mapped[int]
     height: Mapped[int]

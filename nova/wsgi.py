@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 from . import create_app
+from .database import SchemaNotCurrent, check_schema
 
 app = create_app()
+with app.app_context():
+    try:
+        check_schema()
+    except SchemaNotCurrent as exc:
+        # Serving on an old schema would fail later on some request with an SQL error; say
+        # what to do instead. Exit status 4 makes gunicorn stop instead of retrying forever.
+        print(f"nova: {exc}", file=sys.stderr, flush=True)
+        sys.exit(4)

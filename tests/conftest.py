@@ -24,7 +24,7 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 
 from nova import create_app
-from nova.database import init_database
+from nova.database import drop_everything, init_database
 from nova.extensions import db
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +36,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Figures the tests measured (inputs tried, errors, ...), printed at the end of the run by
+# pytest_terminal_summary: CI runs pytest without -s, which hides print().
+FIGURES: list[tuple[str, str]] = []
+
+
+def record_figure(text: str) -> None:
+    """Keep one measured figure; it appears in the "figures" section of the pytest summary."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    FIGURES.append((test, text))
+    print(text)  # also inline with -s
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("figures")
+    for test, text in FIGURES:
+        terminalreporter.write_line(f"{test}: {text}" if test else text)
 
 
 def wait_for(predicate: object, timeout: float, interval: float = 0.1) -> bool:
@@ -211,11 +231,11 @@ def app(nova_env: dict[str, str]) -> Iterator[Flask]:
             g.pop(name)
 
     with app.app_context():
-        db.drop_all()  # a shared PostgreSQL database starts empty for every test
+        drop_everything()  # a shared PostgreSQL database starts empty for every test
         init_database()
         yield app
         db.session.remove()
-        db.drop_all()
+        drop_everything()
         db.engine.dispose()
 
 
@@ -288,8 +308,10 @@ class LiveStack:
 
 
 @contextmanager
-def live_stack(tmp_path: Path) -> Iterator[LiveStack]:
-    """Start ``nova up`` on free loopback ports with its own data directory; stop it after."""
+def live_stack(tmp_path: Path, **settings: str) -> Iterator[LiveStack]:
+    """Start ``nova up`` on free loopback ports with its own data directory; stop it after.
+
+    ``settings`` are extra NOVA_* variables (e.g. NOVA_WORKERS="2")."""
     web_port, redis_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
     env.update(
@@ -297,6 +319,7 @@ def live_stack(tmp_path: Path) -> Iterator[LiveStack]:
         NOVA_PORT=str(web_port),
         NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
     )
+    env.update(settings)
     log_path = tmp_path / "stack.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
