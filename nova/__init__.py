@@ -11,11 +11,13 @@ from flask_wtf.csrf import CSRFError
 from PIL import Image as PILImage
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .auth import current_user
 from .config import load_config
 from .database import MIGRATIONS_DIR
 from .extensions import csrf, db, login_manager, migrate
+from .limits import init_limits
 from .storage import Storage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +56,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     # nova's API clients post forms without CSRF tokens; they authenticate by session key.
     csrf.exempt(api.bp)
+    init_limits(app)
+    hops = app.config["PROXY_HOPS"]
+    if hops:
+        # Behind Caddy/nginx: the client's address (rate limits, logs) and https scheme
+        # (links, Secure cookies) come from the proxy's X-Forwarded-* headers.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     @app.context_processor
     def inject_user() -> dict[str, Any]:
@@ -99,6 +107,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
+        if error.response is not None:  # already answered in full (e.g. by a rate limit)
+            return error.response
         code = error.code or 500
         if request.path.startswith("/api/"):
             # API clients parse every answer as JSON, errors included.

@@ -50,6 +50,20 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     return value
 
 
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate limit in the limits library's notation, e.g. "60/minute;1000/hour"."""
+    from limits import parse_many
+
+    value = env.get(name, "").strip() or default
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be rates such as '60/minute;1000/hour', got {value!r}"
+        ) from None
+    return value
+
+
 def _secret_key(env: Mapping[str, str], environment: str, data_dir: Path) -> str:
     key = env.get("NOVA_SECRET_KEY", "").strip()
     if key:
@@ -94,6 +108,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REDIS_URL": env.get("NOVA_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "INDEX_DIRS": index_dirs,
         "SOLVE_TIME_LIMIT": _int(env, "NOVA_SOLVE_TIME_LIMIT", 300),
+        # Solve with the index files kept open in the worker (PyPI astrometry), not a new
+        # astrometry-engine process per job; the engine stays the fallback.
+        "WARM_ENGINE": _flag(env, "NOVA_WARM_ENGINE", True),
         "MAX_CONTENT_LENGTH": max_upload_mb * 1024 * 1024,
         "MAX_IMAGE_PIXELS": _int(env, "NOVA_MAX_IMAGE_PIXELS", 200_000_000),
         "DOWNLOAD_TIMEOUT": _int(env, "NOVA_DOWNLOAD_TIMEOUT", 60),
@@ -122,4 +139,13 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Abuse limits, counted in redis (so shared by every web process and host).
+        "RATE_LIMITS": _flag(env, "NOVA_RATE_LIMITS", True),
+        "UPLOAD_RATE_LIMIT": _rate_limit(env, "NOVA_UPLOAD_RATE_LIMIT", "60/minute;1000/hour"),
+        "LOGIN_RATE_LIMIT": _rate_limit(env, "NOVA_LOGIN_RATE_LIMIT", "30/minute;300/hour"),
+        "LOGIN_FAILURE_LIMIT": _rate_limit(env, "NOVA_LOGIN_FAILURE_LIMIT", "5/15 minutes"),
+        # Reverse proxies in front (Caddy in the https profile: 1) whose X-Forwarded-* to trust.
+        "PROXY_HOPS": _int(env, "NOVA_PROXY_HOPS", 0, minimum=0),
+        # Days after which anonymous and failed uploads are deleted (0: keep everything).
+        "RETENTION_DAYS": _int(env, "NOVA_RETENTION_DAYS", 0, minimum=0),
     }

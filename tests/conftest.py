@@ -209,6 +209,9 @@ def nova_env(
         "NOVA_DATABASE_URL": database_url,
         "NOVA_REDIS_URL": redis_url,
         "NOVA_SOLVE_TIME_LIMIT": "120",
+        # Tests upload and sign in faster than any person; test_limits.py tests the limits.
+        "NOVA_UPLOAD_RATE_LIMIT": "100000/minute",
+        "NOVA_LOGIN_RATE_LIMIT": "100000/minute",
     }
     for name in list(os.environ):
         if name.startswith("NOVA_") and name not in ("NOVA_TEST_DATA",):

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from nova.database import init_database
+from nova.database import drop_everything, init_database
 from nova.extensions import db
 from nova.models import Album, ApiSession, Submission, UserImage, utcnow
 
@@ -488,7 +488,7 @@ def test_job_ids_are_never_reused_after_the_database_is_recreated(
 
     first = new_job_id()
     db.session.remove()
-    db.drop_all()
+    drop_everything()
     time.sleep(1.1)  # ids are seconds since 2020 at creation
     init_database()
     assert new_job_id() > first
