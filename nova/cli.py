@@ -18,7 +18,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from rq import Worker
 
-from . import create_app, queue, services
+from . import create_app, queue, retention, services
 from .accounts import create_user, reset_api_key
 from .database import SchemaNotCurrent, check_schema, init_database
 from .extensions import db
@@ -82,9 +82,37 @@ def worker_command(burst: bool) -> None:
     if not burst:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         threading.Thread(target=_reconcile_forever, args=(app,), daemon=True).start()
+    if config["WARM_ENGINE"]:
+        from . import warm_engine
+
+        # Opened here, before RQ forks a work horse per job: every horse shares it.
+        engine = warm_engine.preload(config["INDEX_DIRS"])
+        if engine is not None:
+            click.echo(f"warm engine: {len(engine.index_files)} index files open")
     connection = queue.redis_connection()
+    # Queues in priority order: submissions, then hinted solves, then blind ones.
     worker = Worker(list(queue.ALL_QUEUES), connection=connection)
     worker.work(burst=burst, logging_level="INFO")
+
+
+@main.command("purge")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Age in days (default: NOVA_RETENTION_DAYS).",
+)
+@with_appcontext
+def purge_command(days: int | None) -> None:
+    """Delete anonymous and failed uploads older than DAYS, with their products and files."""
+    days = days or current_app.config["RETENTION_DAYS"]
+    if not days:
+        raise click.ClickException("give --days N, or set NOVA_RETENTION_DAYS")
+    removed = retention.purge(days)
+    click.echo(
+        f"purged uploads older than {days} days: {removed.submissions} submissions, "
+        f"{removed.images} images, {removed.jobs} jobs, {removed.files} files and directories"
+    )
 
 
 def require_current_schema() -> None:
@@ -98,6 +126,7 @@ def require_current_schema() -> None:
 def _reconcile_forever(app: Flask) -> None:
     """Every NOVA_RECONCILE_SECONDS: retry jobs whose worker died, re-queue lost entries."""
     config = app.config
+    last_purge = 0.0
     while True:
         time.sleep(config["RECONCILE_SECONDS"])
         with app.app_context():
@@ -105,6 +134,10 @@ def _reconcile_forever(app: Flask) -> None:
                 counts = services.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
                 if any(counts.values()):
                     app.logger.warning("reconciler: %s", counts)
+                # Retention, hourly: every worker may do it; deleting twice is harmless.
+                if config["RETENTION_DAYS"] and time.monotonic() - last_purge > 3600:
+                    last_purge = time.monotonic()
+                    retention.purge(config["RETENTION_DAYS"])
             except Exception:  # redis or the database away: try again next round
                 app.logger.exception("reconciler round failed")
             finally:
@@ -171,9 +204,11 @@ def _start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes] | None:
 @click.option(
     "--workers",
     type=int,
-    default=lambda: int(os.environ.get("NOVA_WORKERS", "1")),
-    show_default="NOVA_WORKERS or 1",
-    help="Number of solver workers.",
+    # One worker per usable CPU: a solve is single-threaded, so every core is busy and no
+    # two solves share one.
+    default=lambda: int(os.environ.get("NOVA_WORKERS", "0")) or len(os.sched_getaffinity(0)),
+    show_default="NOVA_WORKERS or one per CPU",
+    help="Number of solver workers (each solve uses one core).",
 )
 @click.option(
     "--web-workers",

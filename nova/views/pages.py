@@ -9,7 +9,7 @@ import flask_login
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from .. import site
+from .. import retention, site
 from ..auth import current_user
 from ..extensions import db
 from ..models import Album, Comment, User, UserImage
@@ -230,3 +230,17 @@ def add_to_album(image_id: int) -> Response:
     except site.SiteError as exc:
         flash(str(exc), "error")
     return back_to_image(image)
+
+
+@bp.post("/user_images/<int:image_id>/delete")
+@flask_login.login_required
+def delete_image(image_id: int) -> Response:
+    image = visible_image_or_404(image_id)
+    try:
+        site.require_owner(image, signed_in_user())
+        retention.delete_image(image)
+    except (site.SiteError, retention.StillRunning) as exc:
+        flash(str(exc), "error")
+        return back_to_image(image)
+    flash(f"Image {image_id} and its files are deleted.")
+    return redirect(url_for("pages.dashboard"))
