@@ -820,6 +820,7 @@ class Settings:
     hammer_seconds: float
     throughput_jobs: int
     naive_downsample_attempt: bool
+    warm_only: bool = False  # only bare solve-field vs the warm path (no stacks)
 
 
 @dataclass
@@ -830,6 +831,9 @@ class Results:
     bare: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     nova: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     reupload: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # The warm path in this process: nova.solver.solve with the warm engine (no stack).
+    warm: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    warm_load_seconds: float | None = None
     hammer_solving: dict[str, Any] = field(default_factory=dict)
     hammer_idle: dict[str, Any] = field(default_factory=dict)
     hammered_job: dict[str, Any] = field(default_factory=dict)
@@ -897,6 +901,7 @@ def measure(settings: Settings, work_root: Path, sampler: MemorySampler) -> Resu
         "averages before and after, and prefer the ratios (bare and Nova runs are interleaved)."
     )
     started = time.perf_counter()
+    engine = load_warm_engine(results)
     log("warm-up: bare solve-field apod4 with a scale hint (not recorded)")
     run_bare(APOD / "apod4.jpg", scale_bounds("apod4", True), 2, work_root, sampler, "warm-up")
 
@@ -929,9 +934,12 @@ def measure(settings: Settings, work_root: Path, sampler: MemorySampler) -> Resu
                     record = client.timed_solve(image, nova_options(photo, mode == "hinted"))
                     record["photo"] = photo
                     results.nova[key].append(record)
+                    sampler.label = f"warm {key}"
+                    results.warm[key].append(run_warm(image, photo, bounds, work_root, engine))
                     log(
                         f"{key:14} rep {rep + 1}: bare {bare_wall:7.2f} s   "
-                        f"Nova {record['wall']:7.2f} s ({record['status']})"
+                        f"Nova {record['wall']:7.2f} s ({record['status']})   "
+                        f"warm {results.warm[key][-1]['wall']:7.2f} s"
                     )
 
         # The star list, with a scale hint (and blind, it is cheap).
@@ -1061,6 +1069,95 @@ def warm_up(client: NovaClient) -> None:
     status = client.wait_until(job_id, ("success", "failure"), deadline)
     if status != "success":
         raise RuntimeError(f"the warm-up star list did not solve (job {job_id})")
+
+
+def load_warm_engine(results: Results) -> Any:
+    """Open the index files once, as ``nova worker`` does before it forks work horses."""
+    sys.path.insert(0, str(REPO))
+    from nova import warm_engine
+
+    if not warm_engine.available():
+        raise RuntimeError("the astrometry package is not installed (pip install -e .)")
+    start = time.perf_counter()
+    engine = warm_engine.preload([INDEX_DIR])
+    results.warm_load_seconds = time.perf_counter() - start
+    if engine is None:
+        raise RuntimeError("the warm engine could not open the index files")
+    return engine
+
+
+def run_warm(
+    image: Path, photo: str, bounds: tuple[float, float], work_root: Path, engine: Any
+) -> dict[str, Any]:
+    """Nova's solve in this process with the warm engine, with bare solve-field's parameters
+    (nova's defaults: --objs 1000, tweak order 2, --downsample 2 then full resolution)."""
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from nova import solver
+    from nova.inputs import PreparedInput
+    from nova.params import parse_solve_params
+
+    params = parse_solve_params(
+        {"scale_units": "degwidth", "scale_lower": bounds[0], "scale_upper": bounds[1]}
+    )
+    from PIL import Image
+
+    width, height = XYLS_SIZE if image.suffix == ".xyls" else Image.open(image).size
+    kind = "xylist" if image.suffix == ".xyls" else "jpeg"
+    prepared = PreparedInput(kind=kind, path=image, width=width, height=height)
+    work_dir = Path(tempfile.mkdtemp(dir=work_root, prefix="warm-"))
+    start = time.perf_counter()
+    outcome = solver.solve(
+        params, prepared, work_dir, index_dirs=[INDEX_DIR], time_limit=BARE_TIMEOUT, warm=engine
+    )
+    wall = time.perf_counter() - start
+    record: dict[str, Any] = {
+        "wall": wall,
+        "solved": outcome.solved,
+        "reason": outcome.reason,
+        "photo": photo,
+        "fallback": "astrometry-engine -c" in (work_dir / solver.LOG_NAME).read_text(),
+    }
+    if outcome.solved:
+        header = fits.getheader(work_dir / solver.WCS_NAME)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wcs = WCS(header, relax=True, naxis=2)
+        ra, dec = wcs.all_pix2world([(header["IMAGEW"] + 1) / 2], [(header["IMAGEH"] + 1) / 2], 1)
+        record["calibration"] = {"ra": float(ra[0]), "dec": float(dec[0])}
+        record["status"] = "success"
+    else:
+        record["status"] = "failure"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return record
+
+
+def measure_warm_only(settings: Settings, work_root: Path, sampler: MemorySampler) -> Results:
+    """Only section 1b: bare solve-field and the warm path, interleaved, per photo."""
+    results = Results(settings=settings)
+    results.machine_before = machine_info()
+    started = time.perf_counter()
+    engine = load_warm_engine(results)
+    for photo in settings.photos:
+        image = APOD / f"{photo}.jpg"
+        for mode in ("blind", "hinted"):
+            key = case_key(photo, mode)
+            bounds = scale_bounds(photo, mode == "hinted")
+            for rep in range(settings.repeats):
+                results.bare[key].append(
+                    bare_attempts(image, bounds, work_root, sampler, key, settings)
+                )
+                results.warm[key].append(run_warm(image, photo, bounds, work_root, engine))
+                log(
+                    f"{key:14} rep {rep + 1}: bare {results.bare[key][-1]['wall_user']:7.2f} s"
+                    f"   warm {results.warm[key][-1]['wall']:7.2f} s"
+                )
+    results.machine_after = machine_info()
+    results.total_seconds = time.perf_counter() - started
+    return results
 
 
 FAILED_DOWNSAMPLED: dict[str, dict[str, Any]] = {}
@@ -1213,6 +1310,10 @@ def render(results: Results, sampler: MemorySampler) -> str:
     )
     add("")
 
+    if s.warm_only:
+        render_warm(results, add)
+        return "\n".join(lines)
+
     # 1.
     add("## 1. Nova's API end to end vs bare solve-field")
     add("")
@@ -1322,6 +1423,8 @@ def render(results: Results, sampler: MemorySampler) -> str:
             + f" | {fmt(bare_direct)} | {'; '.join(notes)} |"
         )
     add("")
+
+    render_warm(results, add)
 
     # 2.
     add("## 2. Identical re-upload")
@@ -1477,6 +1580,54 @@ def render(results: Results, sampler: MemorySampler) -> str:
     return "\n".join(lines)
 
 
+def render_warm(results: Results, add: Callable[[str], None]) -> None:
+    """Section 1b: the warm path (extraction + the warm engine) vs bare solve-field."""
+    if not results.warm:
+        return
+    add("## 1b. Warm engine in-process vs bare solve-field")
+    add("")
+    add(
+        "*warm* is `nova.solver.solve` in the benchmark's own process with the warm engine "
+        "(index files opened once, "
+        f"in {fmt(results.warm_load_seconds, 3)} s): `solve-field --just-augment` extraction, "
+        "then the astrometry.net solver as a library, with bare solve-field's parameters "
+        "(nova's defaults, ±20 % hint), full resolution again when `--downsample 2` leaves too "
+        "few stars or no solution. No queue, no web server. *speed-up* is bare ÷ warm."
+    )
+    add("")
+    add(
+        "| photo | hints | bare as a user (s) | bare, solving command (s) | warm (s) "
+        "| speed-up vs bare as a user | speed-up vs solving command | warm answer |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    totals: dict[str, list[float]] = {"user": [], "direct": [], "warm": []}
+    for key, records in results.warm.items():
+        bare = results.bare.get(key, [])
+        if not bare or not records:
+            continue
+        user = median([r["wall_user"] for r in bare])
+        direct = median([r["wall_direct"] for r in bare])
+        warm = median([r["wall"] for r in records])
+        totals["user"].append(user)
+        totals["direct"].append(direct)
+        totals["warm"].append(warm)
+        photo, hints = key.rsplit(" ", 1) if " " in key else (key, "")
+        answer = check_solution(records[-1])
+        if any(r.get("fallback") for r in records):
+            answer += " (astrometry-engine fallback)"
+        add(
+            f"| {photo} | {hints} | {fmt(user)} | {fmt(direct)} | {fmt(warm)} "
+            f"| {fmt(user / warm)}× | {fmt(direct / warm)}× | {answer} |"
+        )
+    if totals["warm"]:
+        user, direct, warm = (sum(totals[k]) for k in ("user", "direct", "warm"))
+        add(
+            f"| **total** | all | {fmt(user)} | {fmt(direct)} | {fmt(warm)} "
+            f"| **{fmt(user / warm)}×** | **{fmt(direct / warm)}×** | |"
+        )
+    add("")
+
+
 def programs(peak: MemoryPeak, top: int = 4) -> str:
     ranked = sorted(peak.hwm_by_name.items(), key=lambda item: -item[1])[:top]
     return ", ".join(f"{name} {kb / 1024:.0f}" for name, kb in ranked)
@@ -1495,6 +1646,8 @@ def raw_json(results: Results, sampler: MemorySampler) -> dict[str, Any]:
         "bare": results.bare,
         "nova": results.nova,
         "reupload": results.reupload,
+        "warm": results.warm,
+        "warm_load_seconds": results.warm_load_seconds,
         "hammer_solving": results.hammer_solving,
         "hammer_idle": results.hammer_idle,
         "hammered_job": {k: v for k, v in results.hammered_job.items() if k != "during_solve"},
@@ -1536,6 +1689,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="status-poll clients (8)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
+        "--warm-only",
+        action="store_true",
+        help="only bare solve-field vs the warm engine in-process (section 1b), no stacks",
+    )
+    parser.add_argument(
+        "--photos", help="comma-separated photos to time, e.g. apod2,apod4 (default: all)"
+    )
+    parser.add_argument(
         "--skip-naive-apod5",
         action="store_true",
         help="do not time the failing --downsample 2 blind apod5 run (about 2.5 min)",
@@ -1560,7 +1721,10 @@ def main(argv: list[str] | None = None) -> int:
         hammer_seconds=5.0 if args.quick else 10.0,
         throughput_jobs=6 if args.quick else 10,
         naive_downsample_attempt=not args.skip_naive_apod5,
+        warm_only=args.warm_only,
     )
+    if args.photos:
+        settings.photos = args.photos.split(",")
     out = args.out or (REPO / "bench" / ("RESULTS-quick.md" if args.quick else "RESULTS.md"))
     become_subreaper()
     work_root = Path(tempfile.mkdtemp(prefix="nova-bench-"))
@@ -1569,7 +1733,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Nova benchmark ({'quick' if args.quick else 'full'}); scratch in {work_root}")
     try:
         with interruptible():
-            results = measure(settings, work_root, sampler)
+            measure_run = measure_warm_only if settings.warm_only else measure
+            results = measure_run(settings, work_root, sampler)
     except KeyboardInterrupt:
         log("interrupted; stopping everything that was started")
         return 130

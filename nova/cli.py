@@ -206,7 +206,8 @@ def _start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes] | None:
     type=int,
     # One worker per usable CPU: a solve is single-threaded, so every core is busy and no
     # two solves share one.
-    default=lambda: int(os.environ.get("NOVA_WORKERS", "0")) or len(os.sched_getaffinity(0)),
+    # (NOVA_WORKERS=0 still means "web server only".)
+    default=lambda: int(os.environ.get("NOVA_WORKERS") or len(os.sched_getaffinity(0))),
     show_default="NOVA_WORKERS or one per CPU",
     help="Number of solver workers (each solve uses one core).",
 )

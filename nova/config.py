@@ -110,7 +110,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SOLVE_TIME_LIMIT": _int(env, "NOVA_SOLVE_TIME_LIMIT", 300),
         # Solve with the index files kept open in the worker (PyPI astrometry), not a new
         # astrometry-engine process per job; the engine stays the fallback.
-        "WARM_ENGINE": _flag(env, "NOVA_WARM_ENGINE", True),
+        # Off by default: measured no faster than astrometry-engine here (README, Performance).
+        "WARM_ENGINE": _flag(env, "NOVA_WARM_ENGINE", False),
         "MAX_CONTENT_LENGTH": max_upload_mb * 1024 * 1024,
         "MAX_IMAGE_PIXELS": _int(env, "NOVA_MAX_IMAGE_PIXELS", 200_000_000),
         "DOWNLOAD_TIMEOUT": _int(env, "NOVA_DOWNLOAD_TIMEOUT", 60),
@@ -139,6 +140,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "LOG_FORMAT": _choice(env, "NOVA_LOG_FORMAT", ("text", "json"), "text"),
         # Abuse limits, counted in redis (so shared by every web process and host).
         "RATE_LIMITS": _flag(env, "NOVA_RATE_LIMITS", True),
         "UPLOAD_RATE_LIMIT": _rate_limit(env, "NOVA_UPLOAD_RATE_LIMIT", "60/minute;1000/hour"),

@@ -11,11 +11,23 @@ from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
+from .extensions import db
+from .models import Job
+from .params import SolveParams
+
 log = logging.getLogger(__name__)
 
 SUBMISSIONS_QUEUE = "default"
 SOLVE_QUEUE = "solve"
-ALL_QUEUES = (SUBMISSIONS_QUEUE, SOLVE_QUEUE)  # a worker takes submissions first: they are quick
+# Solves that are quick by nature: a scale or position hint, or a star list (no extraction).
+# They have a queue of their own so that a slow blind solve never holds them up.
+QUICK_SOLVE_QUEUE = "solve-quick"
+# Workers take queues in this order: submissions (quick to recognise), then hinted solves,
+# then blind ones.
+ALL_QUEUES = (SUBMISSIONS_QUEUE, QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
+SOLVE_QUEUES = (QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
+DEFAULT_PARAMS = SolveParams()
+DEFAULT_BOUNDS = DEFAULT_PARAMS.scale_bounds()
 
 
 def redis_connection(app: Flask | None = None) -> redis.Redis:
@@ -94,6 +106,33 @@ def enqueue_submission(submission_id: int) -> bool:
     )
 
 
+def is_quick(params: SolveParams, kind: str) -> bool:
+    """A solve that a hint or a star list makes quick: it goes to QUICK_SOLVE_QUEUE.
+
+    A scale hint is any range other than nova's default (0.1-180 degrees wide), which is
+    what a blind upload sends.
+    """
+    if kind == "xylist" or params.has_position_hint:
+        return True
+    bounds = params.scale_bounds()
+    if bounds is None:
+        return False
+    return (params.scale_units, bounds) != (DEFAULT_PARAMS.scale_units, DEFAULT_BOUNDS)
+
+
+def solve_queue_for(job_id: int) -> str:
+    """The queue a job's solve belongs on, from its parameters and input kind."""
+    job = db.session.get(Job, job_id)
+    if job is None or job.user_image is None:
+        return SOLVE_QUEUE
+    image = job.user_image
+    return (
+        QUICK_SOLVE_QUEUE
+        if is_quick(SolveParams.from_row(image.submission), image.kind)
+        else SOLVE_QUEUE
+    )
+
+
 def enqueue_solve(job_id: int, force: bool = False) -> bool:
     """Queue a solve; ``force`` replaces an entry that still looks alive in redis but whose
     worker is known to be dead (the reconciler's retries)."""
@@ -102,16 +141,23 @@ def enqueue_solve(job_id: int, force: bool = False) -> bool:
     # A retry gets an entry of its own: the dead worker's entry may still be cleaned up by RQ
     # later, and must not take the retry with it.
     rq_id = f"solve-{job_id}-retry-{uuid.uuid4().hex[:8]}" if force else f"solve-{job_id}"
-    return _enqueue(SOLVE_QUEUE, "nova.tasks.solve_job", job_id, rq_id, timeout, force=force)
+    return _enqueue(
+        solve_queue_for(job_id), "nova.tasks.solve_job", job_id, rq_id, timeout, force=force
+    )
+
+
+def _is_entry_of(rq_id: str, job_id: int) -> bool:
+    return rq_id == f"solve-{job_id}" or rq_id.startswith(f"solve-{job_id}-retry-")
 
 
 def queue_position(job_id: int) -> int | None:
-    """1-based position of a solve in the queue, or None when it is not waiting there."""
+    """1-based position of a solve among the waiting solves, in the order workers take them
+    (every quick solve before the blind ones), or None when it is not waiting."""
     try:
-        ids = get_queue(SOLVE_QUEUE).get_job_ids()
+        ids = [rq_id for name in SOLVE_QUEUES for rq_id in get_queue(name).get_job_ids()]
     except redis.exceptions.RedisError:
         return None
-    try:
-        return ids.index(f"solve-{job_id}") + 1
-    except ValueError:
-        return None
+    for position, rq_id in enumerate(ids, start=1):
+        if _is_entry_of(rq_id, job_id):
+            return position
+    return None

@@ -2,9 +2,12 @@
 
 Stage 1 runs ``solve-field --just-augment`` (image conversion, source extraction with
 nova's defaults: downsample 2, at most 1000 sources, uniformized) and writes ``job.axy``.
-Stage 2 runs ``astrometry-engine`` on it, which writes ``wcs.fits``, ``corr.fits`` and
-``rdls.fits``. Both run in their own process group; when the wall-clock budget runs out
-the whole group is killed, because the engine's own cpulimit is not reliable.
+Stage 2 solves it, writing ``wcs.fits``, ``corr.fits`` and ``rdls.fits``: with the warm
+engine (``warm_engine``, the solver as a library with the index files opened once in the
+worker) when it is given one and it can honour the job's options, else -- and whenever the
+library fails -- by running ``astrometry-engine``. Subprocesses run in their own process
+group; when the wall-clock budget runs out the whole group is killed, because the engine's
+own cpulimit is not reliable (the warm engine's fork is killed likewise).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from . import warm_engine
 from .inputs import PreparedInput
 from .params import SolveParams
 
@@ -308,8 +312,11 @@ def solve(
     index_dirs: Sequence[Path],
     time_limit: float,
     on_stage: Callable[[str], None] = lambda stage: None,
+    warm: warm_engine.WarmEngine | None = None,
 ) -> SolveOutcome:
     """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``.
+
+    ``warm`` solves stage 2 in-process when given (``astrometry-engine`` otherwise).
 
     Downsampling (nova's default 2) makes extraction and blind solves much faster, but on
     small or soft images it can smear the stars away. When it leaves fewer than
@@ -335,6 +342,7 @@ def solve(
                 deadline,
                 on_stage,
                 can_retry=number < len(attempts),
+                warm=warm,
             )
         except SolveTimeout:
             return SolveOutcome(
@@ -366,6 +374,7 @@ def _solve_once(
     on_stage: Callable[[str], None],
     *,
     can_retry: bool,
+    warm: warm_engine.WarmEngine | None = None,
 ) -> SolveOutcome:
     for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
         (work_dir / name).unlink(missing_ok=True)
@@ -392,9 +401,13 @@ def _solve_once(
             sources,
         )
     on_stage("solving")
-    code = run_with_deadline(
-        ["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir, log_path, deadline
-    )
+    solved = None if warm is None else solve_warm(warm, work_dir, log_path, deadline)
+    if solved is None:
+        code = run_with_deadline(
+            ["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir, log_path, deadline
+        )
+    else:
+        code = 0
     if (work_dir / WCS_NAME).exists():
         return SolveOutcome(True, None, sources)
     if code != 0:
@@ -407,3 +420,28 @@ def _solve_once(
         f"with {sources} detected sources.",
         sources,
     )
+
+
+def solve_warm(
+    warm: warm_engine.WarmEngine, work_dir: Path, log_path: Path, deadline: float
+) -> bool | None:
+    """Stage 2 with the warm engine: True solved, False no solution, None when
+    ``astrometry-engine`` must do it (an option the library cannot take, or the library
+    failed or crashed -- then the engine runs within what is left of the deadline)."""
+    axy = work_dir / AXY_NAME
+    job = warm_engine.read_axy(axy)
+    reason = warm.supports(job)
+    if reason is not None:
+        with log_path.open("a") as log:
+            log.write(f"warm engine not used: {reason}\n")
+        return None
+    try:
+        return warm.solve(axy, work_dir, log_path, deadline)
+    except warm_engine.WarmEngineTimeout:
+        raise SolveTimeout() from None
+    except warm_engine.WarmEngineCrashed as exc:
+        for name in (WCS_NAME, CORR_NAME, RDLS_NAME):
+            (work_dir / name).unlink(missing_ok=True)
+        with log_path.open("a") as log:
+            log.write(f"\n{exc}; solving with astrometry-engine instead.\n")
+        return None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, has_app_context
 
-from . import queue, services, solver
+from . import queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
 from .inputs import UnsupportedInput
@@ -107,6 +107,7 @@ def _solve(job_id: int) -> None:
                 index_dirs=current_app.config["INDEX_DIRS"],
                 time_limit=current_app.config["SOLVE_TIME_LIMIT"],
                 on_stage=lambda stage: services.set_job_stage(job_id, stage),
+                warm=_warm_engine(),
             )
             sources, reason = outcome.sources, outcome.reason
             if outcome.solved:
@@ -137,6 +138,14 @@ def _solve(job_id: int) -> None:
         sources=sources,
         objects=objects,
     )
+
+
+def _warm_engine() -> warm_engine.WarmEngine | None:
+    """The worker's warm engine (opened before RQ forked this horse), when it is on."""
+    config = current_app.config
+    if not config["WARM_ENGINE"]:
+        return None
+    return warm_engine.loaded(config["INDEX_DIRS"])
 
 
 def _objects_in_field(work_dir: Path, index_dirs: list[Path]) -> list[str]:

@@ -363,7 +363,7 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
             worker.hostname,
             str(process.pid),
             "idle",
-            "default, solve",
+            ", ".join(queue.ALL_QUEUES),
         ]
         assert cells[5] == "–"
 

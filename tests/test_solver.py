@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,60 @@ def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path)
     m42 = next(a for a in annotations if "M 42" in a["names"])
     assert m42["type"] == "ngc" and m42["radius"] > 0
     assert abs(m42["pixelx"] - 500) < 100 and abs(m42["pixely"] - 500) < 100
+
+
+def test_hinted_solves_and_star_lists_are_quick() -> None:
+    """What goes on the quick-solve queue: a scale or position hint, or a star list."""
+    from nova.queue import is_quick
+
+    assert not is_quick(parse_solve_params({}), "jpeg")  # nova's blind default
+    assert is_quick(parse_solve_params({"scale_lower": 26, "scale_upper": 40}), "jpeg")
+    assert is_quick(parse_solve_params({"scale_lower": 0, "scale_upper": 180}), "jpeg")
+    assert is_quick(
+        parse_solve_params({"scale_units": "arcsecperpix", "scale_lower": 0.1, "scale_upper": 180}),
+        "png",
+    )
+    assert is_quick(parse_solve_params({"center_ra": 0, "center_dec": 0, "radius": 5}), "fits")
+    assert is_quick(parse_solve_params({}), "xylist")
+
+
+@pytest.mark.engine
+def test_job_axy_options_reach_the_warm_engine_as_the_engine_reads_them(tmp_path: Path) -> None:
+    """solve-field --just-augment writes the options into job.axy; the warm engine reads the
+    same header keys astrometry-engine reads."""
+    import subprocess
+
+    from nova.solver import AXY_NAME
+    from nova.warm_engine import read_axy
+
+    apod = Path(os.environ.get("NOVA_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
+    image = apod / "apod" / "apod4.jpg"
+    assert image.is_file(), image
+    prepared = PreparedInput(kind="jpeg", path=image, width=719, height=507)
+    params = parse_solve_params(
+        {
+            "scale_units": "arcsecperpix",
+            "scale_lower": 150,
+            "scale_upper": 190,
+            "center_ra": 187.2,
+            "center_dec": 56.7,
+            "radius": 25,
+            "parity": 1,
+            "tweak_order": 3,
+            "positional_error": 1.5,
+        }
+    )
+    command = augment_command(params, prepared, tmp_path)
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+    job = read_axy(tmp_path / AXY_NAME)
+    assert (job.width, job.height) == (719, 507)
+    assert (job.scale_low, job.scale_high) == pytest.approx((150, 190))
+    assert job.position == pytest.approx((187.2, 56.7, 25))
+    assert (job.parity, job.tweak, job.tweak_order, job.positional_error) == ("neg", True, 3, 1.5)
+    assert job.uniformize and not job.deduplicate and not job.unsupported
+    # The engine's depth steps: sources 1-10, 11-20, ... up to 200.
+    slices = job.slices()
+    assert slices[0] == (0, 10) and slices[-1] == (190, 200) and len(slices) == 20
+    crpix = augment_command(replace(params, crpix_center=True), prepared, tmp_path)
+    subprocess.run(crpix, cwd=tmp_path, check=True, capture_output=True)
+    assert read_axy(tmp_path / AXY_NAME).unsupported == ("ANCRPIXC",)
