@@ -214,7 +214,7 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True, name="memory-sampler")
         self._lock = threading.Lock()
         self._roots: dict[str, int] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()  # not _stop: that is a Thread method (called after fork)
         self.label = "idle"
         self.peaks: dict[tuple[str, str], MemoryPeak] = {}
 
@@ -227,10 +227,10 @@ class MemorySampler(threading.Thread):
             self._roots.pop(name, None)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL):
+        while not self._halt.wait(SAMPLE_INTERVAL):
             try:
                 self.sample()
             except Exception:  # noqa: BLE001 - a failed sample must never stop the benchmark
@@ -522,7 +522,7 @@ class Stack:
                 path = directory / name
                 entry[key] = path.stat().st_mtime if path.exists() else None
             log = directory / "log"
-            # The log is created when solve-field --just-augment starts (its birth time).
+            # The log is created when stage 1 starts, by its first command (birth time).
             entry["augment_started"] = _birth_time(log)
             log_text = log.read_text(errors="replace") if log.exists() else ""
             entry["retried_full_resolution"] = "extracting again at full resolution" in log_text
@@ -834,6 +834,8 @@ class Results:
     # The warm path in this process: nova.solver.solve with the warm engine (no stack).
     warm: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     warm_load_seconds: float | None = None
+    # Stage 1 alone per photo: solve-field --just-augment vs the in-process extraction.
+    stage1: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     hammer_solving: dict[str, Any] = field(default_factory=dict)
     hammer_idle: dict[str, Any] = field(default_factory=dict)
     hammered_job: dict[str, Any] = field(default_factory=dict)
@@ -939,8 +941,13 @@ def measure(settings: Settings, work_root: Path, sampler: MemorySampler) -> Resu
                     log(
                         f"{key:14} rep {rep + 1}: bare {bare_wall:7.2f} s   "
                         f"Nova {record['wall']:7.2f} s ({record['status']})   "
-                        f"warm {results.warm[key][-1]['wall']:7.2f} s"
+                        f"warm {results.warm[key][-1]['wall']:7.2f} s "
+                        f"({results.warm[key][-1]['wall'] / bare_wall:.2f}× bare)"
                     )
+                    if mode == "hinted":
+                        sampler.label = f"stage 1 {photo}"
+                        results.stage1[photo].append(run_stage1(image, bounds, work_root))
+                        log_stage1(photo, results.stage1[photo][-1])
 
         # The star list, with a scale hint (and blind, it is cheap).
         xyls = APOD / "apod4.xyls"
@@ -1089,37 +1096,39 @@ def load_warm_engine(results: Results) -> Any:
 def run_warm(
     image: Path, photo: str, bounds: tuple[float, float], work_root: Path, engine: Any
 ) -> dict[str, Any]:
-    """Nova's solve in this process with the warm engine, with bare solve-field's parameters
-    (nova's defaults: --objs 1000, tweak order 2, --downsample 2 then full resolution)."""
+    """Nova's solve in this process: the in-process extraction (stage 1) and the warm engine,
+    with bare solve-field's parameters (nova's defaults: --objs 1000, tweak order 2,
+    --downsample 2 then full resolution)."""
     import warnings
 
     from astropy.io import fits
     from astropy.wcs import WCS
 
     from nova import solver
-    from nova.inputs import PreparedInput
-    from nova.params import parse_solve_params
 
-    params = parse_solve_params(
-        {"scale_units": "degwidth", "scale_lower": bounds[0], "scale_upper": bounds[1]}
-    )
-    from PIL import Image
-
-    width, height = XYLS_SIZE if image.suffix == ".xyls" else Image.open(image).size
-    kind = "xylist" if image.suffix == ".xyls" else "jpeg"
-    prepared = PreparedInput(kind=kind, path=image, width=width, height=height)
+    params, prepared = warm_inputs(image, bounds)
     work_dir = Path(tempfile.mkdtemp(dir=work_root, prefix="warm-"))
     start = time.perf_counter()
     outcome = solver.solve(
-        params, prepared, work_dir, index_dirs=[INDEX_DIR], time_limit=BARE_TIMEOUT, warm=engine
+        params,
+        prepared,
+        work_dir,
+        index_dirs=[INDEX_DIR],
+        time_limit=BARE_TIMEOUT,
+        warm=engine,
+        fast_extraction=True,
     )
     wall = time.perf_counter() - start
+    job_log = (work_dir / solver.LOG_NAME).read_text()
     record: dict[str, Any] = {
         "wall": wall,
         "solved": outcome.solved,
         "reason": outcome.reason,
         "photo": photo,
-        "fallback": "astrometry-engine -c" in (work_dir / solver.LOG_NAME).read_text(),
+        "fallback": "astrometry-engine -c" in job_log,
+        # Every attempt's stage 1 ran in-process (none fell back to solve-field).
+        "in_process": "in-process extraction:" in job_log
+        and "extracting with solve-field" not in job_log,
     }
     if outcome.solved:
         header = fits.getheader(work_dir / solver.WCS_NAME)
@@ -1133,6 +1142,60 @@ def run_warm(
         record["status"] = "failure"
     shutil.rmtree(work_dir, ignore_errors=True)
     return record
+
+
+def warm_inputs(image: Path, bounds: tuple[float, float]) -> tuple[Any, Any]:
+    """SolveParams and PreparedInput for a photo (or the apod4 star list) with this scale."""
+    from PIL import Image
+
+    from nova.inputs import PreparedInput
+    from nova.params import parse_solve_params
+
+    params = parse_solve_params(
+        {"scale_units": "degwidth", "scale_lower": bounds[0], "scale_upper": bounds[1]}
+    )
+    width, height = XYLS_SIZE if image.suffix == ".xyls" else Image.open(image).size
+    kind = "xylist" if image.suffix == ".xyls" else "jpeg"
+    return params, PreparedInput(kind=kind, path=image, width=width, height=height)
+
+
+def run_stage1(image: Path, bounds: tuple[float, float], work_root: Path) -> dict[str, Any]:
+    """Stage 1 alone (nova's defaults, --downsample 2): ``solve-field --just-augment`` and
+    the in-process extraction, one after the other; both as the solver runs them."""
+    from astropy.io import fits
+
+    from nova import solver
+
+    params, prepared = warm_inputs(image, bounds)
+    record: dict[str, Any] = {}
+    tables = []
+    for name, fast in (("solve_field", False), ("in_process", True)):
+        work_dir = Path(tempfile.mkdtemp(dir=work_root, prefix=f"stage1-{name}-"))
+        log_path = work_dir / solver.LOG_NAME
+        start = time.perf_counter()
+        code = solver.extract_sources(
+            params, prepared, work_dir, log_path, time.monotonic() + BARE_TIMEOUT, fast=fast
+        )
+        record[name] = time.perf_counter() - start
+        if code != 0:
+            raise RuntimeError(f"stage 1 ({name}) of {image.name} failed: {log_path.read_text()}")
+        with fits.open(work_dir / solver.AXY_NAME) as hdus:
+            tables.append(bytes(hdus[1].data.tobytes()))
+            record["sources"] = len(hdus[1].data)
+        if fast:
+            record["fell_back"] = "in-process extraction:" not in log_path.read_text()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    record["same_sources"] = tables[0] == tables[1]
+    return record
+
+
+def log_stage1(photo: str, record: dict[str, Any]) -> None:
+    log(
+        f"{'stage 1 ' + photo:14}: solve-field --just-augment {record['solve_field']:5.2f} s   "
+        f"in-process {record['in_process']:5.2f} s   {record['sources']} sources, "
+        f"{'identical' if record['same_sources'] else 'DIFFERENT'}"
+        f"{' (fell back)' if record['fell_back'] else ''}"
+    )
 
 
 def measure_warm_only(settings: Settings, work_root: Path, sampler: MemorySampler) -> Results:
@@ -1151,10 +1214,15 @@ def measure_warm_only(settings: Settings, work_root: Path, sampler: MemorySample
                     bare_attempts(image, bounds, work_root, sampler, key, settings)
                 )
                 results.warm[key].append(run_warm(image, photo, bounds, work_root, engine))
+                bare_wall = results.bare[key][-1]["wall_user"]
+                warm_wall = results.warm[key][-1]["wall"]
                 log(
-                    f"{key:14} rep {rep + 1}: bare {results.bare[key][-1]['wall_user']:7.2f} s"
-                    f"   warm {results.warm[key][-1]['wall']:7.2f} s"
+                    f"{key:14} rep {rep + 1}: bare {bare_wall:7.2f} s"
+                    f"   warm {warm_wall:7.2f} s ({warm_wall / bare_wall:.2f}× bare)"
                 )
+                if mode == "hinted":
+                    results.stage1[photo].append(run_stage1(image, bounds, work_root))
+                    log_stage1(photo, results.stage1[photo][-1])
     results.machine_after = machine_info()
     results.total_seconds = time.perf_counter() - started
     return results
@@ -1390,8 +1458,9 @@ def render(results: Results, sampler: MemorySampler) -> str:
         "field listed). *queue→sub* and *queue→solve* are the two RQ hops (enqueue, "
         "dequeue, fork of a work horse); *recognise* identifies the upload; "
         "*prepare* is claiming the job and recognising the stored file again; "
-        "*extract* is `solve-field --just-augment` (both extractions when Nova retries at "
-        "full resolution; from the birth time of the job's `log`); *objects* is "
+        "*extract* is stage 1, in-process or by `solve-field --just-augment` (both "
+        "extractions when Nova retries at full resolution; from the birth time of the job's "
+        "`log`); *objects* is "
         "`plot-constellations` twice plus one `query-starkd` per named star; *finish* is "
         "removing temporaries and publishing the job directory; *poll lag* is the job's "
         "`finished_at` → the client's poll seeing `success` (the final database commit plus "
@@ -1581,23 +1650,25 @@ def render(results: Results, sampler: MemorySampler) -> str:
 
 
 def render_warm(results: Results, add: Callable[[str], None]) -> None:
-    """Section 1b: the warm path (extraction + the warm engine) vs bare solve-field."""
+    """Section 1b: the warm path (in-process extraction + the warm engine) vs bare
+    solve-field; section 1c: stage 1 alone, in-process vs ``solve-field --just-augment``."""
     if not results.warm:
         return
-    add("## 1b. Warm engine in-process vs bare solve-field")
+    add("## 1b. The warm path in-process vs bare solve-field")
     add("")
     add(
-        "*warm* is `nova.solver.solve` in the benchmark's own process with the warm engine "
-        "(index files opened once, "
-        f"in {fmt(results.warm_load_seconds, 3)} s): `solve-field --just-augment` extraction, "
-        "then the astrometry.net solver as a library, with bare solve-field's parameters "
-        "(nova's defaults, ±20 % hint), full resolution again when `--downsample 2` leaves too "
-        "few stars or no solution. No queue, no web server. *speed-up* is bare ÷ warm."
+        "*warm* is `nova.solver.solve` in the benchmark's own process: stage 1 by the "
+        "in-process extraction (`nova/extraction.py`: the same `job.axy` as `solve-field "
+        "--just-augment` without its Python helpers), stage 2 by the warm engine (index files "
+        f"opened once, in {fmt(results.warm_load_seconds, 3)} s), with bare solve-field's "
+        "parameters (nova's defaults, ±20 % hint), full resolution again when `--downsample 2` "
+        "leaves too few stars or no solution. No queue, no web server. The ratios are "
+        "warm ÷ bare (below 1: the warm path is faster)."
     )
     add("")
     add(
         "| photo | hints | bare as a user (s) | bare, solving command (s) | warm (s) "
-        "| speed-up vs bare as a user | speed-up vs solving command | warm answer |"
+        "| warm / bare as a user | warm / solving command | warm answer |"
     )
     add("|---|---|---|---|---|---|---|---|")
     totals: dict[str, list[float]] = {"user": [], "direct": [], "warm": []}
@@ -1615,16 +1686,53 @@ def render_warm(results: Results, add: Callable[[str], None]) -> None:
         answer = check_solution(records[-1])
         if any(r.get("fallback") for r in records):
             answer += " (astrometry-engine fallback)"
+        if not all(r.get("in_process", True) for r in records):
+            answer += " (stage 1 by solve-field)"
         add(
             f"| {photo} | {hints} | {fmt(user)} | {fmt(direct)} | {fmt(warm)} "
-            f"| {fmt(user / warm)}× | {fmt(direct / warm)}× | {answer} |"
+            f"| {ratio(warm, user)} | {ratio(warm, direct)} | {answer} |"
         )
     if totals["warm"]:
         user, direct, warm = (sum(totals[k]) for k in ("user", "direct", "warm"))
         add(
             f"| **total** | all | {fmt(user)} | {fmt(direct)} | {fmt(warm)} "
-            f"| **{fmt(user / warm)}×** | **{fmt(direct / warm)}×** | |"
+            f"| **{ratio(warm, user)}** | **{ratio(warm, direct)}** | |"
         )
+    add("")
+    render_stage1(results, add)
+
+
+def render_stage1(results: Results, add: Callable[[str], None]) -> None:
+    if not results.stage1:
+        return
+    add("## 1c. Stage 1 alone: in-process extraction vs `solve-field --just-augment`")
+    add("")
+    add(
+        "Both as `nova.solver.extract_sources` runs them (`fast=False`, then `fast=True`), on "
+        "each photo with its scale hint and nova's defaults (`--downsample 2`, `--objs 1000`), "
+        "in the benchmark's process, one after the other. *identical* compares the source "
+        "tables of the two `job.axy` byte for byte."
+    )
+    add("")
+    add("| photo | solve-field --just-augment (s) | in-process (s) | ratio | sources | identical |")
+    add("|---|---|---|---|---|---|")
+    theirs_total = ours_total = 0.0
+    for photo, records in results.stage1.items():
+        theirs = median([r["solve_field"] for r in records])
+        ours = median([r["in_process"] for r in records])
+        theirs_total += theirs
+        ours_total += ours
+        same = "yes" if all(r["same_sources"] for r in records) else "**no**"
+        if any(r["fell_back"] for r in records):
+            same += " (fell back to solve-field)"
+        add(
+            f"| {photo} | {fmt(theirs, 3)} | {fmt(ours, 3)} | {ratio(ours, theirs)} "
+            f"| {records[-1]['sources']} | {same} |"
+        )
+    add(
+        f"| **total** | {fmt(theirs_total, 3)} | {fmt(ours_total, 3)} "
+        f"| **{ratio(ours_total, theirs_total)}** | | |"
+    )
     add("")
 
 
@@ -1648,6 +1756,7 @@ def raw_json(results: Results, sampler: MemorySampler) -> dict[str, Any]:
         "reupload": results.reupload,
         "warm": results.warm,
         "warm_load_seconds": results.warm_load_seconds,
+        "stage1": results.stage1,
         "hammer_solving": results.hammer_solving,
         "hammer_idle": results.hammer_idle,
         "hammered_job": {k: v for k, v in results.hammered_job.items() if k != "during_solve"},

@@ -112,8 +112,12 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # astrometry-engine process per job; the engine stays the fallback.
         # Off by default: measured no faster than astrometry-engine here (README, Performance).
         "WARM_ENGINE": _flag(env, "NOVA_WARM_ENGINE", False),
+        "FAST_EXTRACTION": _flag(env, "NOVA_FAST_EXTRACTION", True),  # stage 1 in-process
         "MAX_CONTENT_LENGTH": max_upload_mb * 1024 * 1024,
         "MAX_IMAGE_PIXELS": _int(env, "NOVA_MAX_IMAGE_PIXELS", 200_000_000),
+        # Pictures drawn of a solve (annotated, grid, ...) and of an upload: larger images are
+        # downscaled to this many pixels first (memory and time per picture stay bounded).
+        "MAX_RENDER_PIXELS": _int(env, "NOVA_MAX_RENDER_PIXELS", 50_000_000),
         "DOWNLOAD_TIMEOUT": _int(env, "NOVA_DOWNLOAD_TIMEOUT", 60),
         "SECRET_KEY": _secret_key(env, environment, data_dir),
         "SESSION_COOKIE_NAME": "NovaSession",

@@ -1,7 +1,10 @@
 """Wrap the astrometry.net engine: source extraction, then solving, under a hard deadline.
 
-Stage 1 runs ``solve-field --just-augment`` (image conversion, source extraction with
-nova's defaults: downsample 2, at most 1000 sources, uniformized) and writes ``job.axy``.
+Stage 1 writes ``job.axy`` (image conversion, source extraction with nova's defaults:
+downsample 2, at most 1000 sources, uniformized) as ``solve-field --just-augment`` does:
+in the worker's process with ``extraction`` (the same file without solve-field's Python
+helpers; ``fast_extraction``), or by running ``solve-field --just-augment`` when that is off
+or cannot take the job.
 Stage 2 solves it, writing ``wcs.fits``, ``corr.fits`` and ``rdls.fits``: with the warm
 engine (``warm_engine``, the solver as a library with the index files opened once in the
 worker) when it is given one and it can honour the job's options, else -- and whenever the
@@ -16,6 +19,7 @@ import ctypes
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -27,8 +31,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
+from flask import current_app, has_app_context
 
-from . import warm_engine
+from . import extraction, warm_engine
 from .inputs import PreparedInput
 from .params import SolveParams
 
@@ -44,7 +49,13 @@ KILL_GRACE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Resolved once here: the forked child must do as little as possible before exec.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
-# Fewer sources than this after downsampling: extract again at full resolution.
+# util-linux's setpriv sets the same death signal and then execs the command. A preexec_fn
+# makes Python fork the whole worker and run Python in the child, about 10 ms per command
+# (stage 1 runs four); without one, subprocess spawns with vfork in about 1 ms.
+SETPRIV = shutil.which("setpriv")
+# Fewer sources than this after downsampling: extract again at full resolution, hinted or
+# not. A hint does not rescue so few: apod5's 46 sources at downsample 2 fail with a scale
+# hint (bare solve-field too, about 1.2 s of search) and with scale and position hints.
 MIN_SOURCES_AFTER_DOWNSAMPLE = 50
 # The engine matches quadrangles of stars and verifies them against more stars.
 MIN_SOURCES_TO_SOLVE = 5
@@ -71,9 +82,26 @@ def engine_config(index_dirs: Sequence[Path], cpulimit: int) -> str:
 
 def augment_command(params: SolveParams, prepared: PreparedInput, work_dir: Path) -> list[str]:
     """The ``solve-field --just-augment`` command for these parameters (nova's mapping)."""
+    cmd = ["solve-field", "--just-augment", *augment_options(params, work_dir)]
+    if prepared.is_star_list:
+        cmd += ["--width", str(prepared.width), "--height", str(prepared.height)]
+    else:
+        if params.downsample_factor > 1:
+            cmd += ["--downsample", str(params.downsample_factor)]
+        if params.invert:
+            cmd.append("--invert")
+        if params.use_sextractor:
+            cmd.append("--use-source-extractor")
+        if prepared.kind == "fits":
+            cmd += ["--fits-image", "--extension", str(prepared.fits_extension)]
+    cmd.append(str(prepared.path))
+    return cmd
+
+
+def augment_options(params: SolveParams, work_dir: Path) -> list[str]:
+    """solve-field's options for the header of ``job.axy``: output names, ``--objs``, the
+    hints and the engine's settings; everything but the input and how to extract it."""
     cmd = [
-        "solve-field",
-        "--just-augment",
         "--no-plots",
         "--overwrite",
         "--dir",
@@ -130,18 +158,6 @@ def augment_command(params: SolveParams, prepared: PreparedInput, work_dir: Path
         cmd += ["--pixel-error", repr(params.positional_error)]
     if params.crpix_center:
         cmd.append("--crpix-center")
-    if prepared.is_star_list:
-        cmd += ["--width", str(prepared.width), "--height", str(prepared.height)]
-    else:
-        if params.downsample_factor > 1:
-            cmd += ["--downsample", str(params.downsample_factor)]
-        if params.invert:
-            cmd.append("--invert")
-        if params.use_sextractor:
-            cmd.append("--use-source-extractor")
-        if prepared.kind == "fits":
-            cmd += ["--fits-image", "--extension", str(prepared.fits_extension)]
-    cmd.append(str(prepared.path))
     return cmd
 
 
@@ -153,14 +169,18 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
     with log_path.open("ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
+        if SETPRIV and shutil.which(cmd[0]):
+            argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *cmd], None
+        else:  # a missing program still raises FileNotFoundError here, as it always did
+            argv, preexec = cmd, _die_with_parent
         process = subprocess.Popen(
-            cmd,
+            argv,
             cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=preexec,
         )
         try:
             return process.wait(timeout=remaining)
@@ -313,10 +333,13 @@ def solve(
     time_limit: float,
     on_stage: Callable[[str], None] = lambda stage: None,
     warm: warm_engine.WarmEngine | None = None,
+    fast_extraction: bool | None = None,
 ) -> SolveOutcome:
     """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``.
 
     ``warm`` solves stage 2 in-process when given (``astrometry-engine`` otherwise).
+    ``fast_extraction`` runs stage 1 with ``extraction`` (None: the app's FAST_EXTRACTION
+    setting, on outside an app).
 
     Downsampling (nova's default 2) makes extraction and blind solves much faster, but on
     small or soft images it can smear the stars away. When it leaves fewer than
@@ -324,6 +347,8 @@ def solve(
     extracted again at full resolution and solved once more, within the same deadline.
     """
     deadline = time.monotonic() + time_limit
+    if fast_extraction is None:
+        fast_extraction = fast_extraction_setting()
     log_path = work_dir / LOG_NAME
     config_path = work_dir / "engine.cfg"
     config_path.write_text(engine_config(index_dirs, int(time_limit) + 1))
@@ -343,6 +368,7 @@ def solve(
                 on_stage,
                 can_retry=number < len(attempts),
                 warm=warm,
+                fast_extraction=fast_extraction,
             )
         except SolveTimeout:
             return SolveOutcome(
@@ -364,6 +390,60 @@ def solve(
 RETRY_FULL_RESOLUTION = "retry at full resolution"
 
 
+def fast_extraction_setting() -> bool:
+    """NOVA_FAST_EXTRACTION of the running app (tasks run in one); on without an app."""
+    if has_app_context():
+        return bool(current_app.config.get("FAST_EXTRACTION", True))
+    return True
+
+
+def extract_sources(
+    params: SolveParams,
+    prepared: PreparedInput,
+    work_dir: Path,
+    log_path: Path,
+    deadline: float,
+    *,
+    fast: bool,
+) -> int:
+    """Stage 1: write ``job.axy``; returns the exit status of what wrote it (0: written).
+
+    With ``fast``, ``extraction`` writes it in this process (C tools and numpy, no Python
+    subprocess); whatever it cannot take, or any failure of it, leaves the job to
+    ``solve-field --just-augment`` as before. The log says which ran.
+    """
+    if fast:
+
+        def run(cmd: list[str]) -> int:
+            return run_with_deadline(cmd, work_dir, log_path, deadline)
+
+        try:
+            done = extraction.extract(
+                params,
+                prepared,
+                work_dir,
+                run=run,
+                augment_options=augment_options(params, work_dir),
+                max_sources=MAX_SOURCES,
+            )
+        except SolveTimeout:
+            raise
+        except extraction.Unsupported as exc:
+            note = f"in-process extraction not used: {exc}"
+        except Exception as exc:  # a failed fast path must never fail the job
+            note = f"in-process extraction failed: {exc}"
+        else:
+            with log_path.open("a") as log:
+                log.write(done.describe() + "\n")
+            return 0
+        (work_dir / AXY_NAME).unlink(missing_ok=True)
+        with log_path.open("a") as log:
+            log.write(note + "; extracting with solve-field --just-augment\n")
+    return run_with_deadline(
+        augment_command(params, prepared, work_dir), work_dir, log_path, deadline
+    )
+
+
 def _solve_once(
     params: SolveParams,
     prepared: PreparedInput,
@@ -375,13 +455,12 @@ def _solve_once(
     *,
     can_retry: bool,
     warm: warm_engine.WarmEngine | None = None,
+    fast_extraction: bool = True,
 ) -> SolveOutcome:
     for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
         (work_dir / name).unlink(missing_ok=True)
     on_stage("extracting")
-    code = run_with_deadline(
-        augment_command(params, prepared, work_dir), work_dir, log_path, deadline
-    )
+    code = extract_sources(params, prepared, work_dir, log_path, deadline, fast=fast_extraction)
     axy = work_dir / AXY_NAME
     if code != 0 or not axy.exists():
         return SolveOutcome(

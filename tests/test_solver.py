@@ -11,7 +11,14 @@ import pytest
 
 from nova.inputs import PreparedInput
 from nova.params import parse_solve_params
-from nova.solver import SolveTimeout, augment_command, engine_config, run_with_deadline
+from nova.solver import (
+    SolveTimeout,
+    augment_command,
+    augment_options,
+    engine_config,
+    fast_extraction_setting,
+    run_with_deadline,
+)
 
 IMAGE = PreparedInput(kind="jpeg", path=Path("/data/in.jpg"), width=800, height=600)
 STARS = PreparedInput(kind="xylist", path=Path("/w/stars.xyls"), width=1000, height=700)
@@ -230,3 +237,60 @@ def test_job_axy_options_reach_the_warm_engine_as_the_engine_reads_them(tmp_path
     crpix = augment_command(replace(params, crpix_center=True), prepared, tmp_path)
     subprocess.run(crpix, cwd=tmp_path, check=True, capture_output=True)
     assert read_axy(tmp_path / AXY_NAME).unsupported == ("ANCRPIXC",)
+
+
+def test_augment_command_is_the_header_options_plus_the_input() -> None:
+    """The in-process extraction writes the header with the same options as solve-field."""
+    params = parse_solve_params({"center_ra": 10, "center_dec": 20, "radius": 3, "parity": 0})
+    options = augment_options(params, Path("/w"))
+    assert augment_command(params, IMAGE, Path("/w")) == [
+        "solve-field",
+        "--just-augment",
+        *options,
+        "--downsample",
+        "2",
+        "/data/in.jpg",
+    ]
+    assert option(options, "--ra") == "10.0" and option(options, "--parity") == "pos"
+    assert "--downsample" not in options and "--width" not in options
+
+
+def test_fast_extraction_follows_the_setting(tmp_path: Path) -> None:
+    from flask import Flask
+
+    from nova.config import load_config
+
+    assert fast_extraction_setting()  # outside an app: on
+    assert load_config({"NOVA_DATA_DIR": str(tmp_path)})["FAST_EXTRACTION"]
+    config = load_config({"NOVA_DATA_DIR": str(tmp_path), "NOVA_FAST_EXTRACTION": "false"})
+    app = Flask(__name__)
+    app.config.update(FAST_EXTRACTION=config["FAST_EXTRACTION"])
+    with app.app_context():
+        assert not fast_extraction_setting()
+
+
+def test_a_killed_worker_takes_its_commands_along(tmp_path: Path) -> None:
+    """kill -9 of the process running a command (it runs in its own session) ends it too:
+    the death signal is set (by setpriv, or in the child) before the command starts."""
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "command.pid"
+    script = (
+        "import time; from pathlib import Path; from nova.solver import run_with_deadline; "
+        f"run_with_deadline(['sh', '-c', 'echo $$ > {pid_file}; exec sleep 300'], "
+        f"Path('{tmp_path}'), Path('{tmp_path}') / 'log', time.monotonic() + 60)"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    command = int(pid_file.read_text())
+    assert _alive(command)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while _alive(command) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(command)
