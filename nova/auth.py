@@ -34,7 +34,14 @@ def open_api_session(user: User) -> ApiSession:
 
 def session_user(key: object) -> User | None:
     """The user of an unexpired API session, or None."""
-    if not isinstance(key, str) or not key or len(key) > 64:
+    # Keys are alphanumeric ASCII (nova-clients.md): anything else names no session, and
+    # never reaches the database (PostgreSQL refuses NUL, no driver takes lone surrogates).
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > 64
+        or not (key.isascii() and key.isalnum())
+    ):
         return None
     api_session = db.session.get(ApiSession, key)
     if api_session is None or api_session.expires_at < utcnow():
@@ -51,7 +58,7 @@ def _session_key_in_request_json() -> object:
         return None
     try:
         args = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # the view answers malformed request-json itself
         return None
     return args.get("session") if isinstance(args, dict) else None
 

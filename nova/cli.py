@@ -79,6 +79,11 @@ def worker_command(burst: bool) -> None:
     counts = services.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
     if any(counts.values()):
         click.echo(f"picked up work left pending: {counts}")
+    # Hold no database connection while RQ forks a work horse per job: a horse would inherit
+    # this session's connection, share it with its siblings and, once the database has
+    # restarted, fail every job on the dead socket (a fresh one passes the pool's pre-ping).
+    db.session.remove()
+    db.engine.dispose()
     if not burst:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         threading.Thread(target=_reconcile_forever, args=(app,), daemon=True).start()
@@ -90,9 +95,24 @@ def worker_command(burst: bool) -> None:
         if engine is not None:
             click.echo(f"warm engine: {len(engine.index_files)} index files open")
     connection = queue.redis_connection()
-    # Queues in priority order: submissions, then hinted solves, then blind ones.
-    worker = Worker(list(queue.ALL_QUEUES), connection=connection)
-    worker.work(burst=burst, logging_level="INFO")
+    while True:
+        # Queues in priority order: submissions, then hinted solves, then blind ones.
+        worker = Worker(list(queue.ALL_QUEUES), connection=connection)
+        try:
+            worker.work(burst=burst, logging_level="INFO")
+            return  # burst finished, or asked to stop (SIGTERM, SIGINT)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # RQ quits when redis goes away while a job runs. Nothing is lost: the job's row
+            # is in the database and its horse finishes it (or the reconciler retries it).
+            # Wait for redis and work on, as a new RQ worker (a restarted redis without
+            # persistence has forgotten the old one).
+            click.echo(f"redis went away ({exc}); waiting for it to come back", err=True)
+            # RQ's signal handlers only set a flag on the worker that quit: stop at once.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            while not _redis_alive(current_app.config["REDIS_URL"]):
+                time.sleep(1)
+            click.echo("redis is back; working on", err=True)
 
 
 @main.command("purge")
@@ -246,8 +266,12 @@ def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
             env=env,
         )
     )
-    for _ in range(workers):
-        processes.append(subprocess.Popen([sys.executable, "-m", "nova", "worker"], env=env))
+    web = processes[-1]
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "nova", "worker"], env=env)
+
+    worker_processes = [start_worker() for _ in range(workers)]
     click.echo(f"Nova is serving http://{host}:{port}/ (Ctrl-C stops everything)")
 
     stopping = False
@@ -258,19 +282,41 @@ def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    restarts = 0
     try:
         while not stopping and all(p.poll() is None for p in processes):
-            time.sleep(0.5)
+            for slot, process in enumerate(worker_processes):
+                if process.poll() is not None and not stopping:
+                    # A worker that dies (killed, out of memory, a crash) is replaced; its
+                    # job's row is in the database and the reconciler retries it.
+                    click.echo(
+                        f"worker {process.pid} stopped (exit {process.returncode}); "
+                        "starting another",
+                        err=True,
+                    )
+                    worker_processes[slot] = start_worker()
+                    restarts += 1
+            # A worker dying at once again and again (bad settings) is not restarted in a
+            # tight loop.
+            time.sleep(0.5 if restarts < 10 else 5)
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for process in reversed(processes):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        # Workers first (a warm shutdown lets the current solve finish), then the web
+        # server, and redis last: the others still talk to it while they stop.
+        for group, grace in (
+            (worker_processes, 25),
+            ([web], 5),
+            ([p for p in processes if p is not web], 5),
+        ):
+            for process in group:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for process in group:
+                try:
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     failed = [p.args for p in processes if p.returncode not in (0, -signal.SIGTERM, None)]
     if failed and not stopping:
         raise click.ClickException(f"a process stopped unexpectedly: {failed[0]}")

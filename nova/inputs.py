@@ -31,6 +31,7 @@ FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
 MAX_TEXT_LIST_BYTES = 50 * 1024 * 1024
+MAX_STAR_LIST_SIDE = 1_000_000  # pixels; as the image_width/image_height parameters
 MAX_TEXT_HEADER_LINES = 3  # e.g. a title line and a column header such as "x y mag"
 SUPPORTED_TEXT = (
     "Supported inputs: JPEG, PNG, GIF, TIFF or FITS images, star lists as a FITS table "
@@ -152,6 +153,13 @@ def _write_star_list(
     x, y = x[finite], y[finite]
     if (x < 0).any() or (y < 0).any():
         raise UnsupportedInput("The star list has negative x or y positions.")
+    if max(float(x.max()), float(y.max()), image_width, image_height) > MAX_STAR_LIST_SIDE:
+        # Positions such as 1e308 (or an IMAGEW card saying so) would make an image size no
+        # database column can hold.
+        raise UnsupportedInput(
+            f"The star list has positions or an image size beyond {MAX_STAR_LIST_SIDE:,} "
+            "pixels; x and y must be pixel positions."
+        )
     width = image_width or math.ceil(float(x.max()))
     height = image_height or math.ceil(float(y.max()))
     if width < 1 or height < 1:

@@ -94,6 +94,7 @@ def init_limits(app: Flask) -> None:
     # apps with different limits in one process.
     limiter = Limiter(key_func=client_address, on_breach=limit_reached)
     limiter.init_app(app)
+    app.extensions["nova.limiter"] = limiter  # the extension keeps only a weak reference
 
     views = app.view_functions
     for endpoint in UPLOAD_ENDPOINTS:

@@ -82,6 +82,19 @@ class SolveParams:
         return self.center_ra is not None
 
 
+# Row ids are INTEGER columns: 32-bit signed on PostgreSQL (SQLite stores up to 64 bits but
+# Nova never hands out more). A larger number names no row, and binding it would make the
+# driver fail, so lookups treat it as missing. Job ids (seconds since 2020) fit until 2088.
+MAX_ROW_ID = 2**31 - 1
+
+
+def row_id(value: object) -> int | None:
+    """``value`` as a row id the database can look up, or None when it cannot name a row."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_ROW_ID else None
+
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
 
@@ -95,6 +108,8 @@ def _float(name: str, value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         raise ParamError(name, f"must be a number, got {value!r}") from None
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise ParamError(name, "must be a finite number") from None
     if not math.isfinite(number):
         raise ParamError(name, "must be a finite number")
     return number
@@ -132,7 +147,9 @@ def _bool(name: str, value: Any) -> bool | None:
 
 def _in_range(name: str, value: float | int | None, low: float, high: float) -> None:
     if value is not None and not (low <= value <= high):
-        raise ParamError(name, f"must be between {low:g} and {high:g}, got {value:g}")
+        # An int of hundreds of digits cannot be formatted as a float (:g): show its size.
+        shown = f"{value:g}" if abs(value) < 1e300 else f"a number of {len(str(value))} digits"
+        raise ParamError(name, f"must be between {low:g} and {high:g}, got {shown}")
 
 
 def parse_solve_params(data: Mapping[str, Any]) -> SolveParams:

@@ -138,22 +138,49 @@ def star_list_positions(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(hdus[1].data["X"], float), np.asarray(hdus[1].data["Y"], float)
 
 
-def base_picture(prepared: PreparedInput) -> PILImage.Image:
-    """The upload as a displayable RGB picture at full resolution, in display orientation."""
+def render_scale(width: int, height: int, max_pixels: int | None) -> float:
+    """The factor (at most 1) that brings a width x height picture within max_pixels."""
+    if not max_pixels or width * height <= max_pixels:
+        return 1.0
+    scale = math.sqrt(max_pixels / (width * height))
+    # Pictures are sized with round(): step down until the rounded size is within the limit.
+    while max(1, round(width * scale)) * max(1, round(height * scale)) > max_pixels:
+        scale *= 0.999
+    return scale
+
+
+def base_picture(prepared: PreparedInput, max_pixels: int | None = None) -> PILImage.Image:
+    """The upload as a displayable RGB picture in display orientation: at full resolution,
+    or, when that is more than ``max_pixels`` (NOVA_MAX_RENDER_PIXELS), reduced while it is
+    read (by a whole factor, so still at least as large as any rendering of it needs)."""
+    scale = render_scale(prepared.width, prepared.height, max_pixels)
+    step = max(1, math.floor(1 / scale))
     if prepared.kind in RASTER_KINDS:
         with PILImage.open(prepared.path) as image:
+            if step > 1:
+                # JPEG decodes at 1/2, 1/4 or 1/8 directly; others are reduced after decoding.
+                image.draft("RGB", (math.ceil(image.width / step), math.ceil(image.height / step)))
+                reduce_by = max(1, math.floor(image.width / math.ceil(prepared.width / step)))
+                return image.convert("RGB").reduce(reduce_by)
             return image.convert("RGB")
     if prepared.kind == "fits":
         with fits.open(prepared.path) as hdus:
             data = hdus[prepared.fits_extension].data
+            while data.ndim > 2:
+                data = data[0]
+            # Every step-th pixel of a memory-mapped image: only that much is read.
+            stretched = _stretch(data[::step, ::step])
         # FITS rows run bottom-up; pictures run top-down.
-        return PILImage.fromarray(np.flipud(_stretch(data))).convert("RGB")
-    picture = PILImage.new("RGB", (prepared.width, prepared.height), (0, 0, 0))
+        return PILImage.fromarray(np.flipud(stretched)).convert("RGB")
+    # A star list is drawn at the reduced size directly (it may claim a huge image size).
+    size = (max(1, math.ceil(prepared.width * scale)), max(1, math.ceil(prepared.height * scale)))
+    picture = PILImage.new("RGB", size, (0, 0, 0))
     draw = ImageDraw.Draw(picture)
     xs, ys = star_list_positions(prepared.path)
-    radius = max(1.5, max(prepared.width, prepared.height) / 400)
+    radius = max(1.5, max(size) / 400)
     for x, y in zip(xs[:5000], ys[:5000], strict=True):
-        px, py = x - 1, prepared.height - y  # star lists use FITS coordinates, y up
+        # Star lists use FITS coordinates, y up.
+        px, py = (x - 1) * scale, (prepared.height - y) * scale
         draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=(255, 255, 255))
     return picture
 
@@ -162,9 +189,11 @@ def display_wcs_header(header: fits.Header, prepared: PreparedInput) -> fits.Hea
     return header if prepared.y_axis_down else flip_wcs_y(header, prepared.height)
 
 
-def open_field(prepared: PreparedInput, solved_header: fits.Header) -> Field:
+def open_field(
+    prepared: PreparedInput, solved_header: fits.Header, max_pixels: int | None = None
+) -> Field:
     return Field(
-        picture=base_picture(prepared),
+        picture=base_picture(prepared, max_pixels),
         header=display_wcs_header(solved_header, prepared),
         width=prepared.width,
         height=prepared.height,
@@ -172,17 +201,21 @@ def open_field(prepared: PreparedInput, solved_header: fits.Header) -> Field:
     )
 
 
-def scale_for(size: str, width: int, height: int) -> float:
-    """1 for "full"; for "display", the factor that brings the longest side to <= 640."""
+def scale_for(size: str, width: int, height: int, max_pixels: int | None = None) -> float:
+    """1 for "full" (less when the image has more than max_pixels, NOVA_MAX_RENDER_PIXELS);
+    for "display", the factor that brings the longest side to <= 640."""
+    limit = render_scale(width, height, max_pixels)
     if size == "full":
-        return 1.0
-    return min(1.0, DISPLAY_MAX / max(width, height))
+        return limit
+    return min(1.0, DISPLAY_MAX / max(width, height), limit)
 
 
-def resized(picture: PILImage.Image, scale: float) -> PILImage.Image:
-    if scale >= 1.0:
+def resized(picture: PILImage.Image, scale: float, field_size: tuple[int, int]) -> PILImage.Image:
+    """The picture at ``scale`` times the field's full size (``picture`` may already be
+    reduced: see base_picture)."""
+    size = (max(1, round(field_size[0] * scale)), max(1, round(field_size[1] * scale)))
+    if size == picture.size:
         return picture.copy()
-    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
     return picture.resize(size, PILImage.LANCZOS)
 
 
@@ -208,8 +241,10 @@ def save(picture: PILImage.Image, target: Path, fmt: str) -> None:
 # -- pictures of an upload -----------------------------------------------------------------
 
 
-def write_display_image(prepared: PreparedInput, target: Path, max_side: int, fmt: str) -> None:
-    picture = base_picture(prepared)
+def write_display_image(
+    prepared: PreparedInput, target: Path, max_side: int, fmt: str, max_pixels: int | None = None
+) -> None:
+    picture = base_picture(prepared, max_pixels)
     picture.thumbnail((max_side, max_side), PILImage.LANCZOS)
     save(picture, target, fmt)
 
@@ -220,7 +255,7 @@ def write_display_image(prepared: PreparedInput, target: Path, max_side: int, fm
 def write_annotated(field: Field, scale: float, target: Path, work_dir: Path) -> None:
     """Constellation lines and names, NGC/IC objects (common names, Messier numbers) drawn to
     scale, and named bright stars: drawn by Debian's plot-constellations onto the picture."""
-    picture = resized(field.picture, scale)
+    picture = resized(field.picture, scale, (field.width, field.height))
     ppm = work_dir / "picture.ppm"
     picture.save(ppm, format="PPM")
     wcs_path = work_dir / "display-wcs.fits"
@@ -284,7 +319,7 @@ def _field_bounds(field: Field) -> tuple[float, float, float, float]:
 
 def write_grid(field: Field, scale: float, radius: float, target: Path) -> None:
     """The picture with an RA/Dec grid, labelled, plus a fainter half-step grid."""
-    picture = resized(field.picture, scale).convert("RGBA")
+    picture = resized(field.picture, scale, (field.width, field.height)).convert("RGBA")
     overlay = PILImage.new("RGBA", picture.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     wcs = field.wcs()
@@ -370,7 +405,7 @@ def write_red_green(
     target: Path,
 ) -> None:
     """Detected sources (first 200) in red, catalogue stars in green (nova's red-green)."""
-    picture = resized(field.picture, scale)
+    picture = resized(field.picture, scale, (field.width, field.height))
     draw = ImageDraw.Draw(picture)
     sx, sy = field.engine_to_display(sources[0][:200], sources[1][:200])
     _circles(draw, sx * scale, sy * scale, 6, (255, 0, 0), 2)
@@ -388,7 +423,7 @@ def write_extraction(
     field: Field, scale: float, sources: tuple[np.ndarray, np.ndarray], target: Path
 ) -> None:
     """Detected sources as red circles: 0-49 bold, 50-249 fainter, 250-499 faintest."""
-    picture = resized(field.picture, scale).convert("RGBA")
+    picture = resized(field.picture, scale, (field.width, field.height)).convert("RGBA")
     overlay = PILImage.new("RGBA", picture.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     xs, ys = field.engine_to_display(*sources)
@@ -509,7 +544,11 @@ def write_sky_plot_zoom(
 
 def write_kmz(field: Field, target: Path, name: str) -> None:
     """A KMZ for Google Earth's sky mode: the picture as a ground overlay on its four corners."""
-    picture = resized(field.picture, scale_for("display", field.width, field.height) * 2)
+    picture = resized(
+        field.picture,
+        min(1.0, scale_for("display", field.width, field.height) * 2),
+        (field.width, field.height),
+    )
     wcs = field.wcs()
     # Display corners, counter-clockwise from the lower left, as gx:LatLonQuad wants them.
     w, h = field.width + 0.5, field.height + 0.5

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import FITSFixedWarning
+from flask import current_app
 
 from . import pictures
 from .inputs import RASTER_KINDS, PreparedInput
@@ -68,6 +69,8 @@ class JobContext:
         self.job_dir = job_dir
         self._prepare = prepare
         self.work_dir = work_dir
+        # NOVA_MAX_RENDER_PIXELS: pictures of larger images are drawn downscaled.
+        self.max_pixels: int | None = current_app.config.get("MAX_RENDER_PIXELS")
 
     @cached_property
     def prepared(self) -> PreparedInput:
@@ -80,7 +83,7 @@ class JobContext:
 
     @cached_property
     def field(self) -> pictures.Field:
-        return pictures.open_field(self.prepared, self.solved_header)
+        return pictures.open_field(self.prepared, self.solved_header, self.max_pixels)
 
     def sources(self) -> tuple[np.ndarray, np.ndarray]:
         """Detected sources (engine pixel coordinates), brightest first, from job.axy."""
@@ -94,7 +97,7 @@ class JobContext:
             return np.asarray(data["RA"], float), np.asarray(data["DEC"], float)
 
     def scale(self, size: str) -> float:
-        return pictures.scale_for(size, self.prepared.width, self.prepared.height)
+        return pictures.scale_for(size, self.prepared.width, self.prepared.height, self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ def _picture_products() -> dict[str, Product]:
             needs_solution=False,
             build=lambda ctx, t, s=size: pictures.write_extraction(
                 pictures.Field(
-                    pictures.base_picture(ctx.prepared),
+                    pictures.base_picture(ctx.prepared, ctx.max_pixels),
                     fits.Header(),
                     ctx.prepared.width,
                     ctx.prepared.height,

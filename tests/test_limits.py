@@ -189,3 +189,11 @@ def test_uploads_are_accepted_while_redis_is_away(limited_app: Callable[..., Fla
     answers = [upload_stars(client, session) for _ in range(2)]
     assert [answer["status"] for answer in answers] == ["success", "success"]
     assert all(isinstance(answer["subid"], int) for answer in answers)
+
+
+def test_limits_can_be_switched_off(limited_app: Callable[..., Flask]) -> None:
+    app = limited_app(RATE_LIMITS=False, LOGIN_RATE_LIMIT="1/minute")
+    key = new_user(app, "hal@example.org")
+    client = app.test_client()
+    answers = [api_call(client, "login", {"apikey": key})["status"] for _ in range(3)]
+    assert answers == ["success"] * 3

@@ -16,11 +16,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from nova.inputs import PreparedInput
 from nova.models import Job
-from nova.pictures import flip_wcs_y, make_wcs
+from nova.pictures import base_picture, flip_wcs_y, make_wcs, render_scale, resized
 from nova.products import JOB_PRODUCTS
 
-from .conftest import api_call, run_worker
+from .conftest import api_call, record_figure, run_worker
 from .test_solve_apod import APOD_CENTRES, finished_job, scale_hint, upload
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -178,7 +179,7 @@ def test_every_picture_is_an_image_of_the_right_type_and_size(
         assert again.status_code == 200 and again.data == built.read_bytes()
         assert built.stat().st_mtime_ns == mtime  # served from the file, not drawn again
         timings.append(f"{name} {first * 1000:.0f}->{cached * 1000:.1f} ms")
-    print(f"{variant}: first request -> cached: " + ", ".join(timings))
+    record_figure(f"{variant}: first request -> cached: " + ", ".join(timings))
     # The upload itself: display picture, thumbnail, full picture.
     image_id = job.user_image_id
     thumb = fetch_picture(
@@ -239,3 +240,60 @@ def test_kmz_holds_kml_whose_corners_match_the_wcs(client: FlaskClient, apod: Pa
     expected = wcs.all_pix2world([[0.5, 507.5], [719.5, 507.5], [719.5, 0.5], [0.5, 0.5]], 1)
     for (lon, lat), (ra, dec) in zip(corners, expected, strict=True):
         assert lon == pytest.approx(ra - 180, abs=1e-6) and lat == pytest.approx(dec, abs=1e-6)
+
+
+@pytest.mark.engine
+def test_pictures_of_large_images_are_drawn_within_the_render_limit(
+    app: Flask, client: FlaskClient, apod: Path
+) -> None:
+    """NOVA_MAX_RENDER_PIXELS bounds every picture: the full-size ones are downscaled to it
+    (and so are display ones here, as the limit is below 640 pixels wide)."""
+    job = solve(client, apod, "apod4")
+    width, height = 719, 507
+    limit = width * height // 4  # as if the photo were twice as large in each direction
+    app.config["MAX_RENDER_PIXELS"] = limit
+    sizes = {}
+    for name, fmt, _ in PICTURES:
+        picture = fetch_picture(client, f"/{name}/{job.id}", fmt)
+        sizes[name] = picture.size
+        assert picture.width * picture.height <= limit, (name, picture.size)
+        # Downscaled, not cropped: nearly the limit, and the field's shape.
+        assert picture.width * picture.height > 0.98 * limit, (name, picture.size)
+        assert abs(picture.width / picture.height - width / height) < 0.01, (name, picture.size)
+    record_figure(
+        f"render limit {limit:,} px on a {width}x{height} photo: full pictures "
+        + ", ".join(f"{name} {w}x{h}" for name, (w, h) in sizes.items() if "full" in name)
+    )
+
+
+def test_a_star_list_claiming_a_huge_image_is_drawn_small_and_fast(tmp_path: Path) -> None:
+    """A star list may claim up to 1,000,000 x 1,000,000 pixels: its picture is drawn at the
+    reduced size directly, never at full size (3 TB of RGB)."""
+    path = tmp_path / "stars.xyls"
+    x = np.array([10.0, 500_000.0, 999_999.0])
+    fits.BinTableHDU.from_columns(
+        [fits.Column(name="X", format="D", array=x), fits.Column(name="Y", format="D", array=x)]
+    ).writeto(path)
+    prepared = PreparedInput("xylist", path, 1_000_000, 1_000_000)
+    started = time.perf_counter()
+    picture = base_picture(prepared, max_pixels=1_000_000)
+    elapsed = time.perf_counter() - started
+    assert picture.width * picture.height <= 1_000_000 and elapsed < 5
+    # The middle star is drawn in the middle of the reduced picture.
+    assert picture.getpixel((picture.width // 2, picture.height // 2)) == (255, 255, 255)
+
+
+def test_a_large_fits_image_is_read_reduced(tmp_path: Path) -> None:
+    """Only every n-th pixel of a FITS image over the limit is read and stretched."""
+    data = np.zeros((3000, 4000), dtype=np.int16)
+    data[1500, 2000] = 1000
+    path = tmp_path / "big.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    prepared = PreparedInput("fits", path, 4000, 3000)
+    picture = base_picture(prepared, max_pixels=1_000_000)
+    scale = render_scale(4000, 3000, 1_000_000)
+    # At least as large as the rendering needs, at most twice that in each direction.
+    assert 4000 * scale <= picture.width <= 2 * 4000 * scale
+    assert 3000 * scale <= picture.height <= 2 * 3000 * scale
+    full_size = resized(picture, scale, (4000, 3000))
+    assert full_size.width * full_size.height <= 1_000_000

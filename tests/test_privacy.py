@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import api_call, api_login, run_worker
+from .conftest import api_call, api_login, record_figure, run_worker
 
 pytestmark = pytest.mark.engine
 
@@ -131,7 +131,9 @@ def test_privacy_matrix(app: Flask, solved: dict) -> None:  # type: ignore[type-
                 if seen != expected:
                     leaks += 1
                     print(f"LEAK {url} to {name}: {seen[0][0]} {seen[0][1][:120]!r}")
-    print(f"privacy matrix: {checked} URL x caller x visibility checks, leaks found = {leaks}")
+    record_figure(
+        f"privacy matrix: {checked} URL x caller x visibility checks, leaks found = {leaks}"
+    )
     assert leaks == 0
 
 

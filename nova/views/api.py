@@ -21,7 +21,7 @@ from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..extensions import db
 from ..models import ApiSession, ImageTag, Job, Submission, User, UserImage
-from ..params import ParamError, parse_choice, parse_solve_params
+from ..params import ParamError, parse_choice, parse_solve_params, row_id
 from ..solver import ANNOTATIONS_NAME
 from .common import client_filename
 
@@ -64,11 +64,30 @@ def json_args() -> dict[str, Any]:
         fail("no json")
     try:
         args = json.loads(raw)
-    except ValueError:
-        fail(f'failed to parse JSON: "{raw}"')
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        fail(f'failed to parse JSON: "{raw[:1000]}"')
     if not isinstance(args, dict):
         fail("request-json must be a JSON object")
+    if not _storable(args):
+        fail("request-json holds a NUL character or an unpaired UTF-16 surrogate")
     return args
+
+
+def _storable(value: object) -> bool:
+    r"""True when every string in ``value`` can be stored and hashed: JSON may carry "\u0000"
+    (PostgreSQL text refuses it) and lone surrogates such as "\ud800" (not encodable)."""
+    pending = [value]
+    while pending:  # iterative: the nesting depth is the client's choice
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= char <= "\udfff" for char in item):
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 def require_session(args: dict[str, Any]) -> ApiSession:
@@ -234,9 +253,9 @@ def visible_job(job_id: int) -> Job:
 def submission_images() -> Response:
     args = json_args()
     user = session_user(require_session(args).key)
-    submission_id = args.get("subid")
+    submission_id = row_id(args.get("subid"))
     submission = None
-    if isinstance(submission_id, int) and not isinstance(submission_id, bool):
+    if submission_id is not None:
         submission = db.session.get(Submission, submission_id)
     if submission is None or not services.can_view(submission, user):
         fail("submission does not exist")

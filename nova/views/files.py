@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, send_file
+from flask import Blueprint, Response, abort, current_app, send_file
 
 from .. import pictures
 from ..auth import current_user
@@ -178,11 +178,15 @@ def _image_picture(image_id: int, max_side: int | None, name: str) -> Response:
         return serve(source, direct, image)  # JPEG, PNG and GIF are shown as uploaded
     fmt = "PNG" if image.kind == "xylist" else "JPEG"
     target = store.cache / f"image-{image.id}-{name}.{fmt.lower().replace('jpeg', 'jpg')}"
-    side = max_side or max(image.width, image.height, 1)
+    max_pixels = current_app.config.get("MAX_RENDER_PIXELS")
+    # The full picture of a huge FITS/TIFF/star list is drawn within NOVA_MAX_RENDER_PIXELS.
+    full_scale = pictures.render_scale(image.width, image.height, max_pixels)
+    side = max_side or max(1, round(max(image.width, image.height) * full_scale))
 
     def build(prepare: Callable[[], PreparedInput], work_dir: Path) -> Path:
         return build_once(
-            target, lambda path: pictures.write_display_image(prepare(), path, side, fmt)
+            target,
+            lambda path: pictures.write_display_image(prepare(), path, side, fmt, max_pixels),
         )
 
     path = with_prepared_image(image, build, "the picture")

@@ -13,6 +13,7 @@ from .. import retention, site
 from ..auth import current_user
 from ..extensions import db
 from ..models import Album, Comment, User, UserImage
+from ..params import row_id
 from ..services import can_view
 
 bp = Blueprint("pages", __name__)
@@ -222,7 +223,10 @@ def delete_comment(comment_id: int) -> Response:
 @flask_login.login_required
 def add_to_album(image_id: int) -> Response:
     image = visible_image_or_404(image_id)
-    found = db.session.get(Album, int(request.form.get("album_id", "0") or 0))
+    album_id = request.form.get("album_id", "")
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    number = row_id(int(album_id)) if album_id.isascii() and album_id.isdecimal() else None
+    found = db.session.get(Album, number) if number is not None else None
     try:
         if found is None:
             raise site.SiteError("Choose one of your albums.")

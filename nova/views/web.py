@@ -26,7 +26,7 @@ from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
 from ..inputs import UnsupportedInput
 from ..models import Album, Job, Submission, UserImage
-from ..params import ParamError, parse_choice, parse_solve_params
+from ..params import ParamError, parse_choice, parse_solve_params, row_id
 from ..solver import LOG_NAME
 from .common import client_filename
 
@@ -89,7 +89,10 @@ def _submission_options(params: Any, user: Any) -> services.SubmissionOptions:
     form = request.form
     album = None
     if form.get("album_id"):
-        album = db.session.get(Album, int(form["album_id"])) if form["album_id"].isdigit() else None
+        # isdigit() admits "²" and other digits int() refuses: only ASCII decimals are ids.
+        text = form["album_id"].strip()
+        key = row_id(int(text)) if text.isascii() and text.isdecimal() else None
+        album = db.session.get(Album, key) if key is not None else None
         if album is None or album.user_id != user.id:
             raise ParamError("album", "choose one of your own albums")
     return services.SubmissionOptions(
