@@ -697,7 +697,64 @@ def nova_options(photo: str, hinted: bool) -> dict[str, Any]:
 # -- status-poll hammering ------------------------------------------------------------------
 
 
+WRK_DURATION = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    """wrk's '1.23ms' / '850.00us' / '1.02s' as milliseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        return float("nan")
+    return float(match[1]) * WRK_DURATION[match[2]]
+
+
 def hammer(port: int, path: str, clients: int, seconds: float) -> dict[str, Any]:
+    """GET ``path`` from ``clients`` concurrent connections for ``seconds``: with wrk (a C load
+    tool, so the load generator does not eat the cores it measures) when installed, else with
+    Python threads."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return hammer_threads(port, path, clients, seconds)
+    threads = max(1, min(2, clients))
+    done = subprocess.run(
+        [wrk, f"-t{threads}", f"-c{clients}", f"-d{seconds:g}s", "--latency", "--timeout", "30s"]
+        + [f"http://127.0.0.1:{port}{path}"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    out = done.stdout
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    p50 = re.search(r"50%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    if done.returncode != 0 or total is None or rate is None:
+        raise RuntimeError(f"wrk failed: {done.stderr or out}")
+    requests_done = int(total[1])
+    bad = int(non_2xx[1]) if non_2xx else 0
+    # Read errors on a closed connection are how gunicorn's sync workers end each response
+    # under keep-alive; only connect errors and timeouts are failed requests.
+    failed = bad + (int(sockets[1]) + int(sockets[4]) if sockets else 0)
+    return {
+        "tool": "wrk",
+        "clients": clients,
+        "seconds": seconds,
+        "requests": requests_done,
+        "errors": failed,
+        "rate": float(rate[1]),
+        "p50_ms": _wrk_ms(p50[1]) if p50 else float("nan"),
+        "p99_ms": _wrk_ms(p99[1]) if p99 else float("nan"),
+        "max_ms": _wrk_ms(latency[3]) if latency else float("nan"),
+        "statuses": {"HTTP 200": requests_done - bad},
+    }
+
+
+def hammer_threads(port: int, path: str, clients: int, seconds: float) -> dict[str, Any]:
     """``clients`` threads GET ``path`` back to back for ``seconds``; one connection each."""
     stop = threading.Event()
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -821,6 +878,9 @@ class Settings:
     throughput_jobs: int
     naive_downsample_attempt: bool
     warm_only: bool = False  # only bare solve-field vs the warm path (no stacks)
+    # Stage 2 of the warm path by the PyPI library (NOVA_WARM_ENGINE) instead of Nova's
+    # default, astrometry-engine.
+    warm_engine: bool = False
 
 
 @dataclass
@@ -903,7 +963,7 @@ def measure(settings: Settings, work_root: Path, sampler: MemorySampler) -> Resu
         "averages before and after, and prefer the ratios (bare and Nova runs are interleaved)."
     )
     started = time.perf_counter()
-    engine = load_warm_engine(results)
+    engine = load_warm_engine(results) if settings.warm_engine else None
     log("warm-up: bare solve-field apod4 with a scale hint (not recorded)")
     run_bare(APOD / "apod4.jpg", scale_bounds("apod4", True), 2, work_root, sampler, "warm-up")
 
@@ -1203,7 +1263,7 @@ def measure_warm_only(settings: Settings, work_root: Path, sampler: MemorySample
     results = Results(settings=settings)
     results.machine_before = machine_info()
     started = time.perf_counter()
-    engine = load_warm_engine(results)
+    engine = load_warm_engine(results) if settings.warm_engine else None
     for photo in settings.photos:
         image = APOD / f"{photo}.jpg"
         for mode in ("blind", "hinted"):
@@ -1527,11 +1587,10 @@ def render(results: Results, sampler: MemorySampler) -> str:
     add("## 3. Status polling under load")
     add("")
     add(
-        f"{s.clients} concurrent clients (threads, a new loopback connection per request, as "
-        "gunicorn's sync workers close each one) GET `/api/jobs/J` back to back for "
-        f"{s.hammer_seconds:g} s: first while a blind apod5 solve runs on the only worker, "
-        "then against the idle server (same job, finished). The clients run on the same "
-        "cores as the server and the solve."
+        f"{s.clients} concurrent clients ({hammer_tool(results)}) GET `/api/jobs/J` back to "
+        f"back for {s.hammer_seconds:g} s: first while a blind apod5 solve runs on the only "
+        "worker, then against the idle server (same job, finished). The load tool runs on the "
+        "same cores as the server and the solve."
     )
     add("")
     add("| when | requests | req/s | p50 (ms) | p99 (ms) | max (ms) | errors | statuses |")
@@ -1649,6 +1708,12 @@ def render(results: Results, sampler: MemorySampler) -> str:
     return "\n".join(lines)
 
 
+def hammer_tool(results: Results) -> str:
+    if results.hammer_solving.get("tool") == "wrk":
+        return "wrk, keep-alive connections; gunicorn's sync workers close each after its answer"
+    return "Python threads, a new loopback connection per request"
+
+
 def render_warm(results: Results, add: Callable[[str], None]) -> None:
     """Section 1b: the warm path (in-process extraction + the warm engine) vs bare
     solve-field; section 1c: stage 1 alone, in-process vs ``solve-field --just-augment``."""
@@ -1659,8 +1724,14 @@ def render_warm(results: Results, add: Callable[[str], None]) -> None:
     add(
         "*warm* is `nova.solver.solve` in the benchmark's own process: stage 1 by the "
         "in-process extraction (`nova/extraction.py`: the same `job.axy` as `solve-field "
-        "--just-augment` without its Python helpers), stage 2 by the warm engine (index files "
-        f"opened once, in {fmt(results.warm_load_seconds, 3)} s), with bare solve-field's "
+        "--just-augment` without its Python helpers), stage 2 by "
+        + (
+            "the warm engine (PyPI `astrometry`, index files opened once, in "
+            f"{fmt(results.warm_load_seconds, 3)} s)"
+            if results.settings.warm_engine
+            else "`astrometry-engine`, as Nova's workers run it by default"
+        )
+        + ", with bare solve-field's "
         "parameters (nova's defaults, ±20 % hint), full resolution again when `--downsample 2` "
         "leaves too few stars or no solution. No queue, no web server. The ratios are "
         "warm ÷ bare (below 1: the warm path is faster)."
@@ -1803,6 +1874,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only bare solve-field vs the warm engine in-process (section 1b), no stacks",
     )
     parser.add_argument(
+        "--warm-engine",
+        action="store_true",
+        help="warm path stage 2 by the PyPI library (NOVA_WARM_ENGINE), not astrometry-engine",
+    )
+    parser.add_argument(
         "--photos", help="comma-separated photos to time, e.g. apod2,apod4 (default: all)"
     )
     parser.add_argument(
@@ -1831,6 +1907,7 @@ def main(argv: list[str] | None = None) -> int:
         throughput_jobs=6 if args.quick else 10,
         naive_downsample_attempt=not args.skip_naive_apod5,
         warm_only=args.warm_only,
+        warm_engine=args.warm_engine,
     )
     if args.photos:
         settings.photos = args.photos.split(",")

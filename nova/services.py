@@ -18,7 +18,7 @@ from astropy.io import fits
 from flask import current_app
 from sqlalchemy import select, update
 
-from . import archives, queue, urlsafety
+from . import archives, logs, queue, urlsafety
 from .calibration import CalibrationNumbers
 from .extensions import db
 from .inputs import SUPPORTED_TEXT, PreparedInput, UnsupportedInput, prepare_input
@@ -86,6 +86,7 @@ def submit_file(path: Path, filename: str | None, options: SubmissionOptions) ->
     submission = _new_submission(options, upload_hash=sha1, original_filename=basename(filename))
     db.session.add(submission)
     db.session.commit()
+    _log_received(submission, "file")
     if not (current_app.config["REUSE_RESULTS"] and reuse_solution(submission)):
         queue.enqueue_submission(submission.id)
     return submission
@@ -106,9 +107,21 @@ def submit_star_list(x: list[float], y: list[float], options: SubmissionOptions)
     submission = _new_submission(options, upload_hash=sha1, original_filename="json-xy")
     db.session.add(submission)
     db.session.commit()
+    _log_received(submission, f"star list of {len(x)}")
     if not (current_app.config["REUSE_RESULTS"] and reuse_solution(submission)):
         queue.enqueue_submission(submission.id)
     return submission
+
+
+def _log_received(submission: Submission, what: str) -> None:
+    # Never the URL's query string or the file's content: they may carry secrets.
+    with logs.bind(submission_id=submission.id):
+        log.info(
+            "submission %s received: %s from %s",
+            submission.id,
+            what,
+            f"user {submission.user_id}" if submission.user_id else "an anonymous client",
+        )
 
 
 def find_album(user: User, title: str) -> Album | None:
@@ -122,6 +135,7 @@ def submit_url(url: str, options: SubmissionOptions) -> Submission:
     submission = _new_submission(options, url=url, original_filename=basename(urlparse(url).path))
     db.session.add(submission)
     db.session.commit()
+    _log_received(submission, "URL")
     queue.enqueue_submission(submission.id)
     return submission
 
@@ -225,7 +239,9 @@ def process_submission(submission_id: int) -> list[int]:
     submission.processing_started = utcnow()
     db.session.commit()
     try:
-        return _process_submission(submission)
+        job_ids = _process_submission(submission)
+        log.info("submission %s processed: %d job(s) %s", submission_id, len(job_ids), job_ids)
+        return job_ids
     except Exception:
         log.exception("processing submission %s failed", submission_id)
         db.session.rollback()
@@ -446,6 +462,15 @@ def finish_job(
         job.stage = "failed"
         job.failure_reason = failure_reason or "The solve failed."
     db.session.commit()
+    with logs.bind(job_id=job_id, submission_id=job.user_image.submission_id):
+        log.info(
+            "job %s ended: %s%s (attempt %s, %s sources)",
+            job_id,
+            job.status,
+            f", {job.failure_reason}" if job.status == JobStatus.FAILURE else "",
+            job.attempts,
+            sources,
+        )
 
 
 def prepare_image(image: UserImage, work_dir: Path) -> PreparedInput:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, has_app_context
 
-from . import queue, services, solver, warm_engine
+from . import logs, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
 from .inputs import UnsupportedInput
@@ -87,6 +87,14 @@ def _solve(job_id: int) -> None:
         return
     job = db.session.get(Job, job_id)
     assert job is not None
+    image = job.user_image
+    with logs.bind(job_id=job_id, submission_id=image.submission_id, image_id=image.id):
+        log.info("job %s solving (attempt %s)", job_id, job.attempts)
+        _solve_claimed(job)
+
+
+def _solve_claimed(job: Job) -> None:
+    job_id = job.id
     image = job.user_image
     params = SolveParams.from_row(image.submission)
     store = services.storage()
