@@ -257,6 +257,12 @@ def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
                 f"{host}:{port}",
                 "--workers",
                 str(web_workers),
+                # Threads: keep-alive connections and several requests per process (status
+                # polls, slow uploads) at about 1.5x the polls/s of sync workers (bench/).
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
                 "--access-logfile",
                 "-",
                 "--timeout",

@@ -95,6 +95,13 @@ def init_limits(app: Flask) -> None:
     limiter = Limiter(key_func=client_address, on_breach=limit_reached)
     limiter.init_app(app)
     app.extensions["nova.limiter"] = limiter  # the extension keeps only a weak reference
+    limited_endpoints = set(UPLOAD_ENDPOINTS) | set(SIGN_IN_ENDPOINTS)
+
+    @limiter.request_filter
+    def not_limited() -> bool:
+        # Only uploads and sign-ins have limits: skip the limiter's bookkeeping on every other
+        # request (status polls above all).
+        return request.endpoint not in limited_endpoints
 
     views = app.view_functions
     for endpoint in UPLOAD_ENDPOINTS:

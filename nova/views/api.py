@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
 
 from .. import services
 from ..accounts import user_for_api_key
@@ -243,7 +244,8 @@ def visible_submission(submission_id: int, user: User | None) -> Submission:
 
 
 def visible_job(job_id: int) -> Job:
-    job = db.session.get(Job, job_id)
+    # One query with its image: clients poll this several times a second per job.
+    job = db.session.get(Job, job_id, options=[joinedload(Job.user_image)])
     if job is None or not services.can_view(job.user_image, current_user()):
         raise ApiError("job does not exist", 404)
     return job
