@@ -1795,7 +1795,7 @@ def render_targets(results: Results, add: Callable[[str], None]) -> None:
 
 def hammer_tool(results: Results) -> str:
     if results.hammer_solving.get("tool") == "wrk":
-        return "wrk, keep-alive connections; gunicorn's sync workers close each after its answer"
+        return "wrk, keep-alive connections"
     return "Python threads, a new loopback connection per request"
 
 

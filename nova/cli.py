@@ -76,6 +76,9 @@ def worker_command(burst: bool) -> None:
     """Run an RQ worker that processes submissions and solves."""
     require_current_schema()
     config = current_app.config
+    if config["WORKER_NICE"]:
+        # Inherited by every work horse and engine process; only ever lowers priority.
+        os.nice(min(config["WORKER_NICE"], 19))
     counts = services.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
     if any(counts.values()):
         click.echo(f"picked up work left pending: {counts}")

@@ -144,6 +144,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Solver workers run at this niceness (0 to 19): under contention the web server's
+        # answers come before a long blind solve's next CPU slice.
+        "WORKER_NICE": _int(env, "NOVA_WORKER_NICE", 10, minimum=0),
         "LOG_FORMAT": _choice(env, "NOVA_LOG_FORMAT", ("text", "json"), "text"),
         # Abuse limits, counted in redis (so shared by every web process and host).
         "RATE_LIMITS": _flag(env, "NOVA_RATE_LIMITS", True),
