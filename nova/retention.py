@@ -3,7 +3,7 @@ uploads no other image uses. Used by the owner's "delete this image" and by rete
 (`nova purge`, NOVA_RETENTION_DAYS), which removes old anonymous and failed uploads.
 
 Rows go first, in one transaction; files go only after it commits. A crash between the two
-leaves orphan files (harmless, and removed by the next purge), never rows whose files are gone.
+leaves orphan files (harmless: no URL shows them), never rows whose files are gone.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _remove_files(removal: Removal) -> None:
             elif path.exists():
                 path.unlink()
                 removal.files += 1
-        except OSError as exc:  # the rows are gone already; the next purge tries again
+        except OSError as exc:  # the rows are gone already: an orphan file, never shown
             log.warning("could not remove %s: %s", path, exc)
     removal._paths.clear()
 
