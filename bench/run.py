@@ -738,8 +738,8 @@ def hammer(port: int, path: str, clients: int, seconds: float) -> dict[str, Any]
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
     )
     latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", out)
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)  # not the "71.50%" of a Stdev column
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     if done.returncode != 0 or total is None or rate is None:
         raise RuntimeError(f"wrk failed: {done.stderr or out}")
     requests_done = int(total[1])
