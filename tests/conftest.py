@@ -261,6 +261,36 @@ def run_worker(timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
+def worker_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start a real ``nova worker`` (fast heartbeats and reconciling) with the test's settings."""
+    monkeypatch.setenv("NOVA_HEARTBEAT_SECONDS", "1")
+    monkeypatch.setenv("NOVA_RECONCILE_SECONDS", "1")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nova", "worker"],
+            env=os.environ.copy(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
+@pytest.fixture
 def make_user(app: Flask) -> Callable[[str], tuple[int, str]]:
     """Create users on demand; returns (user id, API key)."""
     from nova.accounts import create_user

@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -79,36 +78,6 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     yield server
     if server.process is not None:
         server.stop()
-
-
-@pytest.fixture
-def worker_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start a real ``nova worker`` (fast heartbeats and reconciling) with the test's settings."""
-    monkeypatch.setenv("NOVA_HEARTBEAT_SECONDS", "1")
-    monkeypatch.setenv("NOVA_RECONCILE_SECONDS", "1")
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nova", "worker"],
-            env=os.environ.copy(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
 
 
 def star_list_of_apod4(client: FlaskClient, apod: Path) -> tuple[np.ndarray, np.ndarray, int, int]:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,34 +60,6 @@ def finished_job_after_worker(client: FlaskClient, submission_id: int) -> Job:
     return job
 
 
-@pytest.fixture
-def worker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[subprocess.Popen]]:
-    """Start real `nova worker` processes on demand (fast heartbeats and reconciling)."""
-    monkeypatch.setenv("NOVA_HEARTBEAT_SECONDS", "1")
-    monkeypatch.setenv("NOVA_RECONCILE_SECONDS", "1")
-    started: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nova", "worker"],
-            env=os.environ.copy(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(process)
-        return process
-
-    yield start  # type: ignore[misc]
-    for process in started:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
-
-
 def children(pid: int) -> list[int]:
     result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(line) for line in result.stdout.split()]
@@ -118,7 +89,7 @@ def engines_in(data_dir: str) -> list[int]:
 def test_jobs_whose_worker_is_killed_mid_solve_are_retried_and_end(
     client: FlaskClient,
     apod: Path,
-    worker,
+    worker_process: Callable[[], subprocess.Popen[bytes]],
     nova_env: dict[str, str],  # type: ignore[no-untyped-def]
 ) -> None:
     """kill -9 the solving work horse, then the whole worker: all 10 jobs still end."""
@@ -136,7 +107,7 @@ def test_jobs_whose_worker_is_killed_mid_solve_are_retried_and_end(
         for i, (name, hint) in enumerate(plan)
     ]
     names = dict(zip(submissions, (name for name, _ in plan), strict=True))
-    first_worker = worker()
+    first_worker = worker_process()
     faults = 0
 
     def solving_job(other_than: int = 0) -> Job | None:
@@ -167,7 +138,7 @@ def test_jobs_whose_worker_is_killed_mid_solve_are_retried_and_end(
         os.kill(pid, signal.SIGKILL)
     first_worker.wait()
     faults += 1
-    worker()  # a new worker (as after a reboot) picks everything up
+    worker_process()  # a new worker (as after a reboot) picks everything up
 
     def all_ended() -> bool:
         db.session.rollback()
@@ -204,7 +175,7 @@ def finished_job_state(client: FlaskClient, submission_id: int) -> str:
 def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(
     client: FlaskClient,
     apod: Path,
-    worker,  # type: ignore[no-untyped-def]
+    worker_process: Callable[[], subprocess.Popen[bytes]],
 ) -> None:
     from nova import services
     from nova.models import utcnow
@@ -216,7 +187,7 @@ def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(
     job.status, job.stage, job.attempts = JobStatus.SOLVING, "solving", 3
     job.heartbeat_at = utcnow().replace(year=2000)
     db.session.commit()
-    worker()
+    worker_process()
     assert wait_for(lambda: job_state(job_id).status == JobStatus.FAILURE, 30, 0.2)
     reason = job_state(job_id).failure_reason
     assert reason == "The worker stopped (killed or crashed) while solving, 3 times; giving up."
