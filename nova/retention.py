@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from flask import current_app
 from sqlalchemy import delete, exists, or_, select
 
 from .extensions import db
@@ -30,7 +29,7 @@ from .models import (
     album_images,
     utcnow,
 )
-from .storage import Storage
+from .services import storage
 
 log = logging.getLogger(__name__)
 ENDED = (JobStatus.SUCCESS, JobStatus.FAILURE)
@@ -49,10 +48,6 @@ class Removal:
     jobs: int = 0
     files: int = 0
     _paths: list[Path] = field(default_factory=list)
-
-
-def storage() -> Storage:
-    return current_app.extensions["nova.storage"]
 
 
 def _forget_image(image: UserImage, removal: Removal) -> None:
