@@ -128,6 +128,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REMEMBER_COOKIE_SECURE": _flag(env, "NOVA_SECURE_COOKIES", False),
         "API_SESSION_DAYS": _int(env, "NOVA_API_SESSION_DAYS", 14),
         "API_DEFAULT_VISIBILITY": _choice(env, "NOVA_API_DEFAULT_VISIBILITY", ("y", "n"), "y"),
+        # Hours after a private job ends during which its id alone opens its status,
+        # calibration and WCS (clients that poll without a session); 0: owner only.
+        "ID_ACCESS_HOURS": _int(env, "NOVA_ID_ACCESS_HOURS", 24, minimum=0),
         "MAX_STARS": _int(env, "NOVA_MAX_STARS", 100_000),
         # Archives (tar, zip, optionally gzip/bzip2-compressed) unpacked into one image each.
         "MAX_ARCHIVE_MEMBERS": _int(env, "NOVA_MAX_ARCHIVE_MEMBERS", 200),

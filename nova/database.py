@@ -1,19 +1,16 @@
-"""Database schema: migrations, the check that the schema is current, and job ids that never
-repeat across database re-creations."""
+"""Database schema: migrations and the check that the schema is current."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask_migrate import stamp, upgrade
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import inspect, text
 
 from .extensions import db
-from .models import Job, utcnow
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Release 0.1.0 created its tables with create_all() and had no alembic_version table; its
@@ -21,18 +18,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 RELEASE_0_1_REVISION = "0001"
 RELEASE_0_1_TABLES = {"users", "submissions", "user_images", "jobs", "calibrations"}
 
-# Job ids of a new database start at the number of seconds since this date, so a database
-# that is recreated later continues above the ids an earlier one handed out (unless that one
-# averaged more than a job per second). Clients such as astroquery cache files by job id.
-JOB_ID_EPOCH = datetime(2020, 1, 1)
-
 
 class SchemaNotCurrent(RuntimeError):
     """The database is older (or newer) than this release's schema: run `nova init-db`."""
-
-
-def job_id_floor() -> int:
-    return int((utcnow() - JOB_ID_EPOCH).total_seconds())
 
 
 def head_revision() -> str:
@@ -85,38 +73,10 @@ def init_database() -> str:
         before = RELEASE_0_1_REVISION
     upgrade(directory=directory)
     db.session.remove()  # DDL ran on other connections: start from fresh ones
-    set_job_id_floor()
     after = current_revision()
     if before == after:
         return f"schema already at revision {after}"
     return f"schema migrated from revision {before or 'none (empty database)'} to {after}"
-
-
-def set_job_id_floor() -> None:
-    """Give an empty jobs table its time-based first id."""
-    if db.session.scalar(select(func.count()).select_from(Job)):
-        return
-    floor = job_id_floor()
-    dialect = db.engine.dialect.name
-    if dialect == "sqlite":
-        current = db.session.scalar(text("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'"))
-        if current is None:
-            db.session.execute(
-                text("INSERT INTO sqlite_sequence (name, seq) VALUES ('jobs', :seq)"),
-                {"seq": floor},
-            )
-        elif current < floor:
-            db.session.execute(
-                text("UPDATE sqlite_sequence SET seq = :seq WHERE name = 'jobs'"), {"seq": floor}
-            )
-    elif dialect == "postgresql":
-        db.session.execute(
-            text(
-                "SELECT setval('jobs_id_seq', GREATEST(:seq, (SELECT last_value FROM jobs_id_seq)))"
-            ),
-            {"seq": floor},
-        )
-    db.session.commit()
 
 
 def drop_everything() -> None:

@@ -7,9 +7,12 @@ the queue only carries job ids, so a lost or duplicated queue entry never change
 from __future__ import annotations
 
 import enum
+import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import Column, ForeignKey, String, Text, select
+from sqlalchemy.engine import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -18,6 +21,29 @@ from .extensions import db
 def utcnow() -> datetime:
     """Naive UTC now: nova reports timestamps as naive UTC strings."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+# Submission and job ids are random (nova.visibility says why): drawn from here, above every
+# sequential id Nova handed out before (job ids started at the seconds since 2020, about
+# 2.2e8 in 2026), and within a signed 32-bit int, because C# and Java clients (N.I.N.A.,
+# StellarSolver's Qt, AstroImageJ) parse them so.
+RANDOM_ID_LOW = 1_000_000_000
+RANDOM_ID_HIGH = 2**31 - 1
+
+
+def random_id(column: Callable[[], Column[int]]) -> Callable[[ExecutionContext], int]:
+    """A column default: a random id not used yet in ``column``. Two inserts drawing the same
+    free id at the same moment would need a one-in-a-billion coincidence; the primary key
+    refuses the second then."""
+
+    def draw(context: ExecutionContext) -> int:
+        while True:
+            candidate = RANDOM_ID_LOW + secrets.randbelow(RANDOM_ID_HIGH - RANDOM_ID_LOW + 1)
+            existing = select(column()).where(column() == candidate)
+            if context.connection.execute(existing).first() is None:
+                return candidate
+
+    return draw
 
 
 class JobStatus(enum.StrEnum):
@@ -100,7 +126,9 @@ class Submission(db.Model):
     __tablename__ = "submissions"
     __table_args__ = {"sqlite_autoincrement": True}
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(
+        primary_key=True, default=random_id(lambda: Submission.__table__.c.id)
+    )
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     # Indexed: retention (`nova purge`) selects old submissions by date.
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -222,10 +250,9 @@ class SkyObject(db.Model):
 
 class Job(db.Model):
     __tablename__ = "jobs"
-    # Job ids are never reused, even after rows are deleted: clients cache files by job id.
     __table_args__ = {"sqlite_autoincrement": True}
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True, default=random_id(lambda: Job.__table__.c.id))
     user_image_id: Mapped[int] = mapped_column(ForeignKey("user_images.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
     stage: Mapped[str] = mapped_column(String(32), default="queued")

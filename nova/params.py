@@ -84,7 +84,7 @@ class SolveParams:
 
 # Row ids are INTEGER columns: 32-bit signed on PostgreSQL (SQLite stores up to 64 bits but
 # Nova never hands out more). A larger number names no row, and binding it would make the
-# driver fail, so lookups treat it as missing. Job ids (seconds since 2020) fit until 2088.
+# driver fail, so lookups treat it as missing. Random submission and job ids stay below it.
 MAX_ROW_ID = 2**31 - 1
 
 

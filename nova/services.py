@@ -217,6 +217,7 @@ def _fail_submission(submission: Submission, message: str, file_hash: str | None
             user_image=image,
             status=JobStatus.FAILURE,
             stage="failed",
+            queued_at=now,  # the column default would be later than finished_at
             started_at=now,
             finished_at=now,
             failure_reason=message,
@@ -622,10 +623,3 @@ def heartbeat(job_id: int) -> None:
     """Say that the worker solving this job is alive (called from a thread: own connection)."""
     with db.engine.begin() as connection:
         connection.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
-
-
-def can_view(item: UserImage | Submission, user: User | None) -> bool:
-    """Public images and submissions are visible to all; private ones only to their owner."""
-    if item.publicly_visible == "y":
-        return True
-    return user is not None and item.user_id == user.id

@@ -9,6 +9,7 @@ from astropy import units as u
 from astropy.coordinates import Angle
 from sqlalchemy import Select, func, or_, select
 
+from . import visibility
 from .extensions import db
 from .models import (
     Album,
@@ -32,11 +33,10 @@ class SiteError(ValueError):
 
 
 def visible_images(user: User | None) -> Select[tuple[UserImage]]:
-    """Images ``user`` may see: public ones, and their own."""
-    query = select(UserImage).where(UserImage.kind != "unsupported")
-    if user is None:
-        return query.where(UserImage.publicly_visible == "y")
-    return query.where(or_(UserImage.publicly_visible == "y", UserImage.user_id == user.id))
+    """Images ``user`` may see (nova.visibility's rule) that hold something to show."""
+    return select(UserImage).where(
+        UserImage.kind != "unsupported", visibility.visible_clause(UserImage, user)
+    )
 
 
 def solved_images(user: User | None) -> Select[tuple[UserImage]]:
@@ -140,7 +140,7 @@ def add_to_album(image: UserImage, album: Album, user: User) -> None:
 
 
 def can_view_album(album: Album, user: User | None) -> bool:
-    return album.publicly_visible == "y" or (user is not None and album.user_id == user.id)
+    return visibility.can_view(album, user)
 
 
 # -- search --------------------------------------------------------------------------------

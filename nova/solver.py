@@ -324,6 +324,15 @@ def count_sources(axy_path: Path) -> int:
         return int(hdus[1].header.get("NAXIS2", 0)) if len(hdus) > 1 else 0
 
 
+def _extracted_sources(work_dir: Path, earlier: int | None) -> int | None:
+    """Sources of the attempt the time limit stopped: its ``job.axy`` when extraction had
+    finished writing it, else what an earlier attempt counted."""
+    try:
+        return count_sources(work_dir / AXY_NAME)
+    except (OSError, ValueError, IndexError):  # not written yet, or cut off mid-write
+        return earlier
+
+
 def solve(
     params: SolveParams,
     prepared: PreparedInput,
@@ -374,7 +383,7 @@ def solve(
             return SolveOutcome(
                 False,
                 f"Stopped after the time limit of {time_limit:g} s without a solution.",
-                sources,
+                _extracted_sources(work_dir, sources),
             )
         if outcome.reason != RETRY_FULL_RESOLUTION:
             return outcome

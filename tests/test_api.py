@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +18,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from nova.database import drop_everything, init_database
 from nova.extensions import db
-from nova.models import Album, ApiSession, Submission, UserImage, utcnow
+from nova.models import (
+    RANDOM_ID_HIGH,
+    RANDOM_ID_LOW,
+    Album,
+    ApiSession,
+    Job,
+    Submission,
+    UserImage,
+    utcnow,
+)
 
 from .conftest import api_call, api_login, run_worker
 
@@ -50,6 +59,7 @@ def test_login_answers_exactly_as_nova(client: FlaskClient, make_user: MakeUser)
         "errormessage": 'failed to parse JSON: "{not json"',
     }
     assert api_call(client, "login", {})["errormessage"] == 'need "apikey"'
+    assert api_call(client, "login", {"apikey": None})["errormessage"] == 'need "apikey"'
     assert api_call(client, "login", {"apikey": "wrong"})["errormessage"] == "bad apikey"
     assert api_call(client, "login", {"apikey": 12})["errormessage"] == "bad apikey"
     response = client.post("/api/login/", data={"request-json": json.dumps({"apikey": key})})
@@ -375,7 +385,7 @@ def test_a_solve_seen_through_every_endpoint(
     }
     assert time.strptime(status["processing_finished"][:19], "%Y-%m-%d %H:%M:%S")
     job_id = status["jobs"][0]
-    assert isinstance(job_id, int) and job_id > 100_000_000  # time-based first id
+    assert isinstance(job_id, int) and RANDOM_ID_LOW <= job_id <= RANDOM_ID_HIGH
     assert status["job_calibrations"][0][0] == job_id
     # Every read endpoint: GET and POST (with a session, as client.py sends), with and
     # without a trailing slash, never a redirect, always text/plain JSON.
@@ -474,24 +484,31 @@ def test_unknown_ids_answer_json_404(client: FlaskClient) -> None:
     assert json.loads(client.get("/api/no/such/thing").data)["status"] == "error"
 
 
-def test_job_ids_are_never_reused_after_the_database_is_recreated(
-    app: Flask, client: FlaskClient, make_user: MakeUser
+def test_job_ids_are_random_and_avoid_every_id_in_use(
+    app: Flask, client: FlaskClient, make_user: MakeUser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def new_job_id() -> int:
-        _, key = make_user(f"u{time.monotonic_ns()}@example.org")
-        session_key = api_login(client, key)
-        subid = api_call(
-            client, "upload", {"session": session_key, "x": [1.0, 2.0], "y": [1.0, 2.0]}
-        )["subid"]
-        run_worker()
-        return api_call(client, f"submissions/{subid}", method="GET")["jobs"][0]
+    _, key = make_user("ann@example.org")
+    session_key = api_login(client, key)
 
-    first = new_job_id()
-    db.session.remove()
-    drop_everything()
-    time.sleep(1.1)  # ids are seconds since 2020 at creation
-    init_database()
-    assert new_job_id() > first
+    def new_ids() -> tuple[int, int]:
+        subid = api_call(client, "upload", {"session": session_key, "x": [1.0], "y": [1.0]})[
+            "subid"
+        ]
+        run_worker()
+        return subid, api_call(client, f"submissions/{subid}", method="GET")["jobs"][0]
+
+    first_sub, first_job = new_ids()
+    # The generator is made to draw the submission id already taken first: it is skipped
+    # (submissions and jobs share the generator; jobs are drawn in the worker process).
+    draws = iter([first_sub - RANDOM_ID_LOW])
+    real = secrets.randbelow
+    monkeypatch.setattr(secrets, "randbelow", lambda n: next(draws, None) or real(n))
+    second_sub, second_job = new_ids()
+    assert second_sub != first_sub and second_job != first_job
+    assert next(draws, None) is None  # the taken id was drawn, and refused
+    assert db.session.get(Job, first_job) is not None and db.session.get(Job, second_job)
+    database_ids = db.session.scalars(select(Submission.id)).all()
+    assert sorted(database_ids) == sorted([first_sub, second_sub])
 
 
 def test_albums_are_looked_up_among_the_callers_own(

@@ -4,7 +4,8 @@ Conventions kept from nova (see nova-clients.md section 0): arguments arrive as 
 field ``request-json``; answers are JSON sent as ``text/plain``; errors are HTTP 200
 ``{"status": "error", "errormessage": ...}`` with nova's texts; read endpoints answer GET
 and POST, with or without a trailing slash. Fixed: every argument is validated before
-anything is stored, and private images are visible to their owner only, on every endpoint.
+anything is stored, and private images are visible to their owner only, on every endpoint,
+but for the solve result that nova.visibility opens to whoever holds the id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from .. import services
+from .. import services, visibility
 from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..extensions import db
@@ -114,7 +115,7 @@ def require_login(args: dict[str, Any]) -> User:
 @bp.route("/login", methods=ANY_METHOD)
 def login() -> Response:
     args = json_args()
-    if "apikey" not in args:
+    if args.get("apikey") is None:  # absent or null, as nova
         fail('need "apikey"')
     key = args["apikey"]
     user = user_for_api_key(key) if isinstance(key, str) and key else None
@@ -236,19 +237,26 @@ def nova_time(value: object) -> str:
     return str(value)
 
 
-def visible_submission(submission_id: int, user: User | None) -> Submission:
+def status_submission(submission_id: int) -> Submission:
+    """The submission, for its owner, anyone if public, or whoever holds a private one's id
+    (nova.visibility)."""
     submission = db.session.get(Submission, submission_id)
-    if submission is None or not services.can_view(submission, user):
+    if submission is None or not visibility.can_read_status(submission, current_user()):
         raise ApiError("submission does not exist", 404)
     return submission
 
 
-def visible_job(job_id: int) -> Job:
+def visible_job(job_id: int, *, solve_result: bool = True) -> tuple[Job, bool]:
+    """(job, whether the caller sees its image) when the caller may see the image or, for
+    the solve result (``solve_result``), holds the id; a JSON 404 otherwise."""
     # One query with its image: clients poll this several times a second per job.
     job = db.session.get(Job, job_id, options=[joinedload(Job.user_image)])
-    if job is None or not services.can_view(job.user_image, current_user()):
+    if job is None:
         raise ApiError("job does not exist", 404)
-    return job
+    sees_image = visibility.can_view(job.user_image, current_user())
+    if not sees_image and not (solve_result and visibility.id_opens_job(job)):
+        raise ApiError("job does not exist", 404)
+    return job, sees_image
 
 
 @bp.route("/submission_images", methods=ANY_METHOD)
@@ -259,14 +267,14 @@ def submission_images() -> Response:
     submission = None
     if submission_id is not None:
         submission = db.session.get(Submission, submission_id)
-    if submission is None or not services.can_view(submission, user):
+    if submission is None or not visibility.can_view(submission, user):
         fail("submission does not exist")
     return reply({"status": "success", "image_ids": [i.id for i in submission.user_images]})
 
 
 @bp.route("/submissions/<int:submission_id>", methods=ANY_METHOD)
 def submission_status(submission_id: int) -> Response:
-    submission = visible_submission(submission_id, current_user())
+    submission = status_submission(submission_id)
     images = submission.user_images
     best_jobs = [image.best_job for image in images]
     payload: dict[str, Any] = {
@@ -293,7 +301,8 @@ def blurb(job: Job) -> str:
 
 @bp.route("/jobs/<int:job_id>", methods=ANY_METHOD)
 def job_status(job_id: int) -> Response:
-    return reply({"status": blurb(visible_job(job_id))})
+    job, _ = visible_job(job_id)
+    return reply({"status": blurb(job)})
 
 
 def calibration_dict(job: Job, *, with_size: bool) -> dict[str, float] | None:
@@ -318,7 +327,8 @@ def no_calibration(job_id: int) -> Response:
 
 @bp.route("/jobs/<int:job_id>/calibration", methods=ANY_METHOD)
 def job_calibration(job_id: int) -> Response:
-    values = calibration_dict(visible_job(job_id), with_size=True)
+    job, _ = visible_job(job_id)
+    values = calibration_dict(job, with_size=True)
     return reply(values) if values is not None else no_calibration(job_id)
 
 
@@ -328,28 +338,32 @@ def tag_texts(image: UserImage, *, machine_only: bool = False) -> list[str]:
 
 @bp.route("/jobs/<int:job_id>/tags", methods=ANY_METHOD)
 def job_tags(job_id: int) -> Response:
-    return reply({"tags": tag_texts(visible_job(job_id).user_image)})
+    # Tags hold what users wrote: not part of the solve result an id opens.
+    job, _ = visible_job(job_id, solve_result=False)
+    return reply({"tags": tag_texts(job.user_image)})
 
 
 @bp.route("/jobs/<int:job_id>/machine_tags", methods=ANY_METHOD)
 def job_machine_tags(job_id: int) -> Response:
-    return reply({"tags": tag_texts(visible_job(job_id).user_image, machine_only=True)})
+    job, _ = visible_job(job_id)
+    return reply({"tags": tag_texts(job.user_image, machine_only=True)})
 
 
 @bp.route("/jobs/<int:job_id>/objects_in_field", methods=ANY_METHOD)
 def job_objects(job_id: int) -> Response:
-    image = visible_job(job_id).user_image
-    return reply({"objects_in_field": [obj.name for obj in image.sky_objects]})
+    job, _ = visible_job(job_id)
+    return reply({"objects_in_field": [obj.name for obj in job.user_image.sky_objects]})
 
 
 @bp.route("/jobs/<int:job_id>/info", methods=ANY_METHOD)
 def job_info(job_id: int) -> Response:
-    job = visible_job(job_id)
+    job, sees_image = visible_job(job_id)
     image = job.user_image
     payload: dict[str, Any] = {
         "objects_in_field": [obj.name for obj in image.sky_objects],
         "machine_tags": tag_texts(image, machine_only=True),
-        "tags": tag_texts(image),
+        # An id-holder who may not see the image gets the machine's tags only.
+        "tags": tag_texts(image, machine_only=not sees_image),
         "status": blurb(job),
         "original_filename": image.original_filename,
     }
@@ -361,7 +375,7 @@ def job_info(job_id: int) -> Response:
 
 @bp.route("/jobs/<int:job_id>/annotations", methods=ANY_METHOD)
 def job_annotations(job_id: int) -> Response:
-    job = visible_job(job_id)
+    job, _ = visible_job(job_id)
     nbright_text = request.args.get("nbright")
     nbright = None
     if nbright_text is not None:
@@ -420,12 +434,12 @@ def jobs_by_tag() -> Response:
         if request.args.get("exact")
         else ImageTag.text.ilike(f"%{_escape_like(query)}%", escape="\\")
     )
-    visible = UserImage.publicly_visible == "y"
-    if user is not None:
-        visible = visible | (UserImage.user_id == user.id)
     image_ids = select(ImageTag.user_image_id).where(tag_match)
     job_ids = db.session.scalars(
-        select(Job.id).join(UserImage).where(UserImage.id.in_(image_ids), visible).order_by(Job.id)
+        select(Job.id)
+        .join(UserImage)
+        .where(UserImage.id.in_(image_ids), visibility.visible_clause(UserImage, user))
+        .order_by(Job.id)
     ).all()
     return reply({"job_ids": list(job_ids)})
 

@@ -2,8 +2,9 @@
 
 No human check and no Referer requirement: API clients fetch these directly. Private images
 are served to their owner only (API session cookie from /api/login); to anyone else they
-answer exactly like an id that does not exist. Everything derived is built once, on first
-request, then served from its file with caching headers.
+answer exactly like an id that does not exist -- except the WCS file, part of the solve
+result that nova.visibility opens to whoever holds the job id. Everything derived is built
+once, on first request, then served from its file with caching headers.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from ..extensions import db
 from ..inputs import PreparedInput, UnsupportedInput
 from ..models import Calibration, Job, UserImage
 from ..products import JOB_PRODUCTS, JobContext, ProductUnavailable, build_once, job_product_path
-from ..services import can_view, prepare_image, storage
+from ..services import prepare_image, storage
 from ..solver import AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
+from ..visibility import can_read_result, can_view
 
 bp = Blueprint("files", __name__)
 ANY_METHOD = ["GET", "POST"]
@@ -29,9 +31,13 @@ DIRECT_MIMETYPES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif"
 ONE_DAY = 86400
 
 
-def visible_job(job_id: int) -> Job:
+def visible_job(job_id: int, *, solve_result: bool = False) -> Job:
+    """The job if the caller may see its image, or (``solve_result``) holds its id."""
     job = db.session.get(Job, job_id)
-    if job is None or not can_view(job.user_image, current_user()):
+    if job is None:
+        abort(404, f"There is no job {job_id}.")
+    user = current_user()
+    if not (can_read_result(job, user) if solve_result else can_view(job.user_image, user)):
         abort(404, f"There is no job {job_id}.")
     return job
 
@@ -60,8 +66,10 @@ def serve(
     return response
 
 
-def send_product(job_id: int, name: str, download_name: str, mimetype: str) -> Response:
-    job = visible_job(job_id)
+def send_product(
+    job_id: int, name: str, download_name: str, mimetype: str, *, solve_result: bool = False
+) -> Response:
+    job = visible_job(job_id, solve_result=solve_result)
     path = storage().job_file(job_id, name)
     if path is None:
         abort(404, f"Job {job_id} has no {download_name}.")
@@ -110,7 +118,7 @@ for _name in JOB_PRODUCTS:
 
 @bp.route("/wcs_file/<int:job_id>", methods=ANY_METHOD)
 def wcs_file(job_id: int) -> Response:
-    return send_product(job_id, WCS_NAME, "wcs.fits", FITS)
+    return send_product(job_id, WCS_NAME, "wcs.fits", FITS, solve_result=True)
 
 
 @bp.route("/rdls_file/<int:job_id>", methods=ANY_METHOD)

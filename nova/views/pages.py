@@ -14,7 +14,7 @@ from ..auth import current_user
 from ..extensions import db
 from ..models import Album, Comment, User, UserImage
 from ..params import row_id
-from ..services import can_view
+from ..visibility import can_view
 
 bp = Blueprint("pages", __name__)
 PER_PAGE = 24

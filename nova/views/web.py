@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import licences, queue, services, site
+from .. import licences, queue, services, site, visibility
 from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
@@ -196,7 +196,7 @@ def upload() -> BaseResponse | Any:
 
 def _visible_submission(submission_id: int) -> Submission:
     submission = db.session.get(Submission, submission_id)
-    if submission is None or not services.can_view(submission, current_user()):
+    if submission is None or not visibility.can_view(submission, current_user()):
         abort(404, f"There is no submission {submission_id}.")
     return submission
 
@@ -268,7 +268,7 @@ def status_state(submission_id: int) -> Response:
 
 def _visible_image(image_id: int) -> UserImage:
     image = db.session.get(UserImage, image_id)
-    if image is None or not services.can_view(image, current_user()):
+    if image is None or not visibility.can_view(image, current_user()):
         abort(404, f"There is no image {image_id}.")
     return image
 
