@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import ctypes
 import json
-import math
 import os
 import shutil
 import signal
 import subprocess
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 from flask import current_app, has_app_context
 
-from . import extraction, warm_engine
+from . import extraction, fieldobjects, warm_engine
 from .inputs import PreparedInput
 from .params import SolveParams
 
@@ -44,7 +40,6 @@ WCS_NAME = "wcs.fits"
 CORR_NAME = "corr.fits"
 RDLS_NAME = "rdls.fits"
 ANNOTATIONS_NAME = "annotations.json"
-MAGNITUDE_MATCH_DEGREES = 0.05  # a named star and its Tycho-2 entry are within 3'
 KILL_GRACE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Resolved once here: the forked child must do as little as possible before exec.
@@ -219,104 +214,23 @@ def kill_process_group(process: subprocess.Popen[bytes]) -> None:
         break
 
 
-def objects_in_field(work_dir: Path, index_dirs: Sequence[Path] = ()) -> list[str]:
+def objects_in_field(work_dir: Path) -> list[str]:
     """Name what is in a solved field, as nova does, and keep the annotations for later.
 
-    ``plot-constellations`` lists constellations (with at least two of their stars in the
-    field), NGC/IC objects (with their aliases, Messier numbers included) and the ten
-    brightest named stars; each listed line is split on "/" into names, as on nova. The
-    same objects with pixel positions (FITS 1-based) and sizes go to ``annotations.json``,
-    stars with their Tycho-2 VT magnitude when an index holds them.
+    Constellations (with at least two of their stars in the field), the ten brightest named
+    stars and NGC/IC objects (with their aliases, Messier numbers included), each listed
+    line split into names on "/" outside parentheses (``fieldobjects``). The same objects
+    with pixel positions (FITS 1-based) and sizes go to ``annotations.json``: every named
+    star in the field, with its catalogue V magnitude.
     """
-    base = ["plot-constellations", "-w", WCS_NAME, "-N", "-C", "-B", "-b", "10", "-L"]
-    listing = subprocess.run(
-        base + ["-j"], cwd=work_dir, capture_output=True, text=True, timeout=60, check=True
-    )
-    # For annotations, every named star in the field (nbright picks the brightest later).
-    with_json = subprocess.run(
-        base[:-3] + ["-L", "-J"],
-        cwd=work_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    text = with_json.stderr
-    try:
-        annotations = json.loads(text[text.index("{") : text.rindex("}") + 1])["annotations"]
-    except (ValueError, KeyError):
-        annotations = []
-    _add_star_magnitudes(annotations, work_dir / WCS_NAME, index_dirs)
-    (work_dir / ANNOTATIONS_NAME).write_text(json.dumps(annotations))
+    found = fieldobjects.field_objects(work_dir, WCS_NAME)
+    (work_dir / ANNOTATIONS_NAME).write_text(json.dumps(found.annotations))
     names: list[str] = []
-    for line in listing.stdout.splitlines():
-        for name in line.split("/"):
-            name = name.strip()
-            if name and name not in names:
+    for line in found.listed:
+        for name in fieldobjects.split_names(line):
+            if name not in names:
                 names.append(name)
     return names
-
-
-def magnitude_index(index_dirs: Sequence[Path]) -> Path | None:
-    """The densest all-sky Tycho-2 index at hand (stars to about 9th magnitude)."""
-    for scale in ("10", "11", "12", "09", "08", "07"):
-        for directory in index_dirs:
-            found = sorted(Path(directory).glob(f"index-tycho2-{scale}*.fits"))
-            if found:
-                return found[0]
-    return None
-
-
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
-
-
-def _add_star_magnitudes(
-    annotations: list[dict], wcs_path: Path, index_dirs: Sequence[Path]
-) -> None:
-    """Give each named star the magnitude of the Tycho-2 star at its place (within 3').
-
-    One catalogue query covers all of them: a cone around the stars from the index file.
-    """
-    stars = [a for a in annotations if a.get("type") == "star"]
-    index = magnitude_index(index_dirs)
-    if not stars or index is None:
-        return
-    with fits.open(wcs_path) as hdus:
-        header = hdus[0].header
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        wcs = WCS(header, relax=True, naxis=2)
-    pixels = np.array([[star["pixelx"], star["pixely"]] for star in stars])
-    ra, dec = wcs.all_pix2world(pixels[:, 0], pixels[:, 1], 1)
-    places = _unit_vectors(ra, dec)
-    centre = places.mean(axis=0)
-    centre /= np.linalg.norm(centre)
-    reach = float(np.degrees(np.arccos(np.clip(places @ centre, -1, 1))).max()) + 0.1
-    centre_ra = math.degrees(math.atan2(centre[1], centre[0])) % 360
-    centre_dec = math.degrees(math.asin(centre[2]))
-    table = wcs_path.parent / "catalogue-stars.fits"
-    subprocess.run(
-        ["query-starkd", "-r", repr(centre_ra), "-d", repr(centre_dec), "-R", repr(reach),
-         "-T", "-o", str(table), str(index)],
-        capture_output=True, timeout=60, check=True,
-    )  # fmt: skip
-    try:
-        with fits.open(table) as hdus:
-            data = hdus[1].data
-            if data is None or len(data) == 0:
-                return
-            catalogue = _unit_vectors(np.asarray(data["RA"]), np.asarray(data["DEC"]))
-            magnitudes = np.asarray(data["MAG_VT"], dtype=float)
-    finally:
-        table.unlink(missing_ok=True)
-    limit = math.cos(math.radians(MAGNITUDE_MATCH_DEGREES))
-    for star, place in zip(stars, places, strict=True):
-        closeness = catalogue @ place
-        nearest = int(np.argmax(closeness))
-        if closeness[nearest] >= limit:
-            star["vmag"] = float(magnitudes[nearest])
 
 
 def count_sources(axy_path: Path) -> int:

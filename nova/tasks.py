@@ -124,7 +124,7 @@ def _solve_claimed(job: Job) -> None:
                     header, image.width, image.height, y_axis_down=prepared.y_axis_down
                 )
                 wcs_text = header.tostring(sep="\n")
-                objects = _objects_in_field(work_dir, current_app.config["INDEX_DIRS"])
+                objects = _objects_in_field(work_dir)
         _remove_engine_temporaries(work_dir)
         store.publish_job_dir(work_dir, job_id)
     except BaseException:
@@ -156,11 +156,11 @@ def _warm_engine() -> warm_engine.WarmEngine | None:
     return warm_engine.loaded(config["INDEX_DIRS"])
 
 
-def _objects_in_field(work_dir: Path, index_dirs: list[Path]) -> list[str]:
+def _objects_in_field(work_dir: Path) -> list[str]:
     """Objects in the field are a bonus: a failure to list them never fails the solve."""
     try:
-        return solver.objects_in_field(work_dir, index_dirs)
-    except (OSError, subprocess.SubprocessError) as exc:
+        return solver.objects_in_field(work_dir)
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
         log.warning("listing the objects in the field failed: %s", exc)
         return []
 

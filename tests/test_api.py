@@ -554,3 +554,79 @@ def test_cli_creates_users_and_resets_keys(app: Flask, client: FlaskClient) -> N
     assert api_call(client, "login", {"apikey": old_key})["errormessage"] == "bad apikey"
     assert api_call(client, "login", {"apikey": new_key})["status"] == "success"
     assert "no user" in nova("reset-api-key", "nobody@example.org").output
+
+
+# V magnitudes of the Big Dipper's stars (Yale Bright Star Catalogue / SIMBAD), to check the
+# magnitudes Nova annotates against a source other than the engine's own table.
+BIG_DIPPER_V = {
+    "Dubhe": 1.79,
+    "Merak": 2.37,
+    "Phecda": 2.44,
+    "Megrez": 3.31,
+    "Alioth": 1.77,
+    "Mizar": 2.23,
+    "Alkaid": 1.86,
+    "Alcor": 4.01,
+}
+
+
+def angular_distance(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    r1, d1, r2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    cos = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(r1 - r2)
+    return float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+
+
+@pytest.mark.engine
+def test_names_in_the_field_are_real_and_carry_catalogue_magnitudes(
+    client: FlaskClient, make_user: MakeUser, apod: Path
+) -> None:
+    """apod4 (the Big Dipper) solved with a 20-45 degree hint: its SIP inverse folds stars
+    from far away into the picture for plot-constellations; none of them may be named."""
+    from astropy.wcs import WCS
+
+    _, key = make_user("ann@example.org")
+    form = {
+        "request-json": json.dumps(
+            {
+                "session": api_login(client, key),
+                "scale_units": "degwidth",
+                "scale_lower": 20,
+                "scale_upper": 45,
+            }
+        ),
+        "file": ((apod / "apod4.jpg").open("rb"), "apod4.jpg"),
+    }
+    subid = json.loads(client.post("/api/upload", data=form).data)["subid"]
+    run_worker()
+    job_id = api_call(client, f"submissions/{subid}")["jobs"][0]
+    calibration = api_call(client, f"jobs/{job_id}/calibration")
+    header = fits.Header.fromstring(client.get(f"/wcs_file/{job_id}").get_data(as_text=True))
+    wcs = WCS(header, relax=True, naxis=2)
+    annotations = api_call(client, f"jobs/{job_id}/annotations")["annotations"]
+    stars = [a for a in annotations if a["type"] == "bright"]
+    assert len(stars) > 20
+    for item in annotations:
+        assert 0 <= item["pixelx"] <= 719 and 0 <= item["pixely"] <= 507, item
+        ra, dec = wcs.all_pix2world([[item["pixelx"], item["pixely"]]], 1)[0]
+        distance = angular_distance(ra, dec, calibration["ra"], calibration["dec"])
+        assert distance <= calibration["radius"], (item["names"], distance)
+    assert all("vmag" in star for star in stars)
+    named = {star["names"][0].split(" / ")[0]: star["vmag"] for star in stars}
+    for name, vmag in BIG_DIPPER_V.items():
+        assert named[name] == pytest.approx(vmag, abs=0.3), name
+    assert not [s for s in stars if "Hya" in " ".join(s["names"]) or "Cyg" in " ".join(s["names"])]
+    five = api_call(client, f"jobs/{job_id}/annotations?nbright=5")["annotations"]
+    five_stars = [a for a in five if a["type"] == "bright"]
+    assert [s["vmag"] for s in five_stars] == sorted(s["vmag"] for s in stars)[:5]
+    assert {s["names"][0].split(" / ")[0] for s in five_stars} == {
+        "Alioth", "Dubhe", "Alkaid", "Mizar", "Merak"
+    }  # fmt: skip
+    # Names stay whole inside parentheses, in objects_in_field, tags and the page.
+    objects = api_call(client, f"jobs/{job_id}/objects_in_field")["objects_in_field"]
+    assert "The star Alioth (ε UMa / 77 UMa)" in objects
+    assert "The star Mizar (ζ UMa / 79 UMa)" in objects
+    assert not [name for name in objects if name.count("(") != name.count(")")]
+    assert api_call(client, f"jobs/{job_id}/tags")["tags"] == objects
+    image_id = api_call(client, f"submissions/{subid}")["user_images"][0]
+    page = client.get(f"/user_images/{image_id}").get_data(as_text=True)
+    assert "The star Alioth (ε UMa / 77 UMa)" in page
