@@ -58,6 +58,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     from .views import account, admin, api, files, pages, web
+    from .views.common import QuoteBareBoundaries
 
     app.register_blueprint(web.bp)
     app.register_blueprint(files.bp)
@@ -68,6 +69,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # nova's API clients post forms without CSRF tokens; they authenticate by session key.
     csrf.exempt(api.bp)
     init_limits(app)
+    app.wsgi_app = QuoteBareBoundaries(app.wsgi_app)  # type: ignore[method-assign]
     hops = app.config["PROXY_HOPS"]
     if hops:
         # Behind Caddy/nginx: the client's address (rate limits, logs) and https scheme

@@ -30,6 +30,7 @@ from nova.models import (
     utcnow,
 )
 
+from .client_wire import astroimagej_body, client_py_body, dotnet_body, qt_body
 from .conftest import api_call, api_login, run_worker
 
 MakeUser = Callable[[str], tuple[int, str]]
@@ -184,59 +185,7 @@ def test_values_nova_dropped_are_kept_and_strings_become_booleans(
     assert submission.original_filename == "sky.fits" and submission.via_api
 
 
-BOUNDARY_PY = "===============7330845974216740156=="
 STAR_TEXT = b"# X Y\n10 20\n30 40\n50 60\n"
-
-
-def client_py_body(json_text: str, filename: str, data: bytes) -> tuple[bytes, str]:
-    """The body nova's client.py builds by hand: quoted boundary, bare \\n after boundaries."""
-    body = (
-        (
-            f"--{BOUNDARY_PY}\n"
-            "Content-Type: text/plain\r\nMIME-Version: 1.0\r\n"
-            'Content-disposition: form-data; name="request-json"\r\n\r\n'
-            f"{json_text}\n--{BOUNDARY_PY}\n"
-            "Content-Type: application/octet-stream\r\nMIME-Version: 1.0\r\n"
-            f'Content-disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
-        ).encode()
-        + data
-        + f"\n--{BOUNDARY_PY}--\n".encode()
-    )
-    return body, f'multipart/form-data; boundary="{BOUNDARY_PY}"'
-
-
-def qt_body(json_text: str, filename: str, data: bytes) -> tuple[bytes, str]:
-    """QHttpMultiPart as StellarSolver uses it: JSON typed application/text/plain, full path."""
-    boundary = "boundary_.oOo._MTIzNDU2Nzg5MA==MTIzNDU2Nzg5MA=="
-    body = (
-        (
-            f"--{boundary}\r\nContent-Type: application/text/plain\r\n"
-            f'Content-Disposition: form-data; name="request-json"\r\n\r\n{json_text}\r\n'
-            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n\r\n'
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    # QNetworkAccessManager quotes the boundary (it holds base64 "=" characters).
-    return body, f'multipart/form-data; boundary="{boundary}"'
-
-
-def dotnet_body(json_text: str, filename: str, data: bytes) -> tuple[bytes, str]:
-    """.NET MultipartFormDataContent (N.I.N.A.): unquoted names and a filename* parameter."""
-    boundary = "8d7f3c55-2f6b-4d2e-9a41-1b2c3d4e5f60"
-    body = (
-        (
-            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Disposition: form-data; name=request-json\r\n\r\n{json_text}\r\n"
-            f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Disposition: form-data; name=file; filename={filename}; "
-            f"filename*=utf-8''{filename}\r\n\r\n"
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, f'multipart/form-data; boundary="{boundary}"'
 
 
 @pytest.mark.parametrize(
@@ -273,6 +222,27 @@ def test_multipart_bodies_of_every_client_style(
         submission = db.session.get(Submission, result["subid"])
         assert submission.original_filename == "stars.xy"
         assert submission.publicly_visible == "n"
+
+
+def test_astroimagej_multipart_with_a_bare_boundary_holding_equals_signs(
+    client: FlaskClient, make_user: MakeUser
+) -> None:
+    """Werkzeug alone reads AstroImageJ's bare boundary "====...==" as cut short and finds
+    no parts; the upload must arrive whole, its star list and arguments intact."""
+    _, key = make_user("ann@example.org")
+    request_json = json.dumps(
+        {"publicly_visible": "n", "image_width": 100, "session": api_login(client, key)},
+        separators=(",", ":"),
+    )
+    stars = "10.0 \t 20.0\r\n30.0 \t 40.0\r\n50.0 \t 60.0\r\n\r\n"
+    body, content_type = astroimagej_body(request_json, stars)
+    assert "boundary=" + "=" * 16 in content_type  # bare, as AstroImageJ sends it
+    result = json.loads(client.post("/api/upload", data=body, content_type=content_type).data)
+    assert result["status"] == "success", result
+    submission = db.session.get(Submission, result["subid"])
+    assert (submission.original_filename, submission.publicly_visible) == ("maxima.tbl", "n")
+    assert submission.image_width == 100
+    assert result["hash"] == hashlib.sha1(stars[:-2].encode()).hexdigest()
 
 
 def test_requests_style_upload_with_no_part_content_type(
