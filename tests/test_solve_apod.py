@@ -315,6 +315,10 @@ def test_a_solve_over_the_time_limit_is_killed_and_fails(
     assert job.status == "failure"
     assert job.failure_reason == "Stopped after the time limit of 6 s without a solution."
     assert job.finished_at is not None
+    # The stars were extracted before the limit stopped the engine: the count is kept.
+    assert job.sources_detected is not None and job.sources_detected >= 50
+    state = client.get(f"/status/{submission_id}/state").get_json()
+    assert state["images"][0]["job"]["sources_detected"] == job.sources_detected
     assert elapsed < 30, f"the worker took {elapsed:.1f} s for a 6 s limit"
     # The whole process group went: no engine keeps running after its job ended.
     assert engine_processes(data_dir) == []

@@ -369,6 +369,7 @@ def failed_submission() -> Submission:
     assert submission.processing_finished is not None
     job = db.session.scalars(select(Job)).one()
     assert job.status == "failure" and job.failure_reason == submission.error_message
+    assert job.queued_at <= job.started_at <= job.finished_at  # the status JSON's order
     return submission
 
 
