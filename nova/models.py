@@ -193,7 +193,10 @@ class UserImage(db.Model):
     publicly_visible: Mapped[str] = mapped_column(String(1), default="y")
 
     submission: Mapped[Submission] = relationship(back_populates="user_images")
-    jobs: Mapped[list[Job]] = relationship(back_populates="user_image", order_by="Job.id")
+    # Oldest first (ids are random): latest_job and best_job read the end of this list.
+    jobs: Mapped[list[Job]] = relationship(
+        back_populates="user_image", order_by="(Job.queued_at, Job.id)"
+    )
     tags: Mapped[list[ImageTag]] = relationship(order_by="ImageTag.id")
     sky_objects: Mapped[list[SkyObject]] = relationship(order_by="SkyObject.id")
     comments: Mapped[list[Comment]] = relationship(order_by="Comment.id")

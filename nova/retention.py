@@ -168,7 +168,7 @@ def purge_candidates(days: int) -> list[Submission]:
             Submission.id.not_in(running),
             or_(Submission.user_id.is_(None), Submission.id.not_in(solved)),
         )
-        .order_by(Submission.id)
+        .order_by(Submission.created_at)
     )
     return list(db.session.scalars(query))
 

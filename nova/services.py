@@ -507,7 +507,7 @@ def reuse_solution(submission: Submission) -> bool:
             UserImage.kind != "unsupported",
             *same_params,
         )
-        .order_by(Job.id.desc())
+        .order_by(Job.finished_at.desc())  # the newest solve (ids are random)
         .limit(1)
     ).first()
     if earlier is None or earlier.calibration is None:

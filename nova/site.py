@@ -238,4 +238,8 @@ def popular_tags(user: User | None, limit: int = 30) -> list[tuple[str, int]]:
 
 
 def user_submissions(user: User) -> Select[tuple[Submission]]:
-    return select(Submission).where(Submission.user_id == user.id).order_by(Submission.id.desc())
+    return (
+        select(Submission)
+        .where(Submission.user_id == user.id)
+        .order_by(Submission.created_at.desc(), Submission.id.desc())  # ids are random
+    )

@@ -166,7 +166,7 @@ def test_several_files_or_a_zip_become_one_submission(client: FlaskClient, apod:
     )
     assert response.status_code == 303
     run_worker()
-    first, second = db.session.scalars(select(Submission).order_by(Submission.id)).all()
+    first, second = db.session.scalars(select(Submission).order_by(Submission.created_at)).all()
     assert first.original_filename == "2 files"
     assert sorted(i.original_filename for i in first.user_images) == ["apod2.jpg", "apod4.jpg"]
     assert [i.original_filename for i in second.user_images] == ["apod4.jpg"]
@@ -273,7 +273,7 @@ def test_owner_actions_permissions_search_and_privacy(app: Flask, apod: Path) ->
     db.session.expire_all()
     assert db.session.get(UserImage, public.id).publicly_visible == "n"
     assert anonymous.get(f"/user_images/{public.id}").status_code == 404
-    assert anonymous.get(f"/wcs_file/{public.best_job.id}").status_code == 404
+    assert anonymous.get(f"/new_fits_file/{public.best_job.id}").status_code == 404
     assert public.id not in listed(anonymous, "/explore")
 
     # Dashboard lists everything of one's own.

@@ -116,19 +116,20 @@ def test_upload_is_stored_once_and_queued(
         response = client.post("/upload", data=data, content_type="multipart/form-data")
         assert response.status_code == 303
     assert len(stored_uploads(app)) == 1  # content-addressed by SHA-1
-    submissions = db.session.scalars(select(Submission)).all()
+    submissions = db.session.scalars(select(Submission).order_by(Submission.created_at)).all()
     assert [s.original_filename for s in submissions] == ["apod4.jpg", "apod4.jpg"]
     queued = redis.Redis.from_url(redis_url).lrange("rq:queue:default", 0, -1)
-    assert sorted(queued) == [b"submission-1", b"submission-2"]
-    state = client.get("/status/1/state").get_json()
+    assert sorted(queued) == sorted(f"submission-{s.id}".encode() for s in submissions)
+    first = submissions[0].id
+    state = client.get(f"/status/{first}/state").get_json()
     assert state == {
-        "id": 1,
+        "id": first,
         "error_message": None,
         "processing_started": False,
         "finished": False,
         "images": [],
     }
-    page = client.get("/status/1").get_data(as_text=True)
+    page = client.get(f"/status/{first}").get_data(as_text=True)
     assert "Waiting for a worker" in page and "status.js" in page
 
 
@@ -189,9 +190,10 @@ def test_failed_download_ends_as_a_failed_job(
     client: FlaskClient, file_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NOVA_URL_ALLOW_PRIVATE", "1")  # the file server is on loopback
-    assert client.post("/upload", data={"url": f"{file_server}/missing.jpg"}).status_code == 303
+    response = client.post("/upload", data={"url": f"{file_server}/missing.jpg"})
+    assert response.status_code == 303
     run_worker()
-    state = client.get("/status/1/state").get_json()
+    state = client.get(response.headers["Location"] + "/state").get_json()
     assert state["finished"]
     assert "Failed to download" in state["error_message"] and "404" in state["error_message"]
     job = state["images"][0]["job"]

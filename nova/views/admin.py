@@ -109,7 +109,8 @@ def worker_infos() -> list[WorkerInfo]:
 
 
 def recent_failures(limit: int = RECENT_FAILURES) -> list[Job]:
-    query = select(Job).where(Job.status == JobStatus.FAILURE).order_by(Job.id.desc()).limit(limit)
+    newest = Job.finished_at.desc()  # ids are random
+    query = select(Job).where(Job.status == JobStatus.FAILURE).order_by(newest).limit(limit)
     return list(db.session.scalars(query))
 
 
@@ -120,7 +121,7 @@ def stuck_jobs() -> list[Job]:
         select(Job)
         .where(Job.status == JobStatus.SOLVING)
         .where(or_(Job.started_at.is_(None), Job.started_at < utcnow() - limit))
-        .order_by(Job.id)
+        .order_by(Job.started_at)
     )
     return list(db.session.scalars(query))
 

@@ -418,7 +418,10 @@ def job_annotations(job_id: int) -> Response:
 def my_jobs(rest: str = "") -> Response:
     user = require_login(json_args())
     job_ids = db.session.scalars(
-        select(Job.id).join(UserImage).where(UserImage.user_id == user.id).order_by(Job.id)
+        select(Job.id)
+        .join(UserImage)
+        .where(UserImage.user_id == user.id)
+        .order_by(Job.queued_at, Job.id)  # oldest first, as nova (ids are random)
     ).all()
     return reply({"jobs": list(job_ids), "status": "success"})
 
@@ -439,7 +442,7 @@ def jobs_by_tag() -> Response:
         select(Job.id)
         .join(UserImage)
         .where(UserImage.id.in_(image_ids), visibility.visible_clause(UserImage, user))
-        .order_by(Job.id)
+        .order_by(Job.queued_at, Job.id)
     ).all()
     return reply({"job_ids": list(job_ids)})
 
