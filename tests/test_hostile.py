@@ -589,7 +589,8 @@ def test_hostile_corpus_gets_clear_errors_and_the_service_survives(
         for name, raw in MALFORMED_JSON.items():
             for endpoint in JSON_ENDPOINTS:
                 tally.judge_api(f"json {name} to {endpoint}", client.api_post(endpoint, raw))
-            # Read endpoints look for a session in request-json too (submission 1 exists).
+            # Read endpoints look for a session in request-json too (id 1: no submission has
+            # it, ids are random; the body is read all the same).
             tally.tried += 1
             status = client.api_post("submissions/1", raw).status_code
             if status >= 500:

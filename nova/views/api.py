@@ -240,8 +240,11 @@ def nova_time(value: object) -> str:
 def status_submission(submission_id: int) -> Submission:
     """The submission, for its owner, anyone if public, or whoever holds a private one's id
     (nova.visibility)."""
+    # The caller first: it reads the request body, which a keep-alive connection needs read
+    # before the next request, even when the id turns out missing.
+    user = current_user()
     submission = db.session.get(Submission, submission_id)
-    if submission is None or not visibility.can_read_status(submission, current_user()):
+    if submission is None or not visibility.can_read_status(submission, user):
         raise ApiError("submission does not exist", 404)
     return submission
 
@@ -249,11 +252,12 @@ def status_submission(submission_id: int) -> Submission:
 def visible_job(job_id: int, *, solve_result: bool = True) -> tuple[Job, bool]:
     """(job, whether the caller sees its image) when the caller may see the image or, for
     the solve result (``solve_result``), holds the id; a JSON 404 otherwise."""
+    user = current_user()  # first, as in status_submission
     # One query with its image: clients poll this several times a second per job.
     job = db.session.get(Job, job_id, options=[joinedload(Job.user_image)])
     if job is None:
         raise ApiError("job does not exist", 404)
-    sees_image = visibility.can_view(job.user_image, current_user())
+    sees_image = visibility.can_view(job.user_image, user)
     if not sees_image and not (solve_result and visibility.id_opens_job(job)):
         raise ApiError("job does not exist", 404)
     return job, sees_image
