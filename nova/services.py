@@ -7,9 +7,10 @@ import logging
 import os
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,10 +19,16 @@ from astropy.io import fits
 from flask import current_app
 from sqlalchemy import select, update
 
-from . import archives, logs, queue, urlsafety
+from . import archives, logs, queue, sandbox, urlsafety
 from .calibration import CalibrationNumbers
 from .extensions import db
-from .inputs import SUPPORTED_TEXT, PreparedInput, UnsupportedInput, prepare_input
+from .inputs import (
+    SUPPORTED_TEXT,
+    PreparedInput,
+    UnsupportedInput,
+    prepare_input,
+    sniff_upload,
+)
 from .models import (
     Album,
     Calibration,
@@ -154,20 +161,12 @@ def validate_url(url: str) -> str:
 def quick_check_upload(path: Path) -> None:
     """Refuse a file that is certainly not solvable before a submission is created.
 
-    Archives (zip, tar, optionally compressed) pass: the worker recognises their members.
+    Only its size and first bytes are looked at: the web process never decodes an upload
+    (the worker does, in a sandbox). Archives pass: the worker recognises their members.
     """
     if archives.detect(path) is not None:
         return
-    work_dir = storage().make_work_dir("check-")
-    try:
-        prepare_input(
-            path,
-            work_dir,
-            max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-            max_uncompressed_bytes=current_app.config["MAX_CONTENT_LENGTH"],
-        )
-    finally:
-        storage().discard(work_dir)
+    sniff_upload(path)
 
 
 def bundle_files(files: Sequence[tuple[Path, str]], target: Path) -> Path:
@@ -283,7 +282,7 @@ def _process_submission(submission: Submission) -> list[int]:
     try:
         if archives.detect(upload) is None:
             try:
-                prepared = _prepare(upload, work_dir, submission)
+                prepared = _prepare(upload, work_dir, submission, _deadline(started))
             except UnsupportedInput as exc:
                 _fail_submission(submission, str(exc), submission.upload_hash)
                 return []
@@ -325,22 +324,69 @@ def _process_submission(submission: Submission) -> list[int]:
     return [job.id for job in jobs]
 
 
-def _prepare(path: Path, work_dir: Path, submission: Submission) -> PreparedInput:
-    params = SolveParams.from_row(submission)
+def input_limits() -> dict[str, int]:
+    """The bounds every decoded input is held to (pixels, bytes, ratio, stars)."""
     config = current_app.config
-    return prepare_input(
+    return {
+        "max_pixels": config["MAX_IMAGE_PIXELS"],
+        "max_uncompressed_bytes": config["MAX_CONTENT_LENGTH"],
+        "max_ratio": config["MAX_COMPRESSION_RATIO"],
+        "max_stars": config["MAX_STARS"],
+    }
+
+
+def preparer(path: Path, work_dir: Path, params: SolveParams) -> Callable[[], PreparedInput]:
+    """``prepare_input`` of ``path`` with the app's bounds, to be called inside a sandbox
+    (``prepare_sandboxed``, or a picture build that runs whole in one)."""
+    return partial(
+        prepare_input,
         path,
         work_dir,
-        max_pixels=config["MAX_IMAGE_PIXELS"],
-        max_uncompressed_bytes=config["MAX_CONTENT_LENGTH"],
         image_width=params.image_width,
         image_height=params.image_height,
+        **input_limits(),
     )
 
 
+def image_preparer(image: UserImage, work_dir: Path) -> Callable[[], PreparedInput]:
+    """The preparer of a stored image (see ``preparer``)."""
+    assert image.file_hash is not None
+    path = storage().upload_path(image.file_hash)
+    return preparer(path, work_dir, SolveParams.from_row(image.submission))
+
+
+def prepare_sandboxed(
+    path: Path, work_dir: Path, params: SolveParams, wall_seconds: float
+) -> PreparedInput:
+    """``prepare_input`` in a child process under NOVA_DECODE_* limits and ``wall_seconds``;
+    a limit that stops it is an UnsupportedInput with the reason, like any refusal."""
+    limits = sandbox.limits_from_config(current_app.config, wall_seconds)
+    try:
+        return sandbox.run_limited(preparer(path, work_dir, params), limits=limits)
+    except sandbox.DecodeLimitExceeded as exc:
+        raise UnsupportedInput(str(exc)) from None
+    except sandbox.DecodeCrashed as exc:
+        log.warning("reading %s failed: %s", path.name, exc)
+        raise UnsupportedInput("The file could not be read (its decoder failed).") from None
+
+
+def _prepare(path: Path, work_dir: Path, submission: Submission, deadline: float) -> PreparedInput:
+    params = SolveParams.from_row(submission)
+    return prepare_sandboxed(path, work_dir, params, deadline - time.monotonic())
+
+
 # The RQ timeout of a submission is 2 x DOWNLOAD_TIMEOUT + 120 s (queue.enqueue_submission);
-# unpacking stops this long before it, so the submission fails with a reason instead.
+# unpacking and reading stop this long before it, so the submission fails with a reason.
 _ARCHIVE_TIME_MARGIN = 30.0
+
+
+def _processing_budget() -> float:
+    """Seconds a submission may take in all: download, unpacking, reading every file."""
+    return 2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120 - _ARCHIVE_TIME_MARGIN
+
+
+def _deadline(started: float) -> float:
+    return started + _processing_budget()
 
 
 def _unpack_archive(
@@ -353,7 +399,7 @@ def _unpack_archive(
     upload), and no image is created.
     """
     config = current_app.config
-    budget = 2 * config["DOWNLOAD_TIMEOUT"] + 120 - _ARCHIVE_TIME_MARGIN
+    budget = _processing_budget()
     limits = archives.ArchiveLimits(
         max_members=config["MAX_ARCHIVE_MEMBERS"],
         max_total_bytes=config["MAX_ARCHIVE_BYTES"],
@@ -371,7 +417,7 @@ def _unpack_archive(
         member_dir = work_dir / f"prepare-{index:04d}"
         member_dir.mkdir()
         try:
-            prepared = _prepare(member.path, member_dir, submission)
+            prepared = _prepare(member.path, member_dir, submission, started + budget)
         except UnsupportedInput as exc:
             skipped.append(replace(member, reason=str(exc)))
             member.path.unlink(missing_ok=True)
@@ -473,18 +519,12 @@ def finish_job(
         )
 
 
-def prepare_image(image: UserImage, work_dir: Path) -> PreparedInput:
-    """Recognise a stored image again and prepare what the engine (or a renderer) reads."""
+def prepare_image(image: UserImage, work_dir: Path, wall_seconds: float) -> PreparedInput:
+    """Recognise a stored image again (sandboxed) and prepare what the engine or a renderer
+    reads, within ``wall_seconds``."""
     assert image.file_hash is not None
     params = SolveParams.from_row(image.submission)
-    return prepare_input(
-        storage().upload_path(image.file_hash),
-        work_dir,
-        max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-        max_uncompressed_bytes=current_app.config["MAX_CONTENT_LENGTH"],
-        image_width=params.image_width,
-        image_height=params.image_height,
-    )
+    return prepare_sandboxed(storage().upload_path(image.file_hash), work_dir, params, wall_seconds)
 
 
 def reuse_solution(submission: Submission) -> bool:
