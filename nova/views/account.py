@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import flask_login
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -13,7 +22,8 @@ from werkzeug.wrappers import Response
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
-from ..accounts import create_user, reset_api_key
+from ..accounts import create_user, reset_api_key, revoke_sessions
+from ..auth import COOKIE_SESSION_FIELD, web_user_for
 from ..extensions import db, login_manager
 from ..models import User, utcnow
 
@@ -29,8 +39,8 @@ MODIFICATION_CHOICES = [
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_id: str) -> User | None:
+    return web_user_for(session_id)
 
 
 # Syntax only: no DNS look-ups (the server may have no outside network).
@@ -62,6 +72,11 @@ def _safe_next(default: str) -> str:
     target = request.args.get("next", "")
     # Only local paths: never redirect a sign-in to another site.
     return target if target.startswith("/") and not target.startswith("//") else default
+
+
+def signed_in_user() -> User:
+    """The signed-in user itself (not Flask-Login's proxy, which cannot be signed in anew)."""
+    return flask_login.current_user._get_current_object()  # type: ignore[no-any-return]
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -102,9 +117,40 @@ def signin() -> Any:
 
 @bp.post("/signout")
 def signout() -> Response:
+    """Sign out everywhere: every web session, remember cookie and API session of the user
+    ends (a copy of this browser's cookie signs nobody in afterwards)."""
+    if flask_login.current_user.is_authenticated:
+        revoke_sessions(signed_in_user())
     flask_login.logout_user()
+    session.pop(COOKIE_SESSION_FIELD, None)
     flash("You are signed out.")
     return redirect(url_for("web.upload_page"))
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired()])
+    password = PasswordField("New password", validators=[DataRequired(), Length(min=8, max=200)])
+    confirm = PasswordField(
+        "Repeat new password", validators=[EqualTo("password", "The passwords differ.")]
+    )
+
+
+@bp.route("/dashboard/password", methods=["GET", "POST"])
+@flask_login.login_required
+def change_password() -> Any:
+    """A new password ends every other session (web and API); this browser stays signed in."""
+    user = signed_in_user()
+    form = PasswordForm()
+    if form.validate_on_submit():
+        if not user.password_hash or not check_password_hash(user.password_hash, form.current.data):
+            form.current.errors.append("That is not your current password.")
+        else:
+            user.password_hash = generate_password_hash(form.password.data)
+            revoke_sessions(user)
+            flask_login.login_user(user, remember=True)  # with the new session token
+            flash("Password changed; every other session is signed out.")
+            return redirect(url_for("account.profile"))
+    return render_template("account/password.html", form=form)
 
 
 @bp.route("/dashboard/profile", methods=["GET", "POST"])
@@ -128,7 +174,8 @@ def profile() -> Any:
 @bp.post("/dashboard/api_key")
 @flask_login.login_required
 def regenerate_api_key() -> Any:
-    user: User = flask_login.current_user  # type: ignore[assignment]
-    key = reset_api_key(user.email)
+    user = signed_in_user()
+    key = reset_api_key(user.email)  # ends every session, this one too...
+    flask_login.login_user(user, remember=True)  # ...which continues with the new token
     current_app.logger.info("user %s regenerated their API key", user.id)
     return render_template("account/api_key.html", key=key, new_account=False)
