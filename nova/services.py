@@ -42,6 +42,7 @@ from .models import (
     utcnow,
 )
 from .params import SolveParams
+from .solver import ANNOTATIONS_NAME, AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
 from .storage import Storage, UploadTooLarge
 
 log = logging.getLogger(__name__)
@@ -527,15 +528,26 @@ def prepare_image(image: UserImage, work_dir: Path, wall_seconds: float) -> Prep
     return prepare_sandboxed(storage().upload_path(image.file_hash), work_dir, params, wall_seconds)
 
 
+# What an answer from an earlier solve takes of it: the engine's own products. Never its
+# log (it names the other job's directory and id) nor pictures and files drawn for it (the
+# KMZ carries the other upload's file name); those are built again for the copy.
+REUSED_PRODUCTS = (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME, ANNOTATIONS_NAME)
+
+
 def reuse_solution(submission: Submission) -> bool:
     """Answer an upload at once from an earlier solve of the same file with the same
     parameters: a new image and a job that is already a success, with the same calibration
-    and products. Returns False when there is nothing to reuse (the upload is queued)."""
+    and engine products. Only the uploader's own solves and public ones are reused: a
+    private solve of someone else is neither copied nor revealed by an instant answer.
+    Returns False when there is nothing to reuse (the upload is queued)."""
     params = SolveParams.from_row(submission)
     same_params = [
         getattr(Submission, name).is_(None) if value is None else getattr(Submission, name) == value
         for name, value in params.as_dict().items()
     ]
+    reusable = UserImage.publicly_visible == "y"
+    if submission.user_id is not None:
+        reusable = reusable | (UserImage.user_id == submission.user_id)
     earlier = db.session.scalars(
         select(Job)
         .join(UserImage, Job.user_image_id == UserImage.id)
@@ -544,6 +556,7 @@ def reuse_solution(submission: Submission) -> bool:
             UserImage.file_hash == submission.upload_hash,
             Job.status == JobStatus.SUCCESS,
             UserImage.kind != "unsupported",
+            reusable,
             *same_params,
         )
         .order_by(Job.id.desc())
@@ -564,7 +577,7 @@ def reuse_solution(submission: Submission) -> bool:
         width=old_image.width,
         height=old_image.height,
         fits_extension=old_image.fits_extension,
-        original_filename=submission.original_filename or old_image.original_filename,
+        original_filename=submission.original_filename,
         publicly_visible=submission.publicly_visible,
     )
     job = Job(
@@ -596,9 +609,14 @@ def reuse_solution(submission: Submission) -> bool:
     for obj in old_image.sky_objects:
         db.session.add(SkyObject(user_image_id=image.id, name=obj.name))
     work_dir = storage().make_work_dir(f"reuse-{job.id}-")
-    for product in source_dir.iterdir():
-        if product.is_file() and not product.name.startswith("."):
-            os.link(product, work_dir / product.name)  # products never change: share them
+    for name in REUSED_PRODUCTS:
+        product = source_dir / name
+        if product.is_file():
+            os.link(product, work_dir / name)  # products never change: share them
+    (work_dir / LOG_NAME).write_text(
+        "Answered at once from an earlier solve of the same file with the same parameters; "
+        "no engine ran for this job.\n"
+    )
     storage().publish_job_dir(work_dir, job.id)
     db.session.commit()
     return True
