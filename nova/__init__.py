@@ -20,6 +20,7 @@ from .extensions import csrf, db, login_manager, migrate
 from .limits import init_limits
 from .logs import configure_logging
 from .params import MAX_ROW_ID
+from .services import QueueFull
 from .storage import Storage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +95,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
         message = f"The upload is larger than the limit of {limit} MB (NOVA_MAX_UPLOAD_MB)."
         return render_template("error.html", code=413, message=message), 413
+
+    @app.errorhandler(QueueFull)
+    def queue_full(error: QueueFull) -> tuple[str, int]:
+        return render_template("error.html", code=429, message=str(error)), 429
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> tuple[str, int]:

@@ -141,6 +141,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "URL_ALLOW_PRIVATE": _flag(env, "NOVA_URL_ALLOW_PRIVATE", False),
         "ALLOW_ANONYMOUS_UPLOADS": _flag(env, "NOVA_ALLOW_ANONYMOUS_UPLOADS", True),
         "MAX_ATTEMPTS": _int(env, "NOVA_MAX_ATTEMPTS", 3),
+        # Work waiting per account, or per address for anonymous uploads: jobs queued or
+        # solving plus uploads not yet read (each image of an archive is a job).
+        "MAX_QUEUED_JOBS": _int(env, "NOVA_MAX_QUEUED_JOBS", 100),
         "REUSE_RESULTS": _flag(env, "NOVA_REUSE_RESULTS", True),
         "HEARTBEAT_SECONDS": _int(env, "NOVA_HEARTBEAT_SECONDS", 10),
         "RECONCILE_SECONDS": _int(env, "NOVA_RECONCILE_SECONDS", 30),

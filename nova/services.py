@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 from astropy.io import fits
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from . import archives, logs, queue, sandbox, urlsafety
 from .calibration import CalibrationNumbers
@@ -59,6 +59,45 @@ class SubmissionOptions:
     allow_modifications: str = "d"
     via_api: bool = False
     album: Album | None = None
+    client_address: str | None = None  # the uploader's address (kept for anonymous ones)
+
+
+class QueueFull(Exception):
+    """The caller has as much work waiting as NOVA_MAX_QUEUED_JOBS allows."""
+
+
+def pending_work(user_id: int | None, address: str | None, exclude: int | None = None) -> int:
+    """Jobs queued or solving plus uploads not yet read, of an account or (anonymous) of an
+    address; ``exclude`` leaves one submission out (the one being read)."""
+    if user_id is not None:
+        owner = Submission.user_id == user_id
+    elif address:
+        owner = Submission.user_id.is_(None) & (Submission.client_address == address)
+    else:
+        return 0  # no address (a command, a test): nothing to count against
+    others = Submission.id != exclude if exclude is not None else True
+    jobs = db.session.scalar(
+        select(func.count(Job.id))
+        .join(UserImage, Job.user_image_id == UserImage.id)
+        .join(Submission, UserImage.submission_id == Submission.id)
+        .where(owner, others, Job.status.in_((JobStatus.QUEUED, JobStatus.SOLVING)))
+    )
+    unread = db.session.scalar(
+        select(func.count(Submission.id)).where(
+            owner, others, Submission.processing_finished.is_(None)
+        )
+    )
+    return int(jobs or 0) + int(unread or 0)
+
+
+def queue_full_message(waiting: int, adding: int = 1) -> str:
+    limit = current_app.config["MAX_QUEUED_JOBS"]
+    what = "this upload" if adding == 1 else f"the {adding} images of this upload"
+    return (
+        f"Too much work waiting: {waiting} of your jobs are queued or solving, and {what} "
+        f"would pass the limit of {limit} (NOVA_MAX_QUEUED_JOBS). Try again when some have "
+        "finished."
+    )
 
 
 def storage() -> Storage:
@@ -72,9 +111,16 @@ def basename(filename: str | None) -> str:
 
 
 def _new_submission(options: SubmissionOptions, **fields: object) -> Submission:
+    """A new submission row; raises QueueFull when the caller has too much work waiting."""
+    user_id = options.user.id if options.user else None
+    address = None if options.user else options.client_address
+    waiting = pending_work(user_id, address)
+    if waiting + 1 > current_app.config["MAX_QUEUED_JOBS"]:
+        raise QueueFull(queue_full_message(waiting))
     visible = "y" if options.user is None else options.publicly_visible  # anonymous: public
     return Submission(
-        user_id=options.user.id if options.user else None,
+        user_id=user_id,
+        client_address=address,
         via_api=options.via_api,
         publicly_visible=visible,
         allow_commercial_use=options.allow_commercial_use,
@@ -237,6 +283,9 @@ def process_submission(submission_id: int) -> list[int]:
     if submission is None or submission.user_images:
         return []
     submission.processing_started = utcnow()
+    # Counted before the work: a worker killed while reading it leaves the count behind,
+    # and the reconciler gives up after NOVA_MAX_ATTEMPTS, as for jobs.
+    submission.attempts = (submission.attempts or 0) + 1
     db.session.commit()
     try:
         job_ids = _process_submission(submission)
@@ -299,6 +348,14 @@ def _process_submission(submission: Submission) -> list[int]:
                 return []
             for member in skipped:
                 log.info("submission %s: %s %s", submission.id, member.name, member.reason)
+            waiting = pending_work(
+                submission.user_id, submission.client_address, exclude=submission.id
+            )
+            if waiting + len(usable) > config["MAX_QUEUED_JOBS"]:
+                # Each image is a job: an archive counts as many uploads as it holds.
+                message = queue_full_message(waiting, len(usable))
+                _fail_submission(submission, message, submission.upload_hash)
+                return []
     finally:
         storage().discard(work_dir)
     jobs = []
@@ -631,7 +688,7 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
     - queued jobs and unprocessed submissions missing from the queue are enqueued again.
     Safe to run from several workers at once: every change is a conditional update.
     """
-    counts = {"retried": 0, "failed": 0, "requeued": 0}
+    counts = {"retried": 0, "failed": 0, "requeued": 0, "swept": 0}
     # A solving worker refreshes its heartbeat every heartbeat_seconds; three missed beats
     # (and some slack for a busy database) mean it is gone.
     lost_before = utcnow() - timedelta(seconds=3 * heartbeat_seconds + 10)
@@ -669,11 +726,52 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
     for job_id in db.session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)):
         if not queue.is_waiting_or_running(f"solve-{job_id}"):
             counts["requeued"] += queue.enqueue_solve(job_id)
-    unprocessed = select(Submission.id).where(Submission.processing_finished.is_(None))
-    for submission_id in db.session.scalars(unprocessed).all():
-        if not queue.is_waiting_or_running(f"submission-{submission_id}"):
-            counts["requeued"] += queue.enqueue_submission(submission_id)
+    unprocessed = select(Submission).where(Submission.processing_finished.is_(None))
+    for submission in db.session.scalars(unprocessed).all():
+        if queue.is_waiting_or_running(f"submission-{submission.id}"):
+            continue
+        if submission.attempts >= max_attempts and not submission.user_images:
+            _fail_submission(
+                submission,
+                f"The worker stopped (killed or crashed) while reading this upload, "
+                f"{submission.attempts} times; giving up.",
+                submission.upload_hash,
+            )
+            counts["failed"] += 1
+            continue
+        counts["requeued"] += queue.enqueue_submission(submission.id)
+    counts["swept"] = sweep_tmp(_longest_work_seconds())
     return counts
+
+
+def _longest_work_seconds() -> float:
+    """The longest any task may run (its RQ timeout): older work directories are orphans."""
+    config = current_app.config
+    return max(config["SOLVE_TIME_LIMIT"] + 120, 2 * config["DOWNLOAD_TIMEOUT"] + 120)
+
+
+# Slack on top of the longest task before a work directory counts as abandoned.
+_SWEEP_MARGIN_SECONDS = 600
+
+
+def sweep_tmp(longest_work_seconds: float) -> int:
+    """Delete what killed work left in tmp/ (a work horse killed mid-solve cannot clean up):
+    entries untouched for longer than any task may run. Returns how many went."""
+    cutoff = time.time() - longest_work_seconds - _SWEEP_MARGIN_SECONDS
+    swept = 0
+    for entry in storage().tmp.iterdir():
+        try:
+            if entry.lstat().st_mtime >= cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                storage().discard(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        except OSError as exc:  # removed meanwhile by its owner, or not ours to remove
+            log.warning("could not sweep %s: %s", entry.name, exc)
+            continue
+        swept += 1
+    return swept
 
 
 def heartbeat(job_id: int) -> None:

@@ -25,6 +25,7 @@ from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
 from ..inputs import UnsupportedInput
+from ..limits import client_address
 from ..models import Album, Job, Submission, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
 from ..solver import LOG_NAME
@@ -85,7 +86,7 @@ def _form_params() -> dict[str, Any]:
 def _submission_options(params: Any, user: Any) -> services.SubmissionOptions:
     """Visibility, licence and album from the form; anonymous uploads are public (as nova)."""
     if user is None:
-        return services.SubmissionOptions(params=params)
+        return services.SubmissionOptions(params=params, client_address=client_address())
     form = request.form
     album = None
     if form.get("album_id"):
