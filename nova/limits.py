@@ -1,6 +1,6 @@
 """Abuse limits: uploads per API key (or per address when anonymous), sign-ins per address,
-and failed sign-ins per account. Counted in redis by Flask-Limiter, so every web process and
-every host shares the same counts.
+and failed sign-ins per account and address. Counted in redis by Flask-Limiter, so every
+web process and every host shares the same counts.
 
 The limits are attached to the views here, by endpoint, so the views themselves stay about
 parsing and authorizing. When redis is down the limits are skipped (uploads must still be
@@ -35,9 +35,10 @@ def caller_key() -> str:
 
 
 def account_key() -> str:
-    """Failed web sign-ins are counted per account named in the form, whoever tries."""
+    """Failed web sign-ins are counted per account named in the form and per address: a
+    guesser is stopped, and a stranger elsewhere cannot lock the owner out."""
     email = (request.form.get("email") or "").strip().lower()
-    return f"account:{email}"
+    return f"account:{email}:{client_address()}"
 
 
 def sign_in_failed(response: Response) -> bool:
@@ -54,7 +55,9 @@ def limit_reached(limit: RequestLimit) -> Response:
     """The answer to a request over a limit: nova's JSON envelope on the API, a page else."""
     wait = retry_after_seconds(limit)
     if "/account:" in limit.key:  # keys read LIMITER/<prefix>/<key>/<scope>/...
-        message = f"Too many failed sign-ins for this account; try again in {wait} s."
+        message = (
+            f"Too many failed sign-ins for this account from your address; try again in {wait} s."
+        )
     elif request.endpoint in SIGN_IN_ENDPOINTS:
         message = f"Too many sign-in attempts from your address; try again in {wait} s."
     else:

@@ -128,7 +128,10 @@ def test_api_logins_are_limited_per_address(limited_app: Callable[..., Flask]) -
     assert refused["errormessage"].startswith("Too many sign-in attempts from your address")
 
 
-def test_failed_sign_ins_lock_the_account_for_a_while(limited_app: Callable[..., Flask]) -> None:
+def test_failed_sign_ins_lock_the_account_for_the_guessing_address_only(
+    limited_app: Callable[..., Flask],
+) -> None:
+    """A guesser is stopped; a stranger's guesses never lock the owner out (issue 16, M9)."""
     app = limited_app(LOGIN_FAILURE_LIMIT="3/15 minutes")
     new_user(app, "ed@example.org", password="correct horse")
     new_user(app, "fay@example.org", password="battery staple")
@@ -144,15 +147,18 @@ def test_failed_sign_ins_lock_the_account_for_a_while(limited_app: Callable[...,
 
     # A success does not count as a failure.
     assert sign_in("ed@example.org", "correct horse")[0] == 302
+    stranger = "203.0.113.9"
     for attempt in range(3):
-        code, page = sign_in("ed@example.org", f"guess {attempt}", address=f"203.0.113.{attempt}")
+        code, page = sign_in("ed@example.org", f"guess {attempt}", address=stranger)
         assert code == 200 and "Wrong email or password." in page
-    # Guesses came from three addresses; the account is throttled, even for the right password.
-    code, page = sign_in("ed@example.org", "correct horse")
+    # The guessing address is throttled for this account, even with the right password...
+    code, page = sign_in("ed@example.org", "correct horse", address=stranger)
     assert code == 429
     assert "Too many failed sign-ins for this account" in page
-    # Other accounts are not affected.
-    assert sign_in("fay@example.org", "battery staple")[0] == 302
+    # ...and the owner, elsewhere, is not.
+    assert sign_in("ed@example.org", "correct horse")[0] == 302
+    # Other accounts are not affected, not even from the guessing address.
+    assert sign_in("fay@example.org", "battery staple", address=stranger)[0] == 302
 
 
 def test_client_address_comes_from_the_proxy_only_when_configured(
