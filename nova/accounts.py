@@ -33,7 +33,7 @@ def create_user(email: str, *, display_name: str = "", is_admin: bool = False) -
     key = new_api_key()
     user = User(
         email=email,
-        display_name=display_name or email.split("@")[0],
+        display_name=display_name,
         api_key_hash=hash_api_key(key),
         is_admin=is_admin,
     )

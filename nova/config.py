@@ -133,6 +133,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "API_SESSION_DAYS": _int(env, "NOVA_API_SESSION_DAYS", 14),
         "API_DEFAULT_VISIBILITY": _choice(env, "NOVA_API_DEFAULT_VISIBILITY", ("y", "n"), "y"),
         "MAX_STARS": _int(env, "NOVA_MAX_STARS", 100_000),
+        # A form field (request-json above all) held in memory: room for NOVA_MAX_STARS x/y
+        # pairs written out in full (Werkzeug's default of 500 kB holds about 12,000).
+        "MAX_FORM_MEMORY_SIZE": 64 * _int(env, "NOVA_MAX_STARS", 100_000) + (1 << 20),
         # Archives (tar, zip, optionally gzip/bzip2-compressed) unpacked into one image each.
         "MAX_ARCHIVE_MEMBERS": _int(env, "NOVA_MAX_ARCHIVE_MEMBERS", 200),
         "MAX_ARCHIVE_BYTES": _int(env, "NOVA_MAX_ARCHIVE_BYTES", 4 * max_upload_mb * 1024 * 1024),
@@ -160,6 +163,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "UPLOAD_RATE_LIMIT": _rate_limit(env, "NOVA_UPLOAD_RATE_LIMIT", "60/minute;1000/hour"),
         "LOGIN_RATE_LIMIT": _rate_limit(env, "NOVA_LOGIN_RATE_LIMIT", "30/minute;300/hour"),
         "LOGIN_FAILURE_LIMIT": _rate_limit(env, "NOVA_LOGIN_FAILURE_LIMIT", "5/15 minutes"),
+        # Comments, tags and albums posted per account.
+        "CONTENT_RATE_LIMIT": _rate_limit(env, "NOVA_CONTENT_RATE_LIMIT", "20/minute;300/day"),
         # Reverse proxies in front (Caddy in the https profile: 1) whose X-Forwarded-* to trust.
         "PROXY_HOPS": _int(env, "NOVA_PROXY_HOPS", 0, minimum=0),
         # Days after which anonymous and failed uploads are deleted (0: keep everything).

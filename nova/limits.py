@@ -21,6 +21,8 @@ from .auth import current_user
 # Endpoints that accept uploads: nova's API and the upload form (POST only).
 UPLOAD_ENDPOINTS = ("api.upload", "api.url_upload", "web.upload")
 SIGN_IN_ENDPOINTS = ("api.login", "account.signin", "account.signup")
+# What signed-in people post for others to read: counted per account.
+CONTENT_ENDPOINTS = ("pages.add_comment", "pages.add_tag", "pages.create_album")
 
 
 def client_address() -> str:
@@ -60,6 +62,11 @@ def limit_reached(limit: RequestLimit) -> Response:
         )
     elif request.endpoint in SIGN_IN_ENDPOINTS:
         message = f"Too many sign-in attempts from your address; try again in {wait} s."
+    elif request.endpoint in CONTENT_ENDPOINTS:
+        message = (
+            f"Too many comments, tags or albums (limit: {limit.limit}); try again in {wait} s. "
+            "The operator sets this with NOVA_CONTENT_RATE_LIMIT."
+        )
     else:
         message = (
             f"Too many uploads (limit: {limit.limit}); try again in {wait} s. "
@@ -98,7 +105,7 @@ def init_limits(app: Flask) -> None:
     limiter = Limiter(key_func=client_address, on_breach=limit_reached)
     limiter.init_app(app)
     app.extensions["nova.limiter"] = limiter  # the extension keeps only a weak reference
-    limited_endpoints = set(UPLOAD_ENDPOINTS) | set(SIGN_IN_ENDPOINTS)
+    limited_endpoints = set(UPLOAD_ENDPOINTS) | set(SIGN_IN_ENDPOINTS) | set(CONTENT_ENDPOINTS)
 
     @limiter.request_filter
     def not_limited() -> bool:
@@ -113,6 +120,10 @@ def init_limits(app: Flask) -> None:
             key_func=caller_key,
             methods=form_posts_only(endpoint),
             scope="uploads",
+        )(views[endpoint])
+    for endpoint in CONTENT_ENDPOINTS:
+        views[endpoint] = limiter.limit(
+            config["CONTENT_RATE_LIMIT"], key_func=caller_key, methods=["POST"], scope="content"
         )(views[endpoint])
     for endpoint in SIGN_IN_ENDPOINTS:
         limited = limiter.limit(

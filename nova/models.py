@@ -61,7 +61,8 @@ class User(db.Model):
 
     @property
     def name(self) -> str:
-        return self.display_name or self.email.split("@")[0]
+        """What others see: the display name, never any part of the email."""
+        return self.display_name or f"user {self.id}"
 
 
 class ApiSession(db.Model):

@@ -42,6 +42,7 @@ from .models import (
     utcnow,
 )
 from .params import SolveParams
+from .redaction import without_server_paths
 from .solver import ANNOTATIONS_NAME, AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
 from .storage import Storage, UploadTooLarge
 
@@ -245,6 +246,7 @@ def _download(url: str, max_bytes: int, timeout: float) -> tuple[str, str]:
 def _fail_submission(submission: Submission, message: str, file_hash: str | None) -> None:
     """Record a submission that yields nothing solvable, with a failed job so pollers stop."""
     now = utcnow()
+    message = without_server_paths(message)
     submission.error_message = message
     submission.processing_finished = now
     image = UserImage(
@@ -314,6 +316,16 @@ class _Usable:
     filename: str
 
 
+@dataclass(frozen=True)
+class _Found:
+    """A usable archive member, still in the work directory: stored only once the whole
+    archive is accepted, so a refused archive leaves nothing in the upload store."""
+
+    path: Path
+    prepared: PreparedInput
+    filename: str
+
+
 def _process_submission(submission: Submission) -> list[int]:
     config = current_app.config
     started = time.monotonic()
@@ -339,11 +351,11 @@ def _process_submission(submission: Submission) -> list[int]:
             usable = [_Usable(submission.upload_hash, prepared, submission.original_filename)]
         else:
             try:
-                usable, skipped = _unpack_archive(upload, work_dir, submission, started)
+                found, skipped = _unpack_archive(upload, work_dir, submission, started)
             except archives.ArchiveError as exc:
                 _fail_submission(submission, str(exc), submission.upload_hash)
                 return []
-            if not usable:
+            if not found:
                 _fail_submission(submission, _nothing_usable(skipped), submission.upload_hash)
                 return []
             for member in skipped:
@@ -351,11 +363,15 @@ def _process_submission(submission: Submission) -> list[int]:
             waiting = pending_work(
                 submission.user_id, submission.client_address, exclude=submission.id
             )
-            if waiting + len(usable) > config["MAX_QUEUED_JOBS"]:
+            if waiting + len(found) > config["MAX_QUEUED_JOBS"]:
                 # Each image is a job: an archive counts as many uploads as it holds.
-                message = queue_full_message(waiting, len(usable))
+                message = queue_full_message(waiting, len(found))
                 _fail_submission(submission, message, submission.upload_hash)
                 return []
+            usable = [
+                _Usable(storage().store_file(item.path), item.prepared, item.filename)
+                for item in found
+            ]
     finally:
         storage().discard(work_dir)
     jobs = []
@@ -449,12 +465,12 @@ def _deadline(started: float) -> float:
 
 def _unpack_archive(
     upload: Path, work_dir: Path, submission: Submission, started: float
-) -> tuple[list[_Usable], list[archives.Member]]:
-    """Store every usable member of the archive; return them and the refused ones.
+) -> tuple[list[_Found], list[archives.Member]]:
+    """Unpack and recognise every member of the archive into ``work_dir``; return the
+    usable ones and the refused ones.
 
-    Raises archives.ArchiveError when the archive is corrupt or over a limit; members
-    already stored stay in the content-addressed store, unreferenced (as for a refused
-    upload), and no image is created.
+    Raises archives.ArchiveError when the archive is corrupt or over a limit; nothing is
+    stored then (the work directory goes), and no image is created.
     """
     config = current_app.config
     budget = _processing_budget()
@@ -466,7 +482,7 @@ def _unpack_archive(
         deadline=started + budget,
         time_limit=budget,
     )
-    usable: list[_Usable] = []
+    usable: list[_Found] = []
     skipped: list[archives.Member] = []
     for index, member in enumerate(archives.iter_members(upload, work_dir, limits)):
         if member.path is None:
@@ -489,7 +505,7 @@ def _unpack_archive(
             storage().discard(member_dir)
         # prepare_input may have pointed into member_dir (a decompressed copy); only the
         # kind, size and FITS extension are kept, and the stored file is the member itself.
-        usable.append(_Usable(storage().store_file(member.path), prepared, member.filename))
+        usable.append(_Found(member.path, prepared, member.filename))
     return usable, skipped
 
 
@@ -564,7 +580,7 @@ def finish_job(
     else:
         job.status = JobStatus.FAILURE
         job.stage = "failed"
-        job.failure_reason = failure_reason or "The solve failed."
+        job.failure_reason = without_server_paths(failure_reason or "The solve failed.")
     db.session.commit()
     with logs.bind(job_id=job_id, submission_id=job.user_image.submission_id):
         log.info(
@@ -772,6 +788,19 @@ def sweep_tmp(longest_work_seconds: float) -> int:
             continue
         swept += 1
     return swept
+
+
+def job_log_text(job_id: int, max_chars: int | None = None) -> str | None:
+    """A job's log as users see it: the last ``max_chars`` of it, without server paths (the
+    engine's log names its work directory, index files and programs); None without a log."""
+    path = storage().job_file(job_id, LOG_NAME)
+    if path is None:
+        return None
+    with path.open("rb") as handle:
+        if max_chars is not None:
+            handle.seek(max(0, path.stat().st_size - max_chars))
+        text = handle.read().decode("utf-8", "replace")
+    return without_server_paths(text)
 
 
 def heartbeat(job_id: int) -> None:

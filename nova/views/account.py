@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 import flask_login
 from flask import (
@@ -69,14 +72,30 @@ class ProfileForm(FlaskForm):
 
 
 def _safe_next(default: str) -> str:
+    r"""The ``next`` page after sign-in: a path on this site only, never another site.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so
+    ``/\t/evil.example`` and ``/\evil.example`` lead off-site: any control character,
+    space or backslash refuses the target, as does anything with a scheme or host.
+    """
     target = request.args.get("next", "")
-    # Only local paths: never redirect a sign-in to another site.
-    return target if target.startswith("/") and not target.startswith("//") else default
+    if not target.startswith("/") or any(c <= " " or c in "\\\x7f" for c in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return default
+    return target
 
 
 def signed_in_user() -> User:
     """The signed-in user itself (not Flask-Login's proxy, which cannot be signed in anew)."""
     return flask_login.current_user._get_current_object()  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    """A hash of a random password with the same method as real ones, to check against."""
+    return generate_password_hash(secrets.token_hex(16))
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -85,9 +104,13 @@ def signup() -> Any:
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         if db.session.scalar(select(User).where(User.email == email)) is not None:
-            form.email.errors.append("An account with this email exists; sign in instead.")
+            # Not "this email has an account": sign-ups are limited per address
+            # (NOVA_LOGIN_RATE_LIMIT), and the answer names no account.
+            form.email.errors.append(
+                "No account can be made with this email. If it is yours, sign in."
+            )
         else:
-            user, key = create_user(email, display_name=form.display_name.data.strip())
+            user, key = create_user(email, display_name=(form.display_name.data or "").strip())
             user.password_hash = generate_password_hash(form.password.data)
             db.session.commit()
             flask_login.login_user(user)
@@ -101,11 +124,11 @@ def signin() -> Any:
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         user = db.session.scalar(select(User).where(User.email == email))
-        if (
-            user is None
-            or not user.password_hash
-            or not check_password_hash(user.password_hash, form.password.data)
-        ):
+        # Hash the password whether or not the account exists: the answer takes as long for
+        # an unknown email as for a wrong password (no account enumeration by timing).
+        stored = user.password_hash if user is not None and user.password_hash else None
+        matches = check_password_hash(stored or _decoy_hash(), form.password.data)
+        if stored is None or not matches:
             form.password.errors.append("Wrong email or password.")
         else:
             flask_login.login_user(user, remember=True)

@@ -20,8 +20,8 @@ from ..inputs import PreparedInput, UnsupportedInput
 from ..models import Calibration, Job, UserImage
 from ..products import JOB_PRODUCTS, JobContext, ProductUnavailable, build_once, job_product_path
 from ..redaction import without_server_paths
-from ..services import can_view, image_preparer, storage
-from ..solver import AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
+from ..services import can_view, image_preparer, job_log_text, storage
+from ..solver import AXY_NAME, CORR_NAME, RDLS_NAME, WCS_NAME
 
 bp = Blueprint("files", __name__)
 ANY_METHOD = ["GET", "POST"]
@@ -150,11 +150,15 @@ def corr_file(job_id: int) -> Response:
 
 @bp.route("/joblog/<int:job_id>", methods=ANY_METHOD)
 def joblog(job_id: int) -> Response:
-    visible_job(job_id)
-    path = storage().job_file(job_id, LOG_NAME)
-    if path is None:
+    job = visible_job(job_id)
+    text = job_log_text(job_id)
+    if text is None:
         abort(404, f"Job {job_id} has no log yet.")
-    return send_file(path, mimetype="text/plain", max_age=0)
+    response = Response(text, mimetype="text/plain")
+    # The log changes while the job runs: always revalidated; a private one never shared.
+    response.cache_control.no_cache = True
+    response.cache_control.private = job.user_image.publicly_visible != "y"
+    return response
 
 
 @bp.route("/sky_plot/zoom<int:zoom>/<int:calibration_id>", methods=ANY_METHOD)

@@ -28,7 +28,7 @@ from ..inputs import UnsupportedInput
 from ..limits import client_address
 from ..models import Album, Job, Submission, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
-from ..solver import LOG_NAME
+from ..redaction import without_server_paths
 from .common import client_filename
 
 bp = Blueprint("web", __name__)
@@ -174,7 +174,8 @@ def upload() -> BaseResponse | Any:
                 try:
                     services.quick_check_upload(path)
                 except UnsupportedInput as exc:
-                    return _upload_form(f"{client_filename(file)}: {exc}", "file", 400)
+                    name = services.basename(client_filename(file))
+                    return _upload_form(f"{name}: {without_server_paths(str(exc))}", "file", 400)
                 paths.append((path, services.basename(client_filename(file))))
             if len(paths) == 1:
                 submission = services.submit_file(paths[0][0], paths[0][1], options)
@@ -203,12 +204,7 @@ def _visible_submission(submission_id: int) -> Submission:
 
 
 def _log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> str:
-    path = services.storage().job_file(job.id, LOG_NAME)
-    if path is None:
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 64 * 1024))
-        text = handle.read().decode("utf-8", "replace")
+    text = services.job_log_text(job.id, 64 * 1024) or ""
     return "\n".join(text.splitlines()[-lines:])
 
 
@@ -287,9 +283,7 @@ def user_image(image_id: int) -> Any:
             "dec_dms": format_dec_dms(calibration.dec),
             "size": format_size(calibration.width_arcsec, calibration.height_arcsec),
         }
-    log_text = ""
-    if job is not None and (path := services.storage().job_file(job.id, LOG_NAME)):
-        log_text = path.read_text(errors="replace")[-200_000:]
+    log_text = (services.job_log_text(job.id, 200_000) or "") if job is not None else ""
     nearby = []
     if calibration is not None:
         nearby = site.cone_search(
