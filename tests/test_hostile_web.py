@@ -169,7 +169,8 @@ def test_users_never_see_server_paths(app: Flask, client: FlaskClient) -> None:
     assert form_file(client, STARS).status_code == 303
     run_worker()
     db.session.rollback()
-    broken, stars = db.session.scalars(select(Submission).order_by(Submission.id)).all()
+    by_name = {row.original_filename: row for row in db.session.scalars(select(Submission))}
+    broken, stars = by_name["broken.png"], by_name["stars.txt"]
     assert broken.error_message and data_dir not in broken.error_message
     assert "'/" not in broken.error_message
     job = stars.user_images[0].jobs[0]

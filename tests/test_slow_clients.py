@@ -72,15 +72,19 @@ def timed_get(url: str, **kwargs: object) -> tuple[float, int]:
     return time.monotonic() - started, status
 
 
-def test_slow_clients_do_not_starve_health_checks_or_the_api(tmp_path: Path) -> None:
-    with live_stack(tmp_path) as stack:
+def test_slow_clients_do_not_starve_health_checks_or_the_api(
+    tmp_path: Path, database_url: str
+) -> None:
+    # On both databases: psycopg must wait cooperatively under gevent, as sqlite3 does.
+    with live_stack(tmp_path, NOVA_DATABASE_URL=database_url) as stack:
         for body in (False, True):
             with slowloris(stack.base, SLOW_CONNECTIONS, body=body):
                 answers = [timed_get(stack.base + "/healthz") for _ in range(5)]
                 answers += [timed_get(stack.base + "/api/jobs/1") for _ in range(5)]
             slowest = max(seconds for seconds, _ in answers)
             record_figure(
-                f"slowloris ({SLOW_CONNECTIONS} connections trickling their "
+                f"slowloris on {database_url.split(':')[0]} ({SLOW_CONNECTIONS} connections "
+                f"trickling their "
                 f"{'body' if body else 'headers'}): slowest /healthz or API answer "
                 f"{slowest * 1000:.0f} ms"
             )
