@@ -21,6 +21,7 @@ from PIL import Image as PILImage
 
 from .archives import compression_bomb
 from .fits_layout import FitsLayoutError, Unit, read_layout
+from .redaction import without_server_paths
 
 RASTER_MAGIC = {
     b"\xff\xd8\xff": "jpeg",
@@ -49,6 +50,12 @@ SUPPORTED_TEXT = (
 
 class UnsupportedInput(ValueError):
     """The upload is not something Nova can solve; the message tells the user why."""
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's message for the user: decoders name the file they read by its path on
+    the server (Pillow: "cannot identify image file '/srv/...'"), which users never see."""
+    return without_server_paths(str(exc))
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ def _decompress(path: Path, kind: str, out_dir: Path, max_bytes: int, max_ratio:
     except (OSError, EOFError, ValueError) as exc:
         if isinstance(exc, UnsupportedInput):
             raise
-        raise UnsupportedInput(f"The {kind} data is corrupt: {exc}") from None
+        raise UnsupportedInput(f"The {kind} data is corrupt: {_reason(exc)}") from None
     return target
 
 
@@ -134,7 +141,7 @@ def _prepare_raster(path: Path, kind: str, max_pixels: int) -> PreparedInput:
             PILImage.DecompressionBombWarning,
         ) as exc:
             raise UnsupportedInput(
-                f"The {kind.upper()} image could not be decoded: {exc}"
+                f"The {kind.upper()} image could not be decoded: {_reason(exc)}"
             ) from None
     if width < 2 or height < 2:
         raise UnsupportedInput(f"The image is only {width}x{height} pixels.")
@@ -283,7 +290,7 @@ def _prepare_fits(
     except UnsupportedInput:
         raise
     except Exception as exc:  # astropy raises many types for malformed FITS
-        raise UnsupportedInput(f"The FITS file could not be read: {exc}") from None
+        raise UnsupportedInput(f"The FITS file could not be read: {_reason(exc)}") from None
     raise UnsupportedInput("The FITS file holds neither an image nor a table with x and y columns.")
 
 

@@ -246,7 +246,6 @@ def _download(url: str, max_bytes: int, timeout: float) -> tuple[str, str]:
 def _fail_submission(submission: Submission, message: str, file_hash: str | None) -> None:
     """Record a submission that yields nothing solvable, with a failed job so pollers stop."""
     now = utcnow()
-    message = without_server_paths(message)
     submission.error_message = message
     submission.processing_finished = now
     image = UserImage(
@@ -580,7 +579,7 @@ def finish_job(
     else:
         job.status = JobStatus.FAILURE
         job.stage = "failed"
-        job.failure_reason = without_server_paths(failure_reason or "The solve failed.")
+        job.failure_reason = failure_reason or "The solve failed."
     db.session.commit()
     with logs.bind(job_id=job_id, submission_id=job.user_image.submission_id):
         log.info(

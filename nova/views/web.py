@@ -28,7 +28,6 @@ from ..inputs import UnsupportedInput
 from ..limits import client_address
 from ..models import Album, Job, Submission, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
-from ..redaction import without_server_paths
 from .common import client_filename
 
 bp = Blueprint("web", __name__)
@@ -175,7 +174,7 @@ def upload() -> BaseResponse | Any:
                     services.quick_check_upload(path)
                 except UnsupportedInput as exc:
                     name = services.basename(client_filename(file))
-                    return _upload_form(f"{name}: {without_server_paths(str(exc))}", "file", 400)
+                    return _upload_form(f"{name}: {exc}", "file", 400)
                 paths.append((path, services.basename(client_filename(file))))
             if len(paths) == 1:
                 submission = services.submit_file(paths[0][0], paths[0][1], options)
