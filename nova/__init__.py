@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, abort, render_template, request
 from flask_wtf.csrf import CSRFError
 from PIL import Image as PILImage
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -20,9 +20,25 @@ from .extensions import csrf, db, login_manager, migrate
 from .limits import init_limits
 from .logs import configure_logging
 from .params import MAX_ROW_ID
+from .services import QueueFull
 from .storage import Storage
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Scripts, styles and pictures come from this site only (no inline script, handler or style
+# anywhere); nothing may frame the site but itself.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+)
+PERMISSIONS_POLICY = (
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
+)
+
+
+def current_user_is_known() -> bool:
+    """Whether this request was answered for a signed-in caller (web or API session)."""
+    cached = request.environ.get("nova.user")
+    return cached is not None
 
 
 class RowIdConverter(IntegerConverter):
@@ -84,18 +100,50 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
             db.session.rollback()
             return {"signed_in": None}
 
+    @app.before_request
+    def refuse_nul_characters() -> None:
+        # No text column takes a NUL (PostgreSQL refuses it): a parameter, form field or file
+        # name holding one is refused here, before any query sees it.
+        if request.method == "OPTIONS":
+            return
+        texts = [*request.args.keys(), *request.args.values()]
+        if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            texts += [*request.form.keys(), *request.form.values()]
+            texts += [file.filename or "" for file in request.files.values()]
+        if any("\x00" in text for text in texts):
+            abort(400, "A parameter, form field or file name holds a NUL character.")
+
     @app.after_request
     def security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        if current_user_is_known() and "Cache-Control" not in headers:
+            # A page or file answered for a signed-in caller may show private data: never
+            # kept by a shared cache.
+            response.cache_control.private = True
         return response
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        message = f"The upload is larger than the limit of {limit} MB (NOVA_MAX_UPLOAD_MB)."
+        length = request.content_length
+        if length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
+            # The body is within the upload limit: a form field is what is too large.
+            field_kb = app.config["MAX_FORM_MEMORY_SIZE"] // 1024
+            message = f"A form field is larger than {field_kb:,} kB; files go in file fields."
+        else:
+            message = f"The upload is larger than the limit of {limit} MB (NOVA_MAX_UPLOAD_MB)."
+        if request.path.startswith("/api/"):
+            return api.reply({"status": "error", "errormessage": message}, 413)  # type: ignore[return-value]
         return render_template("error.html", code=413, message=message), 413
+
+    @app.errorhandler(QueueFull)
+    def queue_full(error: QueueFull) -> tuple[str, int]:
+        return render_template("error.html", code=429, message=str(error)), 429
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> tuple[str, int]:

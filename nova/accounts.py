@@ -6,10 +6,10 @@ import hashlib
 import secrets
 import string
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from .extensions import db
-from .models import User
+from .models import ApiSession, User
 
 API_KEY_ALPHABET = string.ascii_lowercase + string.digits  # alphanumeric: clients send it raw
 API_KEY_LENGTH = 24
@@ -33,7 +33,7 @@ def create_user(email: str, *, display_name: str = "", is_admin: bool = False) -
     key = new_api_key()
     user = User(
         email=email,
-        display_name=display_name or email.split("@")[0],
+        display_name=display_name,
         api_key_hash=hash_api_key(key),
         is_admin=is_admin,
     )
@@ -46,12 +46,23 @@ def user_for_api_key(key: str) -> User | None:
     return db.session.scalar(select(User).where(User.api_key_hash == hash_api_key(key)))
 
 
+def revoke_sessions(user: User) -> int:
+    """End every session of ``user`` at once: API sessions are deleted, and a new session
+    token makes every web session and remember cookie (they name the old one) worthless.
+    Returns how many API sessions ended. Commits."""
+    ended = db.session.execute(delete(ApiSession).where(ApiSession.user_id == user.id)).rowcount
+    user.session_token = secrets.token_urlsafe(32)
+    db.session.commit()
+    return int(ended or 0)
+
+
 def reset_api_key(email: str) -> str:
-    """Replace a user's API key; return the new one (the old key stops working at once)."""
+    """Replace a user's API key; return the new one. The old key stops working at once, and
+    so does every session, API or web, opened before (see ``revoke_sessions``)."""
     user = db.session.scalar(select(User).where(User.email == email.strip()))
     if user is None:
         raise ValueError(f"no user with the email {email}")
     key = new_api_key()
     user.api_key_hash = hash_api_key(key)
-    db.session.commit()
+    revoke_sessions(user)
     return key

@@ -77,6 +77,13 @@ class Member:
     reason: str | None = None
 
 
+def compression_bomb(expanded: int, compressed: int, max_ratio: int) -> bool:
+    """True when ``compressed`` bytes expanding to ``expanded`` exceed NOVA_MAX_COMPRESSION_RATIO
+    (judged past RATIO_FLOOR_BYTES only): the one rule for archives, gzip/bzip2 files and
+    tile-compressed FITS alike."""
+    return expanded > RATIO_FLOOR_BYTES and expanded > max_ratio * max(compressed, 1)
+
+
 def size_text(size: int) -> str:
     return f"{size / (1 << 20):g} MB" if size >= 1 << 20 else f"{size:,} bytes"
 
@@ -200,7 +207,7 @@ class _Budget:
 
     def check_ratio(self, what: str, expanded: int, compressed: int) -> None:
         ratio = self.limits.max_ratio
-        if expanded > RATIO_FLOOR_BYTES and expanded > ratio * max(compressed, 1):
+        if compression_bomb(expanded, compressed, ratio):
             raise ArchiveError(
                 f"{what} expands more than {ratio} times (NOVA_MAX_COMPRESSION_RATIO); "
                 "compression bombs are refused."

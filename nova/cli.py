@@ -256,20 +256,13 @@ def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
                 sys.executable,
                 "-m",
                 "gunicorn",
+                # Worker class and timeouts: nova/gunicorn_config.py, as in the container.
+                "--config",
+                "python:nova.gunicorn_config",
                 "--bind",
                 f"{host}:{port}",
                 "--workers",
                 str(web_workers),
-                # Threads: keep-alive connections and several requests per process (status
-                # polls, slow uploads) at about 1.5x the polls/s of sync workers (bench/).
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-                "--timeout",
-                "120",
                 "nova.wsgi:app",
             ],
             env=env,

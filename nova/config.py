@@ -119,6 +119,10 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # downscaled to this many pixels first (memory and time per picture stay bounded).
         "MAX_RENDER_PIXELS": _int(env, "NOVA_MAX_RENDER_PIXELS", 50_000_000),
         "DOWNLOAD_TIMEOUT": _int(env, "NOVA_DOWNLOAD_TIMEOUT", 60),
+        # Every upload is decoded in a child process with these limits (nova.sandbox): memory
+        # it may allocate, and processor seconds (also the wall-clock limit of a picture).
+        "DECODE_MEMORY_MB": _int(env, "NOVA_DECODE_MEMORY_MB", 2048, minimum=64),
+        "DECODE_CPU_SECONDS": _int(env, "NOVA_DECODE_CPU_SECONDS", 60),
         "SECRET_KEY": _secret_key(env, environment, data_dir),
         "SESSION_COOKIE_NAME": "NovaSession",
         "SESSION_COOKIE_HTTPONLY": True,
@@ -132,6 +136,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # calibration and WCS (clients that poll without a session); 0: owner only.
         "ID_ACCESS_HOURS": _int(env, "NOVA_ID_ACCESS_HOURS", 24, minimum=0),
         "MAX_STARS": _int(env, "NOVA_MAX_STARS", 100_000),
+        # A form field (request-json above all) held in memory: room for NOVA_MAX_STARS x/y
+        # pairs written out in full (Werkzeug's default of 500 kB holds about 12,000).
+        "MAX_FORM_MEMORY_SIZE": 64 * _int(env, "NOVA_MAX_STARS", 100_000) + (1 << 20),
         # Archives (tar, zip, optionally gzip/bzip2-compressed) unpacked into one image each.
         "MAX_ARCHIVE_MEMBERS": _int(env, "NOVA_MAX_ARCHIVE_MEMBERS", 200),
         "MAX_ARCHIVE_BYTES": _int(env, "NOVA_MAX_ARCHIVE_BYTES", 4 * max_upload_mb * 1024 * 1024),
@@ -140,6 +147,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "URL_ALLOW_PRIVATE": _flag(env, "NOVA_URL_ALLOW_PRIVATE", False),
         "ALLOW_ANONYMOUS_UPLOADS": _flag(env, "NOVA_ALLOW_ANONYMOUS_UPLOADS", True),
         "MAX_ATTEMPTS": _int(env, "NOVA_MAX_ATTEMPTS", 3),
+        # Work waiting per account, or per address for anonymous uploads: jobs queued or
+        # solving plus uploads not yet read (each image of an archive is a job).
+        "MAX_QUEUED_JOBS": _int(env, "NOVA_MAX_QUEUED_JOBS", 100),
         "REUSE_RESULTS": _flag(env, "NOVA_REUSE_RESULTS", True),
         "HEARTBEAT_SECONDS": _int(env, "NOVA_HEARTBEAT_SECONDS", 10),
         "RECONCILE_SECONDS": _int(env, "NOVA_RECONCILE_SECONDS", 30),
@@ -156,6 +166,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "UPLOAD_RATE_LIMIT": _rate_limit(env, "NOVA_UPLOAD_RATE_LIMIT", "60/minute;1000/hour"),
         "LOGIN_RATE_LIMIT": _rate_limit(env, "NOVA_LOGIN_RATE_LIMIT", "30/minute;300/hour"),
         "LOGIN_FAILURE_LIMIT": _rate_limit(env, "NOVA_LOGIN_FAILURE_LIMIT", "5/15 minutes"),
+        # Comments, tags and albums posted per account.
+        "CONTENT_RATE_LIMIT": _rate_limit(env, "NOVA_CONTENT_RATE_LIMIT", "20/minute;300/day"),
         # Reverse proxies in front (Caddy in the https profile: 1) whose X-Forwarded-* to trust.
         "PROXY_HOPS": _int(env, "NOVA_PROXY_HOPS", 0, minimum=0),
         # Days after which anonymous and failed uploads are deleted (0: keep everything).

@@ -11,12 +11,17 @@ import bz2
 import gzip
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from PIL import Image as PILImage
+
+from .archives import compression_bomb
+from .fits_layout import FitsLayoutError, Unit, read_layout
+from .redaction import without_server_paths
 
 RASTER_MAGIC = {
     b"\xff\xd8\xff": "jpeg",
@@ -33,6 +38,10 @@ BZIP2_MAGIC = b"BZh"
 MAX_TEXT_LIST_BYTES = 50 * 1024 * 1024
 MAX_STAR_LIST_SIDE = 1_000_000  # pixels; as the image_width/image_height parameters
 MAX_TEXT_HEADER_LINES = 3  # e.g. a title line and a column header such as "x y mag"
+# An image may have a third axis (a cube: the engine reads its first plane), never more.
+MAX_IMAGE_AXES = 3
+# What the web process reads of a possible text star list to tell it from prose.
+TEXT_SNIFF_BYTES = 4096
 SUPPORTED_TEXT = (
     "Supported inputs: JPEG, PNG, GIF, TIFF or FITS images, star lists as a FITS table "
     "with x and y columns or as text (x y per line), optionally gzip or bzip2 compressed."
@@ -41,6 +50,12 @@ SUPPORTED_TEXT = (
 
 class UnsupportedInput(ValueError):
     """The upload is not something Nova can solve; the message tells the user why."""
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's message for the user: decoders name the file they read by its path on
+    the server (Pillow: "cannot identify image file '/srv/...'"), which users never see."""
+    return without_server_paths(str(exc))
 
 
 @dataclass(frozen=True)
@@ -79,9 +94,10 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def _decompress(path: Path, kind: str, out_dir: Path, max_bytes: int) -> Path:
+def _decompress(path: Path, kind: str, out_dir: Path, max_bytes: int, max_ratio: int) -> Path:
     opener = gzip.open if kind == "gzip" else bz2.open
     target = out_dir / "uncompressed"
+    compressed = path.stat().st_size
     written = 0
     try:
         with opener(path, "rb") as source, target.open("wb") as sink:
@@ -91,11 +107,16 @@ def _decompress(path: Path, kind: str, out_dir: Path, max_bytes: int) -> Path:
                     raise UnsupportedInput(
                         f"The {kind} file expands to more than {max_bytes // (1 << 20)} MB."
                     )
+                if compression_bomb(written, compressed, max_ratio):
+                    raise UnsupportedInput(
+                        f"The {kind} file expands more than {max_ratio} times "
+                        "(NOVA_MAX_COMPRESSION_RATIO); compression bombs are refused."
+                    )
                 sink.write(chunk)
     except (OSError, EOFError, ValueError) as exc:
         if isinstance(exc, UnsupportedInput):
             raise
-        raise UnsupportedInput(f"The {kind} data is corrupt: {exc}") from None
+        raise UnsupportedInput(f"The {kind} data is corrupt: {_reason(exc)}") from None
     return target
 
 
@@ -120,7 +141,7 @@ def _prepare_raster(path: Path, kind: str, max_pixels: int) -> PreparedInput:
             PILImage.DecompressionBombWarning,
         ) as exc:
             raise UnsupportedInput(
-                f"The {kind.upper()} image could not be decoded: {exc}"
+                f"The {kind.upper()} image could not be decoded: {_reason(exc)}"
             ) from None
     if width < 2 or height < 2:
         raise UnsupportedInput(f"The image is only {width}x{height} pixels.")
@@ -177,69 +198,108 @@ def _write_star_list(
     return PreparedInput(kind="xylist", path=target, width=width, height=height)
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    max_pixels: int
+    max_uncompressed_bytes: int
+    max_ratio: int
+    max_stars: int
+
+
+def _check_image_unit(unit: Unit, bounds: _Bounds, compressed_bytes: int) -> tuple[int, int]:
+    """Refuse an image unit over the pixel, axis, byte or ratio limits; its width and height."""
+    axes = unit.image_axes
+    if len([axis for axis in axes if axis > 1]) > MAX_IMAGE_AXES:
+        raise UnsupportedInput(
+            f"The FITS image has {len(axes)} axes; at most {MAX_IMAGE_AXES} (a cube) are read."
+        )
+    width, height = axes[0], axes[1]
+    planes = unit.pixels // max(1, width * height)
+    if unit.pixels > bounds.max_pixels:
+        shape = "x".join(str(axis) for axis in axes)
+        raise UnsupportedInput(
+            f"The FITS image has {shape} pixels; the limit is {bounds.max_pixels:,}"
+            + (" for all its planes together." if planes > 1 else ".")
+        )
+    if width < 2 or height < 2:
+        raise UnsupportedInput(f"The FITS image is only {width}x{height} pixels.")
+    if unit.is_compressed_image:
+        expanded = unit.uncompressed_bytes
+        if expanded > bounds.max_uncompressed_bytes:
+            raise UnsupportedInput(
+                f"The tile-compressed FITS image expands to more than "
+                f"{bounds.max_uncompressed_bytes // (1 << 20)} MB."
+            )
+        if compression_bomb(expanded, compressed_bytes, bounds.max_ratio):
+            raise UnsupportedInput(
+                f"The tile-compressed FITS image expands more than {bounds.max_ratio} times "
+                "(NOVA_MAX_COMPRESSION_RATIO); compression bombs are refused."
+            )
+    return width, height
+
+
 def _prepare_fits(
-    path: Path, out_dir: Path, max_pixels: int, image_width: int, image_height: int
+    path: Path, out_dir: Path, bounds: _Bounds, image_width: int, image_height: int
 ) -> PreparedInput:
     try:
+        units = read_layout(path)
+    except FitsLayoutError as exc:
+        raise UnsupportedInput(str(exc)) from None
+    compressed_bytes = path.stat().st_size
+    try:
         with fits.open(path, memmap=True) as hdus:
-            for index, hdu in enumerate(hdus):
-                shape = getattr(hdu, "shape", None) if hdu.is_image else None
-                if isinstance(hdu, fits.CompImageHDU) or (
-                    hdu.is_image and shape is not None and len(shape) >= 2
+            for unit in units:
+                if unit.is_compressed_image or (
+                    unit.xtension in ("", "IMAGE") and len(unit.axes) >= 2
                 ):
-                    header = hdu.header
-                    naxis = [header.get(f"ZNAXIS{i}", header.get(f"NAXIS{i}")) for i in (1, 2)]
-                    width, height = int(naxis[0]), int(naxis[1])
-                    if width * height > max_pixels:
-                        raise UnsupportedInput(
-                            f"The FITS image has {width}x{height} pixels; the limit is "
-                            f"{max_pixels:,}."
-                        )
-                    if width < 2 or height < 2:
-                        raise UnsupportedInput(f"The FITS image is only {width}x{height} pixels.")
-                    if isinstance(hdu, fits.CompImageHDU):
+                    width, height = _check_image_unit(unit, bounds, compressed_bytes)
+                    if unit.is_compressed_image:
                         # The engine reads plain FITS only: unpack fpack tiles first.
                         target = out_dir / "unpacked.fits"
-                        fits.PrimaryHDU(data=hdu.data, header=None).writeto(target, overwrite=True)
+                        data = hdus[unit.index].data
+                        fits.PrimaryHDU(data=data, header=None).writeto(target, overwrite=True)
                         return PreparedInput("fits", target, width, height, 0)
-                    return PreparedInput("fits", path, width, height, index)
-                if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
-                    names = list(hdu.columns.names)
-                    xy = _xy_columns(names)
-                    if xy is None:
-                        continue
-                    data = hdu.data
-                    # Star lists written by the engine or by clients often carry the
-                    # image size in the table header; an explicit image_width wins.
-                    image_width = image_width or int(hdu.header.get("IMAGEW", 0) or 0)
-                    image_height = image_height or int(hdu.header.get("IMAGEH", 0) or 0)
-                    flux_name = next((n for n in names if n.lower() in ("flux", "flux_auto")), None)
-                    return _write_star_list(
-                        data[xy[0]],
-                        data[xy[1]],
-                        data[flux_name] if flux_name else None,
-                        out_dir,
-                        image_width,
-                        image_height,
+                    return PreparedInput("fits", path, width, height, unit.index)
+                if unit.xtension not in ("BINTABLE", "TABLE"):
+                    continue
+                hdu = hdus[unit.index]
+                names = list(hdu.columns.names)
+                xy = _xy_columns(names)
+                if xy is None:
+                    continue
+                rows = unit.axes[1] if len(unit.axes) > 1 else 0
+                if rows > bounds.max_stars:
+                    raise UnsupportedInput(
+                        f"The star list has {rows:,} rows; the limit is {bounds.max_stars:,} "
+                        "(NOVA_MAX_STARS)."
                     )
+                data = hdu.data
+                # Star lists written by the engine or by clients often carry the
+                # image size in the table header; an explicit image_width wins.
+                image_width = image_width or int(hdu.header.get("IMAGEW", 0) or 0)
+                image_height = image_height or int(hdu.header.get("IMAGEH", 0) or 0)
+                flux_name = next((n for n in names if n.lower() in ("flux", "flux_auto")), None)
+                return _write_star_list(
+                    data[xy[0]],
+                    data[xy[1]],
+                    data[flux_name] if flux_name else None,
+                    out_dir,
+                    image_width,
+                    image_height,
+                )
     except UnsupportedInput:
         raise
     except Exception as exc:  # astropy raises many types for malformed FITS
-        raise UnsupportedInput(f"The FITS file could not be read: {exc}") from None
+        raise UnsupportedInput(f"The FITS file could not be read: {_reason(exc)}") from None
     raise UnsupportedInput("The FITS file holds neither an image nor a table with x and y columns.")
 
 
-def _parse_text_list(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    if path.stat().st_size > MAX_TEXT_LIST_BYTES:
-        return None
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    xs: list[float] = []
-    ys: list[float] = []
+def _text_rows(lines: list[str]) -> Iterator[tuple[float, float] | None]:
+    """Classify the lines of a possible text star list: (x, y) for a position, None for a
+    header line; raises _NotAList when the text is no star list (prose, one column)."""
     header_lines = 0
-    for line in text.splitlines():
+    seen_position = False
+    for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -248,13 +308,63 @@ def _parse_text_list(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
             numbers = [float(part) for part in parts]
         except ValueError:
             header_lines += 1
-            if xs or header_lines > MAX_TEXT_HEADER_LINES:
-                return None  # prose, not a star list with a column header
+            if seen_position or header_lines > MAX_TEXT_HEADER_LINES:
+                raise _NotAList() from None  # prose, not a star list with a column header
+            yield None
             continue
         if len(numbers) < 2:
-            return None
-        xs.append(numbers[0])
-        ys.append(numbers[1])
+            raise _NotAList()
+        seen_position = True
+        yield numbers[0], numbers[1]
+
+
+class _NotAList(Exception):
+    pass
+
+
+def looks_like_text_list(head: bytes) -> bool:
+    """Whether the first bytes of a file could start a text star list: what the web
+    process checks (a few kB) before the worker reads the whole list."""
+    text = head[:TEXT_SNIFF_BYTES].decode("utf-8", "ignore")
+    if "\x00" in text or not text.strip():
+        return False
+    lines = text.splitlines()
+    cut = len(head) > TEXT_SNIFF_BYTES
+    if cut and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut short
+    try:
+        rows = list(_text_rows(lines))
+    except _NotAList:
+        return False
+    # Positions, or (in a long file) nothing but its column header so far.
+    return any(row is not None for row in rows) or (cut and bool(rows))
+
+
+def _parse_text_list(path: Path, max_stars: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if path.stat().st_size > MAX_TEXT_LIST_BYTES:
+        return None
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = text.splitlines()
+    if len(lines) > max_stars + MAX_TEXT_HEADER_LINES and looks_like_text_list(
+        text[:TEXT_SNIFF_BYTES].encode()
+    ):
+        # Counting lines is cheap; turning millions of them into floats is not.
+        raise UnsupportedInput(
+            f"The star list has {len(lines):,} lines; the limit is {max_stars:,} stars "
+            "(NOVA_MAX_STARS)."
+        )
+    xs: list[float] = []
+    ys: list[float] = []
+    try:
+        for row in _text_rows(lines):
+            if row is not None:
+                xs.append(row[0])
+                ys.append(row[1])
+    except _NotAList:
+        return None
     if not xs:
         return None
     return np.array(xs), np.array(ys)
@@ -266,23 +376,48 @@ def prepare_input(
     *,
     max_pixels: int,
     max_uncompressed_bytes: int,
+    max_ratio: int,
+    max_stars: int,
     image_width: int = 0,
     image_height: int = 0,
 ) -> PreparedInput:
-    """Recognise ``path`` and return what the engine should read; raise UnsupportedInput."""
+    """Recognise ``path`` and return what the engine should read; raise UnsupportedInput.
+
+    This decodes untrusted data: callers run it through ``sandbox.run_limited``.
+    """
     if path.stat().st_size == 0:
         raise UnsupportedInput("The file is empty.")
     kind = sniff(path)
     if kind in ("gzip", "bzip2"):
-        path = _decompress(path, kind, work_dir, max_uncompressed_bytes)
+        path = _decompress(path, kind, work_dir, max_uncompressed_bytes, max_ratio)
         kind = sniff(path)
         if kind in ("gzip", "bzip2"):
             raise UnsupportedInput("Nested compression is not supported.")
     if kind in RASTER_KINDS:
         return _prepare_raster(path, kind, max_pixels)
+    bounds = _Bounds(max_pixels, max_uncompressed_bytes, max_ratio, max_stars)
     if kind == "fits":
-        return _prepare_fits(path, work_dir, max_pixels, image_width, image_height)
-    parsed = _parse_text_list(path)
+        return _prepare_fits(path, work_dir, bounds, image_width, image_height)
+    parsed = _parse_text_list(path, max_stars)
     if parsed is not None:
         return _write_star_list(parsed[0], parsed[1], None, work_dir, image_width, image_height)
+    raise UnsupportedInput("This file's type is not supported. " + SUPPORTED_TEXT)
+
+
+def sniff_upload(path: Path, max_text_bytes: int = MAX_TEXT_LIST_BYTES) -> None:
+    """What the web process checks of a single upload: its size and first bytes only.
+
+    Refuses an empty file and one that is neither a known format nor the start of a text
+    star list; everything else is decoded by the worker (in a sandbox), which gives the
+    submission its reason when it refuses it.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise UnsupportedInput("The file is empty.")
+    if sniff(path) is not None:
+        return
+    with path.open("rb") as handle:
+        head = handle.read(TEXT_SNIFF_BYTES + 1)
+    if size <= max_text_bytes and looks_like_text_list(head):
+        return
     raise UnsupportedInput("This file's type is not supported. " + SUPPORTED_TEXT)

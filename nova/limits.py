@@ -1,6 +1,6 @@
 """Abuse limits: uploads per API key (or per address when anonymous), sign-ins per address,
-and failed sign-ins per account. Counted in redis by Flask-Limiter, so every web process and
-every host shares the same counts.
+and failed sign-ins per account and address. Counted in redis by Flask-Limiter, so every
+web process and every host shares the same counts.
 
 The limits are attached to the views here, by endpoint, so the views themselves stay about
 parsing and authorizing. When redis is down the limits are skipped (uploads must still be
@@ -21,6 +21,8 @@ from .auth import current_user
 # Endpoints that accept uploads: nova's API and the upload form (POST only).
 UPLOAD_ENDPOINTS = ("api.upload", "api.url_upload", "web.upload")
 SIGN_IN_ENDPOINTS = ("api.login", "account.signin", "account.signup")
+# What signed-in people post for others to read: counted per account.
+CONTENT_ENDPOINTS = ("pages.add_comment", "pages.add_tag", "pages.create_album")
 
 
 def client_address() -> str:
@@ -35,9 +37,10 @@ def caller_key() -> str:
 
 
 def account_key() -> str:
-    """Failed web sign-ins are counted per account named in the form, whoever tries."""
+    """Failed web sign-ins are counted per account named in the form and per address: a
+    guesser is stopped, and a stranger elsewhere cannot lock the owner out."""
     email = (request.form.get("email") or "").strip().lower()
-    return f"account:{email}"
+    return f"account:{email}:{client_address()}"
 
 
 def sign_in_failed(response: Response) -> bool:
@@ -54,9 +57,16 @@ def limit_reached(limit: RequestLimit) -> Response:
     """The answer to a request over a limit: nova's JSON envelope on the API, a page else."""
     wait = retry_after_seconds(limit)
     if "/account:" in limit.key:  # keys read LIMITER/<prefix>/<key>/<scope>/...
-        message = f"Too many failed sign-ins for this account; try again in {wait} s."
+        message = (
+            f"Too many failed sign-ins for this account from your address; try again in {wait} s."
+        )
     elif request.endpoint in SIGN_IN_ENDPOINTS:
         message = f"Too many sign-in attempts from your address; try again in {wait} s."
+    elif request.endpoint in CONTENT_ENDPOINTS:
+        message = (
+            f"Too many comments, tags or albums (limit: {limit.limit}); try again in {wait} s. "
+            "The operator sets this with NOVA_CONTENT_RATE_LIMIT."
+        )
     else:
         message = (
             f"Too many uploads (limit: {limit.limit}); try again in {wait} s. "
@@ -95,7 +105,7 @@ def init_limits(app: Flask) -> None:
     limiter = Limiter(key_func=client_address, on_breach=limit_reached)
     limiter.init_app(app)
     app.extensions["nova.limiter"] = limiter  # the extension keeps only a weak reference
-    limited_endpoints = set(UPLOAD_ENDPOINTS) | set(SIGN_IN_ENDPOINTS)
+    limited_endpoints = set(UPLOAD_ENDPOINTS) | set(SIGN_IN_ENDPOINTS) | set(CONTENT_ENDPOINTS)
 
     @limiter.request_filter
     def not_limited() -> bool:
@@ -110,6 +120,10 @@ def init_limits(app: Flask) -> None:
             key_func=caller_key,
             methods=form_posts_only(endpoint),
             scope="uploads",
+        )(views[endpoint])
+    for endpoint in CONTENT_ENDPOINTS:
+        views[endpoint] = limiter.limit(
+            config["CONTENT_RATE_LIMIT"], key_func=caller_key, methods=["POST"], scope="content"
         )(views[endpoint])
     for endpoint in SIGN_IN_ENDPOINTS:
         limited = limiter.limit(

@@ -72,6 +72,10 @@ class User(db.Model):
     default_visibility: Mapped[str] = mapped_column(String(1), default="y")
     default_commercial_use: Mapped[str] = mapped_column(String(1), default="y")
     default_modifications: Mapped[str] = mapped_column(String(2), default="y")
+    # Named by every web session and remember cookie (``get_id``); a new one (sign-out,
+    # password change, API key reset) ends them all, wherever they are. None before the
+    # first such event.
+    session_token: Mapped[str | None] = mapped_column(String(64))
 
     # Flask-Login's protocol.
     is_active = True
@@ -79,11 +83,12 @@ class User(db.Model):
     is_anonymous = False
 
     def get_id(self) -> str:
-        return str(self.id)
+        return f"{self.id}:{self.session_token or ''}"
 
     @property
     def name(self) -> str:
-        return self.display_name or self.email.split("@")[0]
+        """What others see: the display name, never any part of the email."""
+        return self.display_name or f"user {self.id}"
 
 
 class ApiSession(db.Model):
@@ -139,6 +144,10 @@ class Submission(db.Model):
     processing_started: Mapped[datetime | None]
     processing_finished: Mapped[datetime | None]
     error_message: Mapped[str | None] = mapped_column(Text)
+    # How many times a worker took it: the reconciler gives up after NOVA_MAX_ATTEMPTS.
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The uploader's address, for the queue cap of anonymous uploads (NOVA_MAX_QUEUED_JOBS).
+    client_address: Mapped[str | None] = mapped_column(String(64), index=True)
 
     publicly_visible: Mapped[str] = mapped_column(String(1), default="y")
     allow_commercial_use: Mapped[str] = mapped_column(String(1), default="d")

@@ -26,8 +26,6 @@ QUICK_SOLVE_QUEUE = "solve-quick"
 # then blind ones.
 ALL_QUEUES = (SUBMISSIONS_QUEUE, QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
 SOLVE_QUEUES = (QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
-DEFAULT_PARAMS = SolveParams()
-DEFAULT_BOUNDS = DEFAULT_PARAMS.scale_bounds()
 
 
 def redis_connection(app: Flask | None = None) -> redis.Redis:
@@ -106,18 +104,24 @@ def enqueue_submission(submission_id: int) -> bool:
     )
 
 
-def is_quick(params: SolveParams, kind: str) -> bool:
-    """A solve that a hint or a star list makes quick: it goes to QUICK_SOLVE_QUEUE.
+# A hint makes a solve quick only when it narrows the search: a scale range at most this
+# wide (high / low; a careful +-20 % hint is 1.5) or a position within this radius. Wider
+# "hints" (0-180 degrees, a whole-sky radius) are blind solves and wait with them.
+QUICK_SCALE_SPREAD = 4.0
+QUICK_RADIUS_DEGREES = 30.0
 
-    A scale hint is any range other than nova's default (0.1-180 degrees wide), which is
-    what a blind upload sends.
-    """
-    if kind == "xylist" or params.has_position_hint:
+
+def is_quick(params: SolveParams, kind: str) -> bool:
+    """A solve that a hint or a star list makes quick: it goes to QUICK_SOLVE_QUEUE."""
+    if kind == "xylist":
+        return True
+    if params.has_position_hint and (params.radius or 180.0) <= QUICK_RADIUS_DEGREES:
         return True
     bounds = params.scale_bounds()
     if bounds is None:
         return False
-    return (params.scale_units, bounds) != (DEFAULT_PARAMS.scale_units, DEFAULT_BOUNDS)
+    low, high = bounds
+    return low > 0 and high / low <= QUICK_SCALE_SPREAD
 
 
 def solve_queue_for(job_id: int) -> str:

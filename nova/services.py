@@ -7,21 +7,28 @@ import logging
 import os
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 from astropy.io import fits
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from . import archives, logs, queue, urlsafety
+from . import archives, logs, queue, sandbox, urlsafety
 from .calibration import CalibrationNumbers
 from .extensions import db
-from .inputs import SUPPORTED_TEXT, PreparedInput, UnsupportedInput, prepare_input
+from .inputs import (
+    SUPPORTED_TEXT,
+    PreparedInput,
+    UnsupportedInput,
+    prepare_input,
+    sniff_upload,
+)
 from .models import (
     Album,
     Calibration,
@@ -35,6 +42,8 @@ from .models import (
     utcnow,
 )
 from .params import SolveParams
+from .redaction import without_server_paths
+from .solver import ANNOTATIONS_NAME, AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
 from .storage import Storage, UploadTooLarge
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,45 @@ class SubmissionOptions:
     allow_modifications: str = "d"
     via_api: bool = False
     album: Album | None = None
+    client_address: str | None = None  # the uploader's address (kept for anonymous ones)
+
+
+class QueueFull(Exception):
+    """The caller has as much work waiting as NOVA_MAX_QUEUED_JOBS allows."""
+
+
+def pending_work(user_id: int | None, address: str | None, exclude: int | None = None) -> int:
+    """Jobs queued or solving plus uploads not yet read, of an account or (anonymous) of an
+    address; ``exclude`` leaves one submission out (the one being read)."""
+    if user_id is not None:
+        owner = Submission.user_id == user_id
+    elif address:
+        owner = Submission.user_id.is_(None) & (Submission.client_address == address)
+    else:
+        return 0  # no address (a command, a test): nothing to count against
+    others = Submission.id != exclude if exclude is not None else True
+    jobs = db.session.scalar(
+        select(func.count(Job.id))
+        .join(UserImage, Job.user_image_id == UserImage.id)
+        .join(Submission, UserImage.submission_id == Submission.id)
+        .where(owner, others, Job.status.in_((JobStatus.QUEUED, JobStatus.SOLVING)))
+    )
+    unread = db.session.scalar(
+        select(func.count(Submission.id)).where(
+            owner, others, Submission.processing_finished.is_(None)
+        )
+    )
+    return int(jobs or 0) + int(unread or 0)
+
+
+def queue_full_message(waiting: int, adding: int = 1) -> str:
+    limit = current_app.config["MAX_QUEUED_JOBS"]
+    what = "this upload" if adding == 1 else f"the {adding} images of this upload"
+    return (
+        f"Too much work waiting: {waiting} of your jobs are queued or solving, and {what} "
+        f"would pass the limit of {limit} (NOVA_MAX_QUEUED_JOBS). Try again when some have "
+        "finished."
+    )
 
 
 def storage() -> Storage:
@@ -64,9 +112,16 @@ def basename(filename: str | None) -> str:
 
 
 def _new_submission(options: SubmissionOptions, **fields: object) -> Submission:
+    """A new submission row; raises QueueFull when the caller has too much work waiting."""
+    user_id = options.user.id if options.user else None
+    address = None if options.user else options.client_address
+    waiting = pending_work(user_id, address)
+    if waiting + 1 > current_app.config["MAX_QUEUED_JOBS"]:
+        raise QueueFull(queue_full_message(waiting))
     visible = "y" if options.user is None else options.publicly_visible  # anonymous: public
     return Submission(
-        user_id=options.user.id if options.user else None,
+        user_id=user_id,
+        client_address=address,
         via_api=options.via_api,
         publicly_visible=visible,
         allow_commercial_use=options.allow_commercial_use,
@@ -154,20 +209,12 @@ def validate_url(url: str) -> str:
 def quick_check_upload(path: Path) -> None:
     """Refuse a file that is certainly not solvable before a submission is created.
 
-    Archives (zip, tar, optionally compressed) pass: the worker recognises their members.
+    Only its size and first bytes are looked at: the web process never decodes an upload
+    (the worker does, in a sandbox). Archives pass: the worker recognises their members.
     """
     if archives.detect(path) is not None:
         return
-    work_dir = storage().make_work_dir("check-")
-    try:
-        prepare_input(
-            path,
-            work_dir,
-            max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-            max_uncompressed_bytes=current_app.config["MAX_CONTENT_LENGTH"],
-        )
-    finally:
-        storage().discard(work_dir)
+    sniff_upload(path)
 
 
 def bundle_files(files: Sequence[tuple[Path, str]], target: Path) -> Path:
@@ -238,6 +285,9 @@ def process_submission(submission_id: int) -> list[int]:
     if submission is None or submission.user_images:
         return []
     submission.processing_started = utcnow()
+    # Counted before the work: a worker killed while reading it leaves the count behind,
+    # and the reconciler gives up after NOVA_MAX_ATTEMPTS, as for jobs.
+    submission.attempts = (submission.attempts or 0) + 1
     db.session.commit()
     try:
         job_ids = _process_submission(submission)
@@ -266,6 +316,16 @@ class _Usable:
     filename: str
 
 
+@dataclass(frozen=True)
+class _Found:
+    """A usable archive member, still in the work directory: stored only once the whole
+    archive is accepted, so a refused archive leaves nothing in the upload store."""
+
+    path: Path
+    prepared: PreparedInput
+    filename: str
+
+
 def _process_submission(submission: Submission) -> list[int]:
     config = current_app.config
     started = time.monotonic()
@@ -284,22 +344,34 @@ def _process_submission(submission: Submission) -> list[int]:
     try:
         if archives.detect(upload) is None:
             try:
-                prepared = _prepare(upload, work_dir, submission)
+                prepared = _prepare(upload, work_dir, submission, _deadline(started))
             except UnsupportedInput as exc:
                 _fail_submission(submission, str(exc), submission.upload_hash)
                 return []
             usable = [_Usable(submission.upload_hash, prepared, submission.original_filename)]
         else:
             try:
-                usable, skipped = _unpack_archive(upload, work_dir, submission, started)
+                found, skipped = _unpack_archive(upload, work_dir, submission, started)
             except archives.ArchiveError as exc:
                 _fail_submission(submission, str(exc), submission.upload_hash)
                 return []
-            if not usable:
+            if not found:
                 _fail_submission(submission, _nothing_usable(skipped), submission.upload_hash)
                 return []
             for member in skipped:
                 log.info("submission %s: %s %s", submission.id, member.name, member.reason)
+            waiting = pending_work(
+                submission.user_id, submission.client_address, exclude=submission.id
+            )
+            if waiting + len(found) > config["MAX_QUEUED_JOBS"]:
+                # Each image is a job: an archive counts as many uploads as it holds.
+                message = queue_full_message(waiting, len(found))
+                _fail_submission(submission, message, submission.upload_hash)
+                return []
+            usable = [
+                _Usable(storage().store_file(item.path), item.prepared, item.filename)
+                for item in found
+            ]
     finally:
         storage().discard(work_dir)
     jobs = []
@@ -326,35 +398,82 @@ def _process_submission(submission: Submission) -> list[int]:
     return [job.id for job in jobs]
 
 
-def _prepare(path: Path, work_dir: Path, submission: Submission) -> PreparedInput:
-    params = SolveParams.from_row(submission)
+def input_limits() -> dict[str, int]:
+    """The bounds every decoded input is held to (pixels, bytes, ratio, stars)."""
     config = current_app.config
-    return prepare_input(
+    return {
+        "max_pixels": config["MAX_IMAGE_PIXELS"],
+        "max_uncompressed_bytes": config["MAX_CONTENT_LENGTH"],
+        "max_ratio": config["MAX_COMPRESSION_RATIO"],
+        "max_stars": config["MAX_STARS"],
+    }
+
+
+def preparer(path: Path, work_dir: Path, params: SolveParams) -> Callable[[], PreparedInput]:
+    """``prepare_input`` of ``path`` with the app's bounds, to be called inside a sandbox
+    (``prepare_sandboxed``, or a picture build that runs whole in one)."""
+    return partial(
+        prepare_input,
         path,
         work_dir,
-        max_pixels=config["MAX_IMAGE_PIXELS"],
-        max_uncompressed_bytes=config["MAX_CONTENT_LENGTH"],
         image_width=params.image_width,
         image_height=params.image_height,
+        **input_limits(),
     )
 
 
+def image_preparer(image: UserImage, work_dir: Path) -> Callable[[], PreparedInput]:
+    """The preparer of a stored image (see ``preparer``)."""
+    assert image.file_hash is not None
+    path = storage().upload_path(image.file_hash)
+    return preparer(path, work_dir, SolveParams.from_row(image.submission))
+
+
+def prepare_sandboxed(
+    path: Path, work_dir: Path, params: SolveParams, wall_seconds: float
+) -> PreparedInput:
+    """``prepare_input`` in a child process under NOVA_DECODE_* limits and ``wall_seconds``;
+    a limit that stops it is an UnsupportedInput with the reason, like any refusal."""
+    limits = sandbox.limits_from_config(current_app.config, wall_seconds)
+    try:
+        return sandbox.run_limited(preparer(path, work_dir, params), limits=limits)
+    except sandbox.DecodeLimitExceeded as exc:
+        raise UnsupportedInput(str(exc)) from None
+    except sandbox.DecodeCrashed as exc:
+        log.warning("reading %s failed: %s", path.name, exc)
+        raise UnsupportedInput("The file could not be read (its decoder failed).") from None
+
+
+def _prepare(path: Path, work_dir: Path, submission: Submission, deadline: float) -> PreparedInput:
+    params = SolveParams.from_row(submission)
+    return prepare_sandboxed(path, work_dir, params, deadline - time.monotonic())
+
+
 # The RQ timeout of a submission is 2 x DOWNLOAD_TIMEOUT + 120 s (queue.enqueue_submission);
-# unpacking stops this long before it, so the submission fails with a reason instead.
+# unpacking and reading stop this long before it, so the submission fails with a reason.
 _ARCHIVE_TIME_MARGIN = 30.0
+
+
+def _processing_budget() -> float:
+    """Seconds a submission may take in all: download, unpacking, reading every file."""
+    return 2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120 - _ARCHIVE_TIME_MARGIN
+
+
+def _deadline(started: float) -> float:
+    return started + _processing_budget()
 
 
 def _unpack_archive(
     upload: Path, work_dir: Path, submission: Submission, started: float
-) -> tuple[list[_Usable], list[archives.Member]]:
-    """Store every usable member of the archive; return them and the refused ones.
+) -> tuple[list[_Found], list[archives.Member]]:
+    """Unpack and recognise every member of the archive into ``work_dir``; return the
+    usable ones and the refused ones.
 
-    Raises archives.ArchiveError when the archive is corrupt or over a limit; members
-    already stored stay in the content-addressed store, unreferenced (as for a refused
-    upload), and no image is created.
+    Raises archives.ArchiveError when the archive is corrupt or over a limit; nothing is
+    stored then (the work directory goes), and no image is created.
     """
     config = current_app.config
-    budget = 2 * config["DOWNLOAD_TIMEOUT"] + 120 - _ARCHIVE_TIME_MARGIN
+    budget = _processing_budget()
     limits = archives.ArchiveLimits(
         max_members=config["MAX_ARCHIVE_MEMBERS"],
         max_total_bytes=config["MAX_ARCHIVE_BYTES"],
@@ -363,7 +482,7 @@ def _unpack_archive(
         deadline=started + budget,
         time_limit=budget,
     )
-    usable: list[_Usable] = []
+    usable: list[_Found] = []
     skipped: list[archives.Member] = []
     for index, member in enumerate(archives.iter_members(upload, work_dir, limits)):
         if member.path is None:
@@ -372,7 +491,7 @@ def _unpack_archive(
         member_dir = work_dir / f"prepare-{index:04d}"
         member_dir.mkdir()
         try:
-            prepared = _prepare(member.path, member_dir, submission)
+            prepared = _prepare(member.path, member_dir, submission, started + budget)
         except UnsupportedInput as exc:
             skipped.append(replace(member, reason=str(exc)))
             member.path.unlink(missing_ok=True)
@@ -386,7 +505,7 @@ def _unpack_archive(
             storage().discard(member_dir)
         # prepare_input may have pointed into member_dir (a decompressed copy); only the
         # kind, size and FITS extension are kept, and the stored file is the member itself.
-        usable.append(_Usable(storage().store_file(member.path), prepared, member.filename))
+        usable.append(_Found(member.path, prepared, member.filename))
     return usable, skipped
 
 
@@ -474,29 +593,34 @@ def finish_job(
         )
 
 
-def prepare_image(image: UserImage, work_dir: Path) -> PreparedInput:
-    """Recognise a stored image again and prepare what the engine (or a renderer) reads."""
+def prepare_image(image: UserImage, work_dir: Path, wall_seconds: float) -> PreparedInput:
+    """Recognise a stored image again (sandboxed) and prepare what the engine or a renderer
+    reads, within ``wall_seconds``."""
     assert image.file_hash is not None
     params = SolveParams.from_row(image.submission)
-    return prepare_input(
-        storage().upload_path(image.file_hash),
-        work_dir,
-        max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-        max_uncompressed_bytes=current_app.config["MAX_CONTENT_LENGTH"],
-        image_width=params.image_width,
-        image_height=params.image_height,
-    )
+    return prepare_sandboxed(storage().upload_path(image.file_hash), work_dir, params, wall_seconds)
+
+
+# What an answer from an earlier solve takes of it: the engine's own products. Never its
+# log (it names the other job's directory and id) nor pictures and files drawn for it (the
+# KMZ carries the other upload's file name); those are built again for the copy.
+REUSED_PRODUCTS = (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME, ANNOTATIONS_NAME)
 
 
 def reuse_solution(submission: Submission) -> bool:
     """Answer an upload at once from an earlier solve of the same file with the same
     parameters: a new image and a job that is already a success, with the same calibration
-    and products. Returns False when there is nothing to reuse (the upload is queued)."""
+    and engine products. Only the uploader's own solves and public ones are reused: a
+    private solve of someone else is neither copied nor revealed by an instant answer.
+    Returns False when there is nothing to reuse (the upload is queued)."""
     params = SolveParams.from_row(submission)
     same_params = [
         getattr(Submission, name).is_(None) if value is None else getattr(Submission, name) == value
         for name, value in params.as_dict().items()
     ]
+    reusable = UserImage.publicly_visible == "y"
+    if submission.user_id is not None:
+        reusable = reusable | (UserImage.user_id == submission.user_id)
     earlier = db.session.scalars(
         select(Job)
         .join(UserImage, Job.user_image_id == UserImage.id)
@@ -505,6 +629,7 @@ def reuse_solution(submission: Submission) -> bool:
             UserImage.file_hash == submission.upload_hash,
             Job.status == JobStatus.SUCCESS,
             UserImage.kind != "unsupported",
+            reusable,
             *same_params,
         )
         .order_by(Job.finished_at.desc())  # the newest solve (ids are random)
@@ -525,7 +650,7 @@ def reuse_solution(submission: Submission) -> bool:
         width=old_image.width,
         height=old_image.height,
         fits_extension=old_image.fits_extension,
-        original_filename=submission.original_filename or old_image.original_filename,
+        original_filename=submission.original_filename,
         publicly_visible=submission.publicly_visible,
     )
     job = Job(
@@ -557,9 +682,14 @@ def reuse_solution(submission: Submission) -> bool:
     for obj in old_image.sky_objects:
         db.session.add(SkyObject(user_image_id=image.id, name=obj.name))
     work_dir = storage().make_work_dir(f"reuse-{job.id}-")
-    for product in source_dir.iterdir():
-        if product.is_file() and not product.name.startswith("."):
-            os.link(product, work_dir / product.name)  # products never change: share them
+    for name in REUSED_PRODUCTS:
+        product = source_dir / name
+        if product.is_file():
+            os.link(product, work_dir / name)  # products never change: share them
+    (work_dir / LOG_NAME).write_text(
+        "Answered at once from an earlier solve of the same file with the same parameters; "
+        "no engine ran for this job.\n"
+    )
     storage().publish_job_dir(work_dir, job.id)
     db.session.commit()
     return True
@@ -574,7 +704,7 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
     - queued jobs and unprocessed submissions missing from the queue are enqueued again.
     Safe to run from several workers at once: every change is a conditional update.
     """
-    counts = {"retried": 0, "failed": 0, "requeued": 0}
+    counts = {"retried": 0, "failed": 0, "requeued": 0, "swept": 0}
     # A solving worker refreshes its heartbeat every heartbeat_seconds; three missed beats
     # (and some slack for a busy database) mean it is gone.
     lost_before = utcnow() - timedelta(seconds=3 * heartbeat_seconds + 10)
@@ -612,11 +742,65 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
     for job_id in db.session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)):
         if not queue.is_waiting_or_running(f"solve-{job_id}"):
             counts["requeued"] += queue.enqueue_solve(job_id)
-    unprocessed = select(Submission.id).where(Submission.processing_finished.is_(None))
-    for submission_id in db.session.scalars(unprocessed).all():
-        if not queue.is_waiting_or_running(f"submission-{submission_id}"):
-            counts["requeued"] += queue.enqueue_submission(submission_id)
+    unprocessed = select(Submission).where(Submission.processing_finished.is_(None))
+    for submission in db.session.scalars(unprocessed).all():
+        if queue.is_waiting_or_running(f"submission-{submission.id}"):
+            continue
+        if submission.attempts >= max_attempts and not submission.user_images:
+            _fail_submission(
+                submission,
+                f"The worker stopped (killed or crashed) while reading this upload, "
+                f"{submission.attempts} times; giving up.",
+                submission.upload_hash,
+            )
+            counts["failed"] += 1
+            continue
+        counts["requeued"] += queue.enqueue_submission(submission.id)
+    counts["swept"] = sweep_tmp(_longest_work_seconds())
     return counts
+
+
+def _longest_work_seconds() -> float:
+    """The longest any task may run (its RQ timeout): older work directories are orphans."""
+    config = current_app.config
+    return max(config["SOLVE_TIME_LIMIT"] + 120, 2 * config["DOWNLOAD_TIMEOUT"] + 120)
+
+
+# Slack on top of the longest task before a work directory counts as abandoned.
+_SWEEP_MARGIN_SECONDS = 600
+
+
+def sweep_tmp(longest_work_seconds: float) -> int:
+    """Delete what killed work left in tmp/ (a work horse killed mid-solve cannot clean up):
+    entries untouched for longer than any task may run. Returns how many went."""
+    cutoff = time.time() - longest_work_seconds - _SWEEP_MARGIN_SECONDS
+    swept = 0
+    for entry in storage().tmp.iterdir():
+        try:
+            if entry.lstat().st_mtime >= cutoff:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                storage().discard(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        except OSError as exc:  # removed meanwhile by its owner, or not ours to remove
+            log.warning("could not sweep %s: %s", entry.name, exc)
+            continue
+        swept += 1
+    return swept
+
+
+def job_log_text(job_id: int, max_chars: int | None = None) -> str | None:
+    """A job's log as users see it: the last ``max_chars`` of it, without server paths (the
+    engine's log names its work directory, index files and programs); None without a log."""
+    path = storage().job_file(job_id, LOG_NAME)
+    if path is None:
+        return None
+    with path.open("rb") as handle:
+        if max_chars is not None:
+            handle.seek(max(0, path.stat().st_size - max_chars))
+        text = handle.read().decode("utf-8", "replace")
+    return without_server_paths(text)
 
 
 def heartbeat(job_id: int) -> None:

@@ -26,6 +26,7 @@ from .models import (
 
 MAX_TAG_LENGTH = 100
 MAX_COMMENT_LENGTH = 5000
+MAX_ALBUM_DESCRIPTION_LENGTH = 5000
 
 
 class SiteError(ValueError):
@@ -119,10 +120,15 @@ def create_album(user: User, title: str, description: str = "", visible: bool = 
     title = " ".join(title.split())
     if not title or len(title) > 256:
         raise SiteError("An album needs a title of at most 256 characters.")
+    description = description.strip()
+    if len(description) > MAX_ALBUM_DESCRIPTION_LENGTH:
+        raise SiteError(
+            f"An album's description can have at most {MAX_ALBUM_DESCRIPTION_LENGTH} characters."
+        )
     album = Album(
         user_id=user.id,
         title=title,
-        description=description.strip(),
+        description=description,
         publicly_visible="y" if visible else "n",
     )
     db.session.add(album)

@@ -257,8 +257,12 @@ def solve(
     on_stage: Callable[[str], None] = lambda stage: None,
     warm: warm_engine.WarmEngine | None = None,
     fast_extraction: bool | None = None,
+    deadline: float | None = None,
 ) -> SolveOutcome:
     """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``.
+
+    ``deadline`` (a time.monotonic() value) ends it sooner: the job's limit counts from its
+    start, and reading the input has used part of it already.
 
     ``warm`` solves stage 2 in-process when given (``astrometry-engine`` otherwise).
     ``fast_extraction`` runs stage 1 with ``extraction`` (None: the app's FAST_EXTRACTION
@@ -269,7 +273,8 @@ def solve(
     MIN_SOURCES_AFTER_DOWNSAMPLE sources, or the engine finds no solution, the image is
     extracted again at full resolution and solved once more, within the same deadline.
     """
-    deadline = time.monotonic() + time_limit
+    if deadline is None:
+        deadline = time.monotonic() + time_limit
     if fast_extraction is None:
         fast_extraction = fast_extraction_setting()
     log_path = work_dir / LOG_NAME

@@ -10,6 +10,7 @@ import logging
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,13 +99,16 @@ def _solve_claimed(job: Job) -> None:
     image = job.user_image
     params = SolveParams.from_row(image.submission)
     store = services.storage()
+    time_limit = current_app.config["SOLVE_TIME_LIMIT"]
+    # The job's time limit counts from here: reading the input is part of it.
+    deadline = time.monotonic() + time_limit
     work_dir = store.make_work_dir(f"job-{job_id}-")
     numbers = wcs_text = reason = None
     sources = None
     objects: list[str] = []
     try:
         try:
-            prepared = services.prepare_image(image, work_dir)
+            prepared = services.prepare_image(image, work_dir, deadline - time.monotonic())
         except UnsupportedInput as exc:
             reason = str(exc)
         else:
@@ -113,9 +117,10 @@ def _solve_claimed(job: Job) -> None:
                 prepared,
                 work_dir,
                 index_dirs=current_app.config["INDEX_DIRS"],
-                time_limit=current_app.config["SOLVE_TIME_LIMIT"],
+                time_limit=time_limit,
                 on_stage=lambda stage: services.set_job_stage(job_id, stage),
                 warm=_warm_engine(),
+                deadline=deadline,
             )
             sources, reason = outcome.sources, outcome.reason
             if outcome.solved:

@@ -212,6 +212,7 @@ def nova_env(
         # Tests upload and sign in faster than any person; test_limits.py tests the limits.
         "NOVA_UPLOAD_RATE_LIMIT": "100000/minute",
         "NOVA_LOGIN_RATE_LIMIT": "100000/minute",
+        "NOVA_CONTENT_RATE_LIMIT": "100000/minute",
     }
     for name in list(os.environ):
         if name.startswith("NOVA_") and name not in ("NOVA_TEST_DATA",):

@@ -16,7 +16,7 @@ import pytest
 from astropy.io import fits
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from .conftest import live_stack
+from .conftest import live_stack, wait_for
 
 pytestmark = pytest.mark.engine
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -98,9 +98,14 @@ def test_a_photo_from_upload_to_privacy_in_a_real_browser(
     # The viewer switches to the annotated picture in place.
     page.click("nav.views a:has-text('annotated')")
     expect(page.locator("#viewer")).to_have_attribute("src", re.compile(r"/annotated_display/"))
-    page.wait_for_function(
-        "document.getElementById('viewer').complete && "
-        "document.getElementById('viewer').naturalWidth > 0"
+    # Polled from here: Playwright's in-page wait_for_function evaluates a string, which the
+    # site's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+    assert wait_for(
+        lambda: page.evaluate(
+            "document.getElementById('viewer').complete && "
+            "document.getElementById('viewer').naturalWidth > 0"
+        ),
+        60,
     )
     shot(page, "annotated")
 

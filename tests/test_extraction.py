@@ -47,6 +47,8 @@ def prepare(source: Path, work_dir: Path, params: SolveParams) -> PreparedInput:
         work_dir,
         max_pixels=200_000_000,
         max_uncompressed_bytes=1 << 30,
+        max_ratio=200,
+        max_stars=100_000,
         image_width=params.image_width,
         image_height=params.image_height,
     )

@@ -45,6 +45,7 @@ NO_RATE_LIMITS = {
     "NOVA_UPLOAD_RATE_LIMIT": "1000000/minute",
     "NOVA_LOGIN_RATE_LIMIT": "1000000/minute",
     "NOVA_LOGIN_FAILURE_LIMIT": "1000000/minute",
+    "NOVA_MAX_QUEUED_JOBS": "1000000",
 }
 HINT = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}  # apod4 is 33 deg wide
 

@@ -14,7 +14,12 @@ from PIL import Image
 
 from nova.inputs import UnsupportedInput, prepare_input, sniff
 
-LIMITS = {"max_pixels": 50_000_000, "max_uncompressed_bytes": 50 * 1024 * 1024}
+LIMITS = {
+    "max_pixels": 50_000_000,
+    "max_uncompressed_bytes": 50 * 1024 * 1024,
+    "max_ratio": 200,
+    "max_stars": 100_000,
+}
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -137,7 +142,7 @@ def test_text_star_lists(tmp_path: Path) -> None:
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "could not be decoded"),
         (fits_table({"RA": [1.0], "DEC": [2.0]}), "neither an image nor a table"),
         (fits_image((1, 64)), "only 64x1 pixels"),
-        (b"SIMPLE  =                    T" + b" " * 50, "could not be read"),
+        (b"SIMPLE  =                    T" + b" " * 50, "shorter than one header block"),
         (gzip.compress(b"plain text that is no star list"), "not supported"),
         (gzip.compress(gzip.compress(raster("PNG"))), "Nested compression"),
         (gzip.compress(raster("PNG"))[:40], "corrupt"),
@@ -156,13 +161,86 @@ def test_pixel_and_expansion_limits(tmp_path: Path) -> None:
         prepare_input(
             write(tmp_path, "a", raster("PNG")),
             tmp_path,
-            max_pixels=1000,
-            max_uncompressed_bytes=10**6,
+            **(LIMITS | {"max_pixels": 1000, "max_uncompressed_bytes": 10**6}),
         )
     with pytest.raises(UnsupportedInput, match="expands to more than"):
         prepare_input(
             write(tmp_path, "b", gzip.compress(b"0 0\n" * 600_000)),
             tmp_path,
-            max_pixels=10**6,
-            max_uncompressed_bytes=1 << 20,
+            **(LIMITS | {"max_pixels": 10**6, "max_uncompressed_bytes": 1 << 20}),
         )
+
+
+# -- bounds on what decoding may cost (issue 16: H1, H2, L7) ------------------------------------
+
+
+def fpack(data: np.ndarray) -> bytes:
+    """Tile-compressed FITS; gzip tiles of 1000 rows pack zeros the tightest."""
+    hdu = fits.CompImageHDU(data, compression_type="GZIP_1", tile_shape=(1000, data.shape[1]))
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buffer)
+    return buffer.getvalue()
+
+
+def test_a_tile_compressed_bomb_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
+    """4000x4000 zeros pack into a few kB: far over the ratio limit, refused from the header."""
+    bomb = fpack(np.zeros((4000, 4000), dtype=np.int16))
+    assert len(bomb) < 200_000
+    with pytest.raises(UnsupportedInput, match="expands more than 200 times"):
+        prepare_input(write(tmp_path, "bomb.fz", bomb), tmp_path, **LIMITS)
+    assert not (tmp_path / "unpacked.fits").exists()
+    # The byte limit holds on its own too.
+    with pytest.raises(UnsupportedInput, match="expands to more than 1 MB"):
+        prepare_input(
+            write(tmp_path, "b.fz", fpack(np.zeros((1000, 1000), dtype=np.int16))),
+            tmp_path,
+            **(LIMITS | {"max_uncompressed_bytes": 1 << 20, "max_ratio": 10**6}),
+        )
+
+
+def test_a_cube_counts_all_its_planes_against_the_pixel_limit(tmp_path: Path) -> None:
+    cube = fits_image((50, 200, 200))  # 50 planes of 200x200: 2,000,000 pixels
+    with pytest.raises(UnsupportedInput, match="limit is 1,000,000 for all its planes"):
+        prepare_input(write(tmp_path, "cube", cube), tmp_path, **(LIMITS | {"max_pixels": 10**6}))
+    four_axes = fits_image((2, 2, 20, 20))
+    with pytest.raises(UnsupportedInput, match="at most 3"):
+        prepare_input(write(tmp_path, "4d", four_axes), tmp_path, **LIMITS)
+    small = prepare_input(write(tmp_path, "small", fits_image((3, 48, 64))), tmp_path, **LIMITS)
+    assert (small.width, small.height) == (64, 48)
+
+
+def test_a_fits_file_shorter_than_its_header_says_is_refused(tmp_path: Path) -> None:
+    data = fits_image((480, 640))
+    with pytest.raises(UnsupportedInput, match="truncated"):
+        prepare_input(write(tmp_path, "cut", data[: len(data) // 2]), tmp_path, **LIMITS)
+
+
+def test_a_header_of_too_many_cards_is_refused_unparsed(tmp_path: Path) -> None:
+    hdu = fits.PrimaryHDU(np.zeros((8, 8), dtype=np.int16))
+    for number in range(25_000):
+        hdu.header.add_history(f"step {number}")
+    buffer = io.BytesIO()
+    hdu.writeto(buffer)
+    packed = gzip.compress(buffer.getvalue())
+    with pytest.raises(UnsupportedInput, match="more than 20,000 cards"):
+        prepare_input(
+            write(tmp_path, "cards.gz", packed), tmp_path, **(LIMITS | {"max_ratio": 10**6})
+        )
+
+
+def test_single_compressed_files_are_held_to_the_compression_ratio(tmp_path: Path) -> None:
+    """NOVA_MAX_COMPRESSION_RATIO applies to a lone .fits.bz2 as to archives (L7)."""
+    image = fits_image((2000, 2000))  # 8 MB of zeros: bzip2 packs it into ~100 bytes
+    for name, packed in (("bz2", bz2.compress(image)), ("gz", gzip.compress(image))):
+        with pytest.raises(UnsupportedInput, match="expands more than 200 times"):
+            prepare_input(write(tmp_path, f"x.{name}", packed), tmp_path, **LIMITS)
+
+
+def test_star_lists_are_held_to_the_star_limit(tmp_path: Path) -> None:
+    """A text list of 200,000 lines is refused by counting lines, never parsed (H2)."""
+    text = b"1 1\n" * 200_000
+    with pytest.raises(UnsupportedInput, match="limit is 100,000 stars"):
+        prepare_input(write(tmp_path, "l.gz", gzip.compress(text)), tmp_path, **LIMITS)
+    table = fits_table({"X": [1.0] * 2000, "Y": [2.0] * 2000})
+    with pytest.raises(UnsupportedInput, match="2,000 rows; the limit is 1,000"):
+        prepare_input(write(tmp_path, "t", table), tmp_path, **(LIMITS | {"max_stars": 1000}))

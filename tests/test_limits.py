@@ -128,7 +128,10 @@ def test_api_logins_are_limited_per_address(limited_app: Callable[..., Flask]) -
     assert refused["errormessage"].startswith("Too many sign-in attempts from your address")
 
 
-def test_failed_sign_ins_lock_the_account_for_a_while(limited_app: Callable[..., Flask]) -> None:
+def test_failed_sign_ins_lock_the_account_for_the_guessing_address_only(
+    limited_app: Callable[..., Flask],
+) -> None:
+    """A guesser is stopped; a stranger's guesses never lock the owner out (issue 16, M9)."""
     app = limited_app(LOGIN_FAILURE_LIMIT="3/15 minutes")
     new_user(app, "ed@example.org", password="correct horse")
     new_user(app, "fay@example.org", password="battery staple")
@@ -144,15 +147,18 @@ def test_failed_sign_ins_lock_the_account_for_a_while(limited_app: Callable[...,
 
     # A success does not count as a failure.
     assert sign_in("ed@example.org", "correct horse")[0] == 302
+    stranger = "203.0.113.9"
     for attempt in range(3):
-        code, page = sign_in("ed@example.org", f"guess {attempt}", address=f"203.0.113.{attempt}")
+        code, page = sign_in("ed@example.org", f"guess {attempt}", address=stranger)
         assert code == 200 and "Wrong email or password." in page
-    # Guesses came from three addresses; the account is throttled, even for the right password.
-    code, page = sign_in("ed@example.org", "correct horse")
+    # The guessing address is throttled for this account, even with the right password...
+    code, page = sign_in("ed@example.org", "correct horse", address=stranger)
     assert code == 429
     assert "Too many failed sign-ins for this account" in page
-    # Other accounts are not affected.
-    assert sign_in("fay@example.org", "battery staple")[0] == 302
+    # ...and the owner, elsewhere, is not.
+    assert sign_in("ed@example.org", "correct horse")[0] == 302
+    # Other accounts are not affected, not even from the guessing address.
+    assert sign_in("fay@example.org", "battery staple", address=stranger)[0] == 302
 
 
 def test_client_address_comes_from_the_proxy_only_when_configured(
@@ -197,3 +203,50 @@ def test_limits_can_be_switched_off(limited_app: Callable[..., Flask]) -> None:
     client = app.test_client()
     answers = [api_call(client, "login", {"apikey": key})["status"] for _ in range(3)]
     assert answers == ["success"] * 3
+
+
+def test_comments_tags_and_albums_are_rate_limited_per_account(
+    limited_app: Callable[..., Flask],
+) -> None:
+    """Posting for others to read is limited like uploads (issue 16, L9)."""
+    from nova.models import Comment, Submission, UserImage
+
+    app = limited_app(CONTENT_RATE_LIMIT="2/minute")
+    new_user(app, "ed@example.org", password="correct horse")
+    client = app.test_client()
+    assert (
+        client.post(
+            "/signin", data={"email": "ed@example.org", "password": "correct horse"}
+        ).status_code
+        == 302
+    )
+    with app.app_context():
+        submission = Submission(original_filename="a.jpg")
+        image = UserImage(submission=submission, kind="jpeg", width=10, height=10)
+        db.session.add_all([submission, image])
+        db.session.commit()
+        image_id = image.id
+    answers = [
+        client.post(f"/user_images/{image_id}/comments", data={"text": f"nice {n}"}).status_code
+        for n in range(3)
+    ]
+    assert answers == [302, 302, 429]
+    refused = client.post(f"/user_images/{image_id}/comments", data={"text": "more"})
+    assert "NOVA_CONTENT_RATE_LIMIT" in refused.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.query(Comment).count() == 2
+
+
+def test_album_descriptions_have_a_length_limit(limited_app: Callable[..., Flask]) -> None:
+    from nova.models import Album
+
+    app = limited_app()
+    new_user(app, "ed@example.org", password="correct horse")
+    client = app.test_client()
+    client.post("/signin", data={"email": "ed@example.org", "password": "correct horse"})
+    client.post("/dashboard/albums", data={"title": "Long", "description": "x" * 6000})
+    page = client.get("/dashboard?tab=albums").get_data(as_text=True)
+    assert "at most 5000 characters" in page
+    client.post("/dashboard/albums", data={"title": "Short", "description": "M31 in October"})
+    with app.app_context():
+        assert [album.title for album in db.session.query(Album).all()] == ["Short"]

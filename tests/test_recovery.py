@@ -5,14 +5,17 @@ Fault injection with real processes: a real ``nova worker``, the real engine, ``
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -51,6 +54,44 @@ def test_an_identical_upload_is_answered_from_the_earlier_solve(
     third = upload(client, data, "c.jpg", **scale_hint(33.0))
     assert client.get(f"/status/{third}/state").get_json()["images"] == []
     assert redis.Redis.from_url(redis_url).llen("rq:queue:default") == 2
+
+
+def test_only_own_and_public_solves_are_reused_and_copies_carry_nothing_of_them(
+    app: Flask, apod: Path, redis_url: str
+) -> None:
+    """A private solve is never copied to another user nor revealed by an instant answer; a
+    public one is, without its file name, job id or server paths (issue 16, M4)."""
+    from .test_site import sign_up
+
+    data = (apod / "apod4.jpg").read_bytes()
+    ann, bob, anonymous = app.test_client(), app.test_client(), app.test_client()
+    sign_up(ann, "ann@example.org")
+    sign_up(bob, "bob@example.org")
+    private = {**scale_hint(33.0), "publicly_visible": "n"}
+    secret = finished_job_after_worker(ann, upload(ann, data, "secret-target.jpg", **private))
+    queue = redis.Redis.from_url(redis_url)
+    for other in (bob, anonymous):
+        waiting = upload(other, data, "mine.jpg", **scale_hint(33.0))
+        assert other.get(f"/status/{waiting}/state").get_json()["images"] == [], (
+            "someone else's private solve answered this upload"
+        )
+    assert queue.llen("rq:queue:default") == 2
+    own = finished_job(ann, upload(ann, data, "again.jpg", **private))
+    assert own.status == "success", "the uploader's own private solve is reused"
+    queue.delete("rq:queue:default")
+
+    public = finished_job_after_worker(ann, upload(ann, data, "ann-public.jpg", **scale_hint(32.9)))
+    copy = finished_job(bob, upload(bob, data, "bob.jpg", **scale_hint(32.9)))
+    assert copy.status == "success" and copy.user_image.original_filename == "bob.jpg"
+    assert bob.get(f"/wcs_file/{copy.id}").data == ann.get(f"/wcs_file/{public.id}").data
+    log = bob.get(f"/joblog/{copy.id}").get_data(as_text=True)
+    assert str(public.id) not in log and str(secret.id) not in log
+    assert str(app.config["DATA_DIR"]) not in log and "/" not in log
+    kmz = bob.get(f"/kml_file/{copy.id}")
+    assert kmz.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(kmz.data)) as archive:
+        text = " ".join(archive.read(name).decode("latin-1") for name in archive.namelist())
+    assert "ann-public" not in text and "bob.jpg" in text
 
 
 def finished_job_after_worker(client: FlaskClient, submission_id: int) -> Job:

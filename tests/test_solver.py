@@ -183,17 +183,23 @@ def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path)
 
 
 def test_hinted_solves_and_star_lists_are_quick() -> None:
-    """What goes on the quick-solve queue: a scale or position hint, or a star list."""
+    """What goes on the quick-solve queue: a narrow scale or position hint, or a star list;
+    a "hint" as wide as a blind solve waits with the blind solves (issue 16, M7)."""
     from nova.queue import is_quick
 
     assert not is_quick(parse_solve_params({}), "jpeg")  # nova's blind default
     assert is_quick(parse_solve_params({"scale_lower": 26, "scale_upper": 40}), "jpeg")
-    assert is_quick(parse_solve_params({"scale_lower": 0, "scale_upper": 180}), "jpeg")
     assert is_quick(
+        parse_solve_params({"scale_type": "ev", "scale_est": 2, "scale_err": 20}), "png"
+    )
+    assert not is_quick(parse_solve_params({"scale_lower": 0, "scale_upper": 180}), "jpeg")
+    assert not is_quick(parse_solve_params({"scale_lower": 0.5, "scale_upper": 170}), "jpeg")
+    assert not is_quick(
         parse_solve_params({"scale_units": "arcsecperpix", "scale_lower": 0.1, "scale_upper": 180}),
         "png",
     )
     assert is_quick(parse_solve_params({"center_ra": 0, "center_dec": 0, "radius": 5}), "fits")
+    assert not is_quick(parse_solve_params({"center_ra": 0, "center_dec": 0, "radius": 90}), "fits")
     assert is_quick(parse_solve_params({}), "xylist")
 
 

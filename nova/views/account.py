@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 import flask_login
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -13,7 +25,8 @@ from werkzeug.wrappers import Response
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
-from ..accounts import create_user, reset_api_key
+from ..accounts import create_user, reset_api_key, revoke_sessions
+from ..auth import COOKIE_SESSION_FIELD, web_user_for
 from ..extensions import db, login_manager
 from ..models import User, utcnow
 
@@ -29,8 +42,8 @@ MODIFICATION_CHOICES = [
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_id: str) -> User | None:
+    return web_user_for(session_id)
 
 
 # Syntax only: no DNS look-ups (the server may have no outside network).
@@ -59,9 +72,30 @@ class ProfileForm(FlaskForm):
 
 
 def _safe_next(default: str) -> str:
+    r"""The ``next`` page after sign-in: a path on this site only, never another site.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so
+    ``/\t/evil.example`` and ``/\evil.example`` lead off-site: any control character,
+    space or backslash refuses the target, as does anything with a scheme or host.
+    """
     target = request.args.get("next", "")
-    # Only local paths: never redirect a sign-in to another site.
-    return target if target.startswith("/") and not target.startswith("//") else default
+    if not target.startswith("/") or any(c <= " " or c in "\\\x7f" for c in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return default
+    return target
+
+
+def signed_in_user() -> User:
+    """The signed-in user itself (not Flask-Login's proxy, which cannot be signed in anew)."""
+    return flask_login.current_user._get_current_object()  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    """A hash of a random password with the same method as real ones, to check against."""
+    return generate_password_hash(secrets.token_hex(16))
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -70,9 +104,13 @@ def signup() -> Any:
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         if db.session.scalar(select(User).where(User.email == email)) is not None:
-            form.email.errors.append("An account with this email exists; sign in instead.")
+            # Not "this email has an account": sign-ups are limited per address
+            # (NOVA_LOGIN_RATE_LIMIT), and the answer names no account.
+            form.email.errors.append(
+                "No account can be made with this email. If it is yours, sign in."
+            )
         else:
-            user, key = create_user(email, display_name=form.display_name.data.strip())
+            user, key = create_user(email, display_name=(form.display_name.data or "").strip())
             user.password_hash = generate_password_hash(form.password.data)
             db.session.commit()
             flask_login.login_user(user)
@@ -86,11 +124,11 @@ def signin() -> Any:
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         user = db.session.scalar(select(User).where(User.email == email))
-        if (
-            user is None
-            or not user.password_hash
-            or not check_password_hash(user.password_hash, form.password.data)
-        ):
+        # Hash the password whether or not the account exists: the answer takes as long for
+        # an unknown email as for a wrong password (no account enumeration by timing).
+        stored = user.password_hash if user is not None and user.password_hash else None
+        matches = check_password_hash(stored or _decoy_hash(), form.password.data)
+        if stored is None or not matches:
             form.password.errors.append("Wrong email or password.")
         else:
             flask_login.login_user(user, remember=True)
@@ -102,9 +140,40 @@ def signin() -> Any:
 
 @bp.post("/signout")
 def signout() -> Response:
+    """Sign out everywhere: every web session, remember cookie and API session of the user
+    ends (a copy of this browser's cookie signs nobody in afterwards)."""
+    if flask_login.current_user.is_authenticated:
+        revoke_sessions(signed_in_user())
     flask_login.logout_user()
+    session.pop(COOKIE_SESSION_FIELD, None)
     flash("You are signed out.")
     return redirect(url_for("web.upload_page"))
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired()])
+    password = PasswordField("New password", validators=[DataRequired(), Length(min=8, max=200)])
+    confirm = PasswordField(
+        "Repeat new password", validators=[EqualTo("password", "The passwords differ.")]
+    )
+
+
+@bp.route("/dashboard/password", methods=["GET", "POST"])
+@flask_login.login_required
+def change_password() -> Any:
+    """A new password ends every other session (web and API); this browser stays signed in."""
+    user = signed_in_user()
+    form = PasswordForm()
+    if form.validate_on_submit():
+        if not user.password_hash or not check_password_hash(user.password_hash, form.current.data):
+            form.current.errors.append("That is not your current password.")
+        else:
+            user.password_hash = generate_password_hash(form.password.data)
+            revoke_sessions(user)
+            flask_login.login_user(user, remember=True)  # with the new session token
+            flash("Password changed; every other session is signed out.")
+            return redirect(url_for("account.profile"))
+    return render_template("account/password.html", form=form)
 
 
 @bp.route("/dashboard/profile", methods=["GET", "POST"])
@@ -128,7 +197,8 @@ def profile() -> Any:
 @bp.post("/dashboard/api_key")
 @flask_login.login_required
 def regenerate_api_key() -> Any:
-    user: User = flask_login.current_user  # type: ignore[assignment]
-    key = reset_api_key(user.email)
+    user = signed_in_user()
+    key = reset_api_key(user.email)  # ends every session, this one too...
+    flask_login.login_user(user, remember=True)  # ...which continues with the new token
     current_app.logger.info("user %s regenerated their API key", user.id)
     return render_template("account/api_key.html", key=key, new_account=False)

@@ -56,6 +56,12 @@ def api_error(error: ApiError) -> Response:
     return reply({"status": "error", "errormessage": error.message}, error.status)
 
 
+@bp.errorhandler(services.QueueFull)
+def queue_full(error: services.QueueFull) -> Response:
+    # HTTP 200 with the envelope, as for every refusal clients are to show (nova-clients.md).
+    return reply({"status": "error", "errormessage": str(error)})
+
+
 def fail(message: str) -> NoReturn:
     raise ApiError(message)
 

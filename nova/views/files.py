@@ -14,14 +14,15 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, send_file
 
-from .. import pictures
+from .. import pictures, sandbox
 from ..auth import current_user
 from ..extensions import db
 from ..inputs import PreparedInput, UnsupportedInput
 from ..models import Calibration, Job, UserImage
 from ..products import JOB_PRODUCTS, JobContext, ProductUnavailable, build_once, job_product_path
-from ..services import prepare_image, storage
-from ..solver import AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
+from ..redaction import without_server_paths
+from ..services import image_preparer, job_log_text, storage
+from ..solver import AXY_NAME, CORR_NAME, RDLS_NAME, WCS_NAME
 from ..visibility import can_read_result, can_view
 
 bp = Blueprint("files", __name__)
@@ -77,30 +78,49 @@ def send_product(
 
 
 def with_prepared_image(
-    image: UserImage, use: Callable[[Callable[[], PreparedInput], Path], Path], what: str
+    image: UserImage,
+    target: Path,
+    use: Callable[[Callable[[], PreparedInput], Path], Path],
+    what: str,
 ) -> Path:
-    """Run a build that may need the upload prepared (unpacked) and a scratch directory."""
+    """``target``, built first when missing by ``use(prepare, scratch directory)``.
+
+    The build decodes the upload (``prepare``) and draws it, so it runs whole in a sandboxed
+    child process (NOVA_DECODE_* limits): the web process itself never decodes an upload.
+    """
+    if target.exists():
+        return target
     store = storage()
     work_dir = store.make_work_dir("picture-")
+    config = current_app.config
+    limits = sandbox.limits_from_config(config, config["DECODE_CPU_SECONDS"])
     try:
-        return use(lambda: prepare_image(image, work_dir), work_dir)
+        prepare = image_preparer(image, work_dir) if image.file_hash else _no_upload
+        return sandbox.run_limited(use, prepare, work_dir, limits=limits)
     except ProductUnavailable as exc:
         abort(404, str(exc))
     except (OSError, ValueError, UnsupportedInput, RuntimeError) as exc:
-        abort(500, f"Could not build {what}: {exc}")
+        # The stored upload cannot be drawn (or a limit stopped it): not a server fault.
+        abort(422, f"Could not build {what}: {without_server_paths(str(exc))}")
     finally:
         store.discard(work_dir)
+
+
+def _no_upload() -> PreparedInput:
+    raise ProductUnavailable("This upload holds no image.")
 
 
 def send_job_product(job_id: int, name: str) -> Response:
     job = visible_job(job_id)
     product = JOB_PRODUCTS[name]
     job_dir = storage().job_dir(job_id)
+    # Loaded here: the build runs in a forked child, which must not query the database.
+    job.calibration, job.user_image.original_filename  # noqa: B018
 
     def build(prepare: Callable[[], PreparedInput], work_dir: Path) -> Path:
         return job_product_path(JobContext(job, job_dir, prepare, work_dir), product)
 
-    path = with_prepared_image(job.user_image, build, product.filename)
+    path = with_prepared_image(job.user_image, job_dir / product.filename, build, product.filename)
     return serve(path, product.mimetype, job.user_image, product.download_name)
 
 
@@ -138,11 +158,15 @@ def corr_file(job_id: int) -> Response:
 
 @bp.route("/joblog/<int:job_id>", methods=ANY_METHOD)
 def joblog(job_id: int) -> Response:
-    visible_job(job_id)
-    path = storage().job_file(job_id, LOG_NAME)
-    if path is None:
+    job = visible_job(job_id)
+    text = job_log_text(job_id)
+    if text is None:
         abort(404, f"Job {job_id} has no log yet.")
-    return send_file(path, mimetype="text/plain", max_age=0)
+    response = Response(text, mimetype="text/plain")
+    # The log changes while the job runs: always revalidated; a private one never shared.
+    response.cache_control.no_cache = True
+    response.cache_control.private = job.user_image.publicly_visible != "y"
+    return response
 
 
 @bp.route("/sky_plot/zoom<int:zoom>/<int:calibration_id>", methods=ANY_METHOD)
@@ -169,6 +193,7 @@ def sky_plot(zoom: int, calibration_id: int) -> Response:
     # The sky plot needs no pixels, only the scratch directory the helper provides.
     path = with_prepared_image(
         image,
+        target,
         lambda prepare, work_dir: build_once(target, lambda path: draw(path, work_dir)),
         "the sky plot",
     )
@@ -197,7 +222,7 @@ def _image_picture(image_id: int, max_side: int | None, name: str) -> Response:
             lambda path: pictures.write_display_image(prepare(), path, side, fmt, max_pixels),
         )
 
-    path = with_prepared_image(image, build, "the picture")
+    path = with_prepared_image(image, target, build, "the picture")
     return serve(path, "image/png" if fmt == "PNG" else "image/jpeg", image)
 
 

@@ -20,9 +20,13 @@ bp = Blueprint("pages", __name__)
 PER_PAGE = 24
 
 
+# Beyond this, pages are empty anyway; an offset past what the database takes would be a 500.
+MAX_PAGE = 100_000
+
+
 def page_number() -> int:
     try:
-        return max(1, int(request.args.get("page", "1")))
+        return min(MAX_PAGE, max(1, int(request.args.get("page", "1"))))
     except ValueError:
         return 1
 

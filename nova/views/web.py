@@ -25,9 +25,9 @@ from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
 from ..inputs import UnsupportedInput
+from ..limits import client_address
 from ..models import Album, Job, Submission, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
-from ..solver import LOG_NAME
 from .common import client_filename
 
 bp = Blueprint("web", __name__)
@@ -85,7 +85,7 @@ def _form_params() -> dict[str, Any]:
 def _submission_options(params: Any, user: Any) -> services.SubmissionOptions:
     """Visibility, licence and album from the form; anonymous uploads are public (as nova)."""
     if user is None:
-        return services.SubmissionOptions(params=params)
+        return services.SubmissionOptions(params=params, client_address=client_address())
     form = request.form
     album = None
     if form.get("album_id"):
@@ -173,7 +173,8 @@ def upload() -> BaseResponse | Any:
                 try:
                     services.quick_check_upload(path)
                 except UnsupportedInput as exc:
-                    return _upload_form(f"{client_filename(file)}: {exc}", "file", 400)
+                    name = services.basename(client_filename(file))
+                    return _upload_form(f"{name}: {exc}", "file", 400)
                 paths.append((path, services.basename(client_filename(file))))
             if len(paths) == 1:
                 submission = services.submit_file(paths[0][0], paths[0][1], options)
@@ -202,12 +203,7 @@ def _visible_submission(submission_id: int) -> Submission:
 
 
 def _log_tail(job: Job, lines: int = LOG_TAIL_LINES) -> str:
-    path = services.storage().job_file(job.id, LOG_NAME)
-    if path is None:
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - 64 * 1024))
-        text = handle.read().decode("utf-8", "replace")
+    text = services.job_log_text(job.id, 64 * 1024) or ""
     return "\n".join(text.splitlines()[-lines:])
 
 
@@ -286,9 +282,7 @@ def user_image(image_id: int) -> Any:
             "dec_dms": format_dec_dms(calibration.dec),
             "size": format_size(calibration.width_arcsec, calibration.height_arcsec),
         }
-    log_text = ""
-    if job is not None and (path := services.storage().job_file(job.id, LOG_NAME)):
-        log_text = path.read_text(errors="replace")[-200_000:]
+    log_text = (services.job_log_text(job.id, 200_000) or "") if job is not None else ""
     nearby = []
     if calibration is not None:
         nearby = site.cone_search(

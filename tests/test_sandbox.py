@@ -1,0 +1,69 @@
+"""The decoding sandbox: limits on memory, processor and wall-clock time hold, and answers
+(results and refusals) come back from the child."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from nova.inputs import UnsupportedInput
+from nova.sandbox import DecodeLimitExceeded, DecodeLimits, run_limited
+
+MB = 1 << 20
+GENEROUS = DecodeLimits(memory_bytes=512 * MB, cpu_seconds=30, wall_seconds=30)
+
+
+def allocate(megabytes: int) -> int:
+    block = bytearray(megabytes * MB)
+    return len(block)
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def sleep_forever() -> None:
+    time.sleep(3600)
+
+
+def refuse() -> None:
+    raise UnsupportedInput("not a star list")
+
+
+def own_pid() -> int:
+    return os.getpid()
+
+
+def test_results_and_refusals_come_back_from_the_child() -> None:
+    assert run_limited(allocate, 16, limits=GENEROUS) == 16 * MB
+    assert run_limited(own_pid, limits=GENEROUS) != os.getpid()
+    with pytest.raises(UnsupportedInput, match="not a star list"):
+        run_limited(refuse, limits=GENEROUS)
+
+
+def test_memory_beyond_the_allowance_stops_the_child_not_the_caller() -> None:
+    limits = DecodeLimits(memory_bytes=256 * MB, cpu_seconds=30, wall_seconds=30)
+    with pytest.raises(DecodeLimitExceeded, match="more than 256 MB of memory"):
+        run_limited(allocate, 2048, limits=limits)
+    assert run_limited(allocate, 64, limits=limits) == 64 * MB
+
+
+def test_processor_time_is_limited() -> None:
+    limits = DecodeLimits(memory_bytes=256 * MB, cpu_seconds=1, wall_seconds=60)
+    started = time.monotonic()
+    with pytest.raises(DecodeLimitExceeded, match="processor time"):
+        run_limited(spin, limits=limits)
+    assert time.monotonic() - started < 30  # a busy machine may give it its second slowly
+
+
+def test_wall_clock_time_is_limited_and_the_child_is_killed() -> None:
+    limits = DecodeLimits(memory_bytes=256 * MB, cpu_seconds=30, wall_seconds=1)
+    started = time.monotonic()
+    with pytest.raises(DecodeLimitExceeded, match="longer than the 1 s"):
+        run_limited(sleep_forever, limits=limits)
+    assert time.monotonic() - started < 10
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child is left behind, not even a zombie
