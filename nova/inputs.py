@@ -1,8 +1,9 @@
 """Recognise an upload by its content and prepare it for the engine.
 
-Supported: JPEG, PNG, GIF, TIFF and FITS images (FITS also fpack-compressed), star
+Supported: JPEG, PNG, GIF, TIFF, FITS (also fpack-compressed) and XISF images, star
 lists as FITS tables with x/y columns in any letter case or as text, and any of these
-compressed with gzip or bzip2. The file name is never consulted.
+compressed with gzip or bzip2. The file name is never consulted. XISF (PixInsight's
+format) is converted to a FITS image, which is what the engine reads.
 """
 
 from __future__ import annotations
@@ -28,19 +29,31 @@ RASTER_MAGIC = {
 }
 RASTER_KINDS = frozenset(RASTER_MAGIC.values())
 FITS_MAGIC = b"SIMPLE  ="
+XISF_MAGIC = b"XISF0100"  # monolithic XISF 1.0
+XISF_IMAGE_NAME = "xisf-image.fits"
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
 MAX_TEXT_LIST_BYTES = 50 * 1024 * 1024
 MAX_STAR_LIST_SIDE = 1_000_000  # pixels; as the image_width/image_height parameters
 MAX_TEXT_HEADER_LINES = 3  # e.g. a title line and a column header such as "x y mag"
 SUPPORTED_TEXT = (
-    "Supported inputs: JPEG, PNG, GIF, TIFF or FITS images, star lists as a FITS table "
+    "Supported inputs: JPEG, PNG, GIF, TIFF, FITS or XISF images, star lists as a FITS table "
     "with x and y columns or as text (x y per line), optionally gzip or bzip2 compressed."
 )
 
 
 class UnsupportedInput(ValueError):
     """The upload is not something Nova can solve; the message tells the user why."""
+
+
+@dataclass(frozen=True)
+class HeaderSource:
+    """Where the header describing an image is: the file as uploaded (decompressed), before
+    any conversion for the engine (an XISF file, an fpack-compressed FITS HDU)."""
+
+    kind: str  # fits, xisf, jpeg, png, tiff, gif or xylist
+    path: Path
+    fits_extension: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,11 @@ class PreparedInput:
     width: int
     height: int
     fits_extension: int = 0
+    converted_from: HeaderSource | None = None  # set when ``path`` is a conversion
+
+    @property
+    def header_source(self) -> HeaderSource:
+        return self.converted_from or HeaderSource(self.kind, self.path, self.fits_extension)
 
     @property
     def is_star_list(self) -> bool:
@@ -72,6 +90,8 @@ def sniff(path: Path) -> str | None:
             return kind
     if head.startswith(FITS_MAGIC):
         return "fits"
+    if head.startswith(XISF_MAGIC):
+        return "xisf"
     if head.startswith(GZIP_MAGIC):
         return "gzip"
     if head.startswith(BZIP2_MAGIC):
@@ -201,7 +221,9 @@ def _prepare_fits(
                         # The engine reads plain FITS only: unpack fpack tiles first.
                         target = out_dir / "unpacked.fits"
                         fits.PrimaryHDU(data=hdu.data, header=None).writeto(target, overwrite=True)
-                        return PreparedInput("fits", target, width, height, 0)
+                        return PreparedInput(
+                            "fits", target, width, height, 0, HeaderSource("fits", path, index)
+                        )
                     return PreparedInput("fits", path, width, height, index)
                 if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
                     names = list(hdu.columns.names)
@@ -227,6 +249,60 @@ def _prepare_fits(
     except Exception as exc:  # astropy raises many types for malformed FITS
         raise UnsupportedInput(f"The FITS file could not be read: {exc}") from None
     raise UnsupportedInput("The FITS file holds neither an image nor a table with x and y columns.")
+
+
+MAX_XISF_CHANNELS = 4
+MAX_XISF_HEADER_BYTES = 4 * 1024 * 1024  # the XML header; capture software writes ~20 KB
+
+
+def check_xisf_header_size(path: Path, limit: int) -> int:
+    """The XML header's length; ValueError when the file is no XISF or it is too long
+    (checked before the XML parser sees it)."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if not head.startswith(XISF_MAGIC) or len(head) < 12:
+        raise ValueError("not a monolithic XISF file")
+    length = int.from_bytes(head[8:12], "little")
+    if length > limit:
+        raise ValueError(f"its XML header is {length:,} bytes; the limit is {limit:,}")
+    return length
+
+
+def _prepare_xisf(path: Path, out_dir: Path, max_pixels: int) -> PreparedInput:
+    """Write the first image of an XISF file as a FITS image (grey: the mean of its
+    channels). XISF stores the top row first; the FITS is flipped so that it shows the same
+    picture (FITS rows run bottom-up)."""
+    from xisf import XISF
+
+    try:
+        check_xisf_header_size(path, MAX_XISF_HEADER_BYTES)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            document = XISF(str(path))
+            images = document.get_images_metadata()
+            if not images:
+                raise UnsupportedInput("The XISF file holds no image.")
+            width, height, channels = (int(n) for n in images[0]["geometry"])
+            if width * height > max_pixels:
+                raise UnsupportedInput(
+                    f"The XISF image has {width}x{height} pixels; the limit is {max_pixels:,}."
+                )
+            if width < 2 or height < 2 or not 1 <= channels <= MAX_XISF_CHANNELS:
+                raise UnsupportedInput(
+                    f"The XISF image is {width}x{height} pixels with {channels} channels."
+                )
+            pixels = document.read_image(0)
+    except UnsupportedInput:
+        raise
+    except Exception as exc:  # the reader raises many types for malformed files
+        raise UnsupportedInput(f"The XISF file could not be read: {str(exc)[:200]}") from None
+    if pixels.ndim == 3:
+        pixels = pixels[..., 0] if pixels.shape[2] == 1 else pixels.mean(axis=2, dtype=np.float32)
+    if pixels.shape != (height, width):
+        raise UnsupportedInput("The XISF image's pixels do not match its geometry.")
+    target = out_dir / XISF_IMAGE_NAME
+    fits.PrimaryHDU(data=np.flipud(pixels)).writeto(target, overwrite=True)
+    return PreparedInput("fits", target, width, height, 0, HeaderSource("xisf", path))
 
 
 def _parse_text_list(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -282,6 +358,8 @@ def prepare_input(
         return _prepare_raster(path, kind, max_pixels)
     if kind == "fits":
         return _prepare_fits(path, work_dir, max_pixels, image_width, image_height)
+    if kind == "xisf":
+        return _prepare_xisf(path, work_dir, max_pixels)
     parsed = _parse_text_list(path)
     if parsed is not None:
         return _write_star_list(parsed[0], parsed[1], None, work_dir, image_width, image_height)
