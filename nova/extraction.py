@@ -137,7 +137,8 @@ def extract(
     if prepared.is_star_list:
         listing, width, height = prepared.path, prepared.width, prepared.height
     else:
-        image, extension = _fits_image(prepared, work_dir, run)
+        # With --no-verify, solve-field ignores the image's WCS: so can this stage.
+        image, extension = _fits_image(prepared, work_dir, run, "--no-verify" in augment_options)
         listing = _sorted_sources(params, image, extension, work_dir, run)
         with fits.open(image) as hdus:
             header = hdus[extension].header
@@ -175,11 +176,13 @@ def _check(code: int, what: str) -> None:
         raise RuntimeError(f"{what} failed (exit status {code})")
 
 
-def _fits_image(prepared: PreparedInput, work_dir: Path, run: Runner) -> tuple[Path, int]:
+def _fits_image(
+    prepared: PreparedInput, work_dir: Path, run: Runner, ignore_wcs: bool = False
+) -> tuple[Path, int]:
     """The FITS image (path, extension) from which solve-field extracts the sources."""
     if prepared.kind == "fits":
         header = fits.getheader(prepared.path, prepared.fits_extension)
-        if "CTYPE1" in header or "CTYPE2" in header:
+        if not ignore_wcs and ("CTYPE1" in header or "CTYPE2" in header):
             # solve-field reads a WCS from the image and asks the engine to verify it first.
             raise Unsupported("the FITS image has a WCS header")
         return prepared.path, prepared.fits_extension

@@ -62,12 +62,6 @@ PIXEL_UM = (0.5, 100.0)
 BINNING = (1, 16)
 ARCSEC_PER_PIXEL = (0.01, 3600.0)
 
-NOVA_DEFAULT_SCALE = (
-    SolveParams().scale_units,
-    SolveParams().scale_lower,
-    SolveParams().scale_upper,
-)
-
 
 @dataclass(frozen=True)
 class Scale:
@@ -108,6 +102,7 @@ class Attempt:
     params: SolveParams
     source: str
     keywords: tuple[str, ...]
+    parts: tuple[str, ...]  # what the header gave: "scale", "position" (the rest: the user)
     verify_wcs: fits.Header | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -115,6 +110,7 @@ class Attempt:
             "source": self.source,
             "keywords": list(self.keywords),
             **used_hints(self.params),
+            "from_header": list(self.parts),
             "wcs_verified": self.verify_wcs is not None,
         }
 
@@ -494,17 +490,10 @@ def from_exif(tags: dict[int, Any], width: int, height: int) -> HeaderHints:
 # -- attempts ------------------------------------------------------------------------------
 
 
-def has_scale_hint(params: SolveParams) -> bool:
-    """Did the user give a scale? nova's default range (0.1-180 degrees wide) is none."""
-    if params.scale_type == "ev":
-        return True
-    return (params.scale_units, params.scale_lower, params.scale_upper) != NOVA_DEFAULT_SCALE
-
-
 def used_hints(params: SolveParams) -> dict[str, Any]:
     """The scale and position hints of ``params``, as the job's ``hints`` record shows them."""
     scale = None
-    if has_scale_hint(params):
+    if params.has_scale_hint:
         bounds = params.scale_bounds()
         if bounds is not None:
             scale = {"lower": bounds[0], "upper": bounds[1], "units": params.scale_units}
@@ -537,7 +526,7 @@ def _with(
 def _scale_upper_arcsec(params: SolveParams, width: int, height: int) -> float | None:
     """The user's scale hint as arcsec per pixel (upper bound), when it can be converted."""
     bounds = params.scale_bounds()
-    if bounds is None or not has_scale_hint(params):
+    if bounds is None or not params.has_scale_hint:
         return None
     upper = bounds[1]
     side = max(width, 1)
@@ -559,7 +548,7 @@ def plan_attempts(
     """
     if hints is None:
         return []
-    user_scale = has_scale_hint(params)
+    user_scale = params.has_scale_hint
     user_position = params.has_position_hint
     if user_scale and user_position:
         return []
@@ -574,6 +563,7 @@ def plan_attempts(
                 _with(params, bounds, (*hints.wcs_centre, radius)),
                 hints.source,
                 hints.wcs_keywords,
+                ("scale", "position"),
                 verify_wcs=hints.wcs,
             )
         )
@@ -594,35 +584,68 @@ def plan_attempts(
         position_hint.keywords if position_hint else ()
     )
     scale = (scale_hint.lower, scale_hint.upper) if scale_hint else None
-    attempts.append(Attempt(_with(params, scale, position), hints.source, keywords))
+    parts = (("scale",) if scale_hint else ()) + (("position",) if position_hint else ())
+    attempts.append(Attempt(_with(params, scale, position), hints.source, keywords, parts))
     if scale_hint is not None and position_hint is not None:
-        attempts.append(Attempt(_with(params, scale, None), hints.source, scale_hint.keywords))
+        attempts.append(
+            Attempt(_with(params, scale, None), hints.source, scale_hint.keywords, ("scale",))
+        )
     return attempts
 
 
+def job_record(
+    params: SolveParams,
+    header: HeaderHints | None,
+    solved_by: Attempt | None,
+    tried: Sequence[Attempt],
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The job's ``hints``: where the hints of the solve (or of its last attempt) came
+    from, what they were, the header attempts that did not solve, and what was ignored."""
+    if solved_by is not None:
+        record = solved_by.describe()
+    else:
+        used = used_hints(params)
+        given = [part for part in ("scale", "position") if used[part] is not None]
+        record = {
+            "source": SOURCE_USER if given else SOURCE_NONE,
+            "keywords": [],
+            **used,
+            "from_header": [],
+            "wcs_verified": False,
+        }
+    record["header_tried"] = [attempt.describe() for attempt in tried]
+    record["notes"] = [*(header.notes if header else ()), *notes]
+    return record
+
+
 def describe_source(record: dict[str, Any]) -> str:
-    """The result page's sentence for a job's ``hints`` record."""
+    """The result page's sentence for a job's ``hints`` record, e.g. "Scale and position
+    from the FITS header (FOCALLEN, XPIXSZ, RA, DEC)."."""
     source = record.get("source")
-    parts = [
-        name
-        for name, key in (("Scale", "scale"), ("position", "position"))
-        if record.get(key) is not None
-    ]
-    what = " and ".join(parts).capitalize() if parts else ""
+    used = [part for part in ("scale", "position") if record.get(part) is not None]
     if source in SOURCE_LABELS:
+        from_header = record.get("from_header") or used
         keywords = ", ".join(record.get("keywords") or [])
-        verified = " (its WCS verified)" if record.get("wcs_verified") else ""
-        return f"{what} from {SOURCE_LABELS[source]}{verified} ({keywords})."
-    tried = record.get("header_tried")
-    prefix = ""
+        verified = ", its WCS verified" if record.get("wcs_verified") else ""
+        text = (
+            f"{' and '.join(from_header).capitalize()} from {SOURCE_LABELS[source]} "
+            f"({keywords}{verified})"
+        )
+        rest = [part for part in used if part not in from_header]
+        if rest:
+            text += f"; {' and '.join(rest)} from the upload options"
+        return text + "."
+    if source == SOURCE_USER:
+        text = f"{' and '.join(used).capitalize()} from the upload options."
+    else:
+        text = "No scale or position hint: a blind solve."
+    tried = record.get("header_tried") or []
     if tried:
         label = SOURCE_LABELS.get(tried[0].get("source"), "the header")
-        prefix = f"The hints from {label} did not solve; "
-    if source == SOURCE_USER:
-        text = f"{what} from the upload options."
-    else:
-        text = "solved without hints (blind)." if prefix else "No hints: a blind solve."
-    return prefix + (text[0].lower() + text[1:] if prefix else text)
+        keywords = sorted({k for attempt in tried for k in attempt.get("keywords", [])})
+        text = f"The hints from {label} ({', '.join(keywords)}) did not solve. " + text
+    return text
 
 
 # -- reading a file's header (the only file access here) -----------------------------------

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -135,6 +136,7 @@ class Submission(db.Model):
     use_sextractor: Mapped[bool] = mapped_column(default=False)
     image_width: Mapped[int] = mapped_column(default=0)
     image_height: Mapped[int] = mapped_column(default=0)
+    use_header_hints: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     album_id: Mapped[int | None] = mapped_column(ForeignKey("albums.id"))
 
@@ -238,6 +240,9 @@ class Job(db.Model):
     # and when the solving worker last said it was alive.
     attempts: Mapped[int] = mapped_column(default=0)
     heartbeat_at: Mapped[datetime | None]
+    # Where the solve's hints came from (nova.hints): source, keywords, scale and position
+    # used, header attempts that did not solve, header values ignored and why.
+    hints: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     user_image: Mapped[UserImage] = relationship(back_populates="jobs")
     calibration: Mapped[Calibration | None] = relationship(back_populates="job")

@@ -26,8 +26,6 @@ QUICK_SOLVE_QUEUE = "solve-quick"
 # then blind ones.
 ALL_QUEUES = (SUBMISSIONS_QUEUE, QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
 SOLVE_QUEUES = (QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
-DEFAULT_PARAMS = SolveParams()
-DEFAULT_BOUNDS = DEFAULT_PARAMS.scale_bounds()
 
 
 def redis_connection(app: Flask | None = None) -> redis.Redis:
@@ -107,17 +105,8 @@ def enqueue_submission(submission_id: int) -> bool:
 
 
 def is_quick(params: SolveParams, kind: str) -> bool:
-    """A solve that a hint or a star list makes quick: it goes to QUICK_SOLVE_QUEUE.
-
-    A scale hint is any range other than nova's default (0.1-180 degrees wide), which is
-    what a blind upload sends.
-    """
-    if kind == "xylist" or params.has_position_hint:
-        return True
-    bounds = params.scale_bounds()
-    if bounds is None:
-        return False
-    return (params.scale_units, bounds) != (DEFAULT_PARAMS.scale_units, DEFAULT_BOUNDS)
+    """A solve that a hint or a star list makes quick: it goes to QUICK_SOLVE_QUEUE."""
+    return kind == "xylist" or params.has_position_hint or params.has_scale_hint
 
 
 def solve_queue_for(job_id: int) -> str:

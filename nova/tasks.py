@@ -13,13 +13,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from . import logs, queue, services, solver, warm_engine
+from . import hints, logs, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
-from .inputs import UnsupportedInput
+from .inputs import PreparedInput, UnsupportedInput
 from .models import Job
 from .params import SolveParams
 
@@ -102,12 +103,16 @@ def _solve_claimed(job: Job) -> None:
     numbers = wcs_text = reason = None
     sources = None
     objects: list[str] = []
+    hints_record: dict[str, Any] | None = None
     try:
         try:
             prepared = services.prepare_image(image, work_dir)
         except UnsupportedInput as exc:
             reason = str(exc)
         else:
+            use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
+            header, notes = _header_hints(prepared) if use_header else (None, [])
+            attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
             outcome = solver.solve(
                 params,
                 prepared,
@@ -116,8 +121,13 @@ def _solve_claimed(job: Job) -> None:
                 time_limit=current_app.config["SOLVE_TIME_LIMIT"],
                 on_stage=lambda stage: services.set_job_stage(job_id, stage),
                 warm=_warm_engine(),
+                header_attempts=attempts,
+                ignore_file_wcs=use_header,
             )
             sources, reason = outcome.sources, outcome.reason
+            hints_record = hints.job_record(
+                params, header, outcome.solved_by, outcome.header_tried, notes
+            )
             if outcome.solved:
                 header = read_wcs_header(work_dir / solver.WCS_NAME)
                 numbers = compute_calibration(
@@ -145,7 +155,17 @@ def _solve_claimed(job: Job) -> None:
         failure_reason=reason,
         sources=sources,
         objects=objects,
+        hints=hints_record,
     )
+
+
+def _header_hints(prepared: PreparedInput) -> tuple[hints.HeaderHints | None, list[str]]:
+    """The hints in the upload's header; a header that cannot be read is only a note."""
+    try:
+        return hints.read_header(prepared.header_source, prepared.width, prepared.height), []
+    except Exception as exc:  # a hostile header must never fail the solve
+        log.warning("reading the header's hints failed: %s", exc)
+        return None, [f"The header could not be read: {str(exc)[:200]}"]
 
 
 def _warm_engine() -> warm_engine.WarmEngine | None:
