@@ -431,6 +431,8 @@ EXIF_FOCAL_35MM = 0xA405
 EXIF_FOCAL_PLANE_X_RES = 0xA20E
 EXIF_FOCAL_PLANE_UNIT = 0xA210
 EXIF_PIXEL_X_DIMENSION = 0xA002
+# TIFF/EP (camera TIFFs) keeps the same optics in IFD0 under other numbers.
+TIFF_EP_SAME_AS_EXIF = {0x920E: EXIF_FOCAL_PLANE_X_RES, 0x9210: EXIF_FOCAL_PLANE_UNIT}
 EXIF_NAMES = {
     EXIF_FOCAL_LENGTH: "FocalLength",
     EXIF_FOCAL_35MM: "FocalLengthIn35mmFilm",
@@ -447,6 +449,7 @@ def from_exif(tags: dict[int, Any], width: int, height: int) -> HeaderHints:
     """Scale from a camera's EXIF optics: focal length and focal-plane resolution, else the
     35 mm-equivalent focal length. EXIF has no sky position."""
     reader = _Reader()
+    tags = {**{TIFF_EP_SAME_AS_EXIF.get(tag, tag): value for tag, value in tags.items()}}
     focal = reader.number(
         "FocalLength", tags.get(EXIF_FOCAL_LENGTH), *FOCAL_MM, "focal length in mm"
     )
