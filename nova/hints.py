@@ -17,6 +17,7 @@ SGP, KStars/Ekos, MaxIm DL, SharpCap, APT), XISF FITSKeyword and Property elemen
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
@@ -29,8 +30,15 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .inputs import MAX_XISF_HEADER_BYTES, HeaderSource, check_xisf_header_size
+from .inputs import (
+    MAX_XISF_HEADER_BYTES,
+    HeaderSource,
+    PreparedInput,
+    check_xisf_header_size,
+)
 from .params import SolveParams
+
+log = logging.getLogger(__name__)
 
 SOURCE_FITS = "fits-header"
 SOURCE_XISF = "xisf"
@@ -652,6 +660,16 @@ def describe_source(record: dict[str, Any]) -> str:
 
 
 # -- reading a file's header (the only file access here) -----------------------------------
+
+
+def read_prepared(prepared: PreparedInput) -> tuple[HeaderHints | None, list[str]]:
+    """The hints in a prepared upload's header, and a note when it cannot be read: a
+    hostile header never fails the solve."""
+    try:
+        return read_header(prepared.header_source, prepared.width, prepared.height), []
+    except Exception as exc:
+        log.warning("reading the header's hints failed: %s", exc)
+        return None, [f"The header could not be read: {str(exc)[:200]}"]
 
 
 def read_header(source: HeaderSource, width: int, height: int) -> HeaderHints | None:

@@ -20,7 +20,7 @@ from flask import Flask, current_app, has_app_context
 from . import hints, logs, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
-from .inputs import PreparedInput, UnsupportedInput
+from .inputs import UnsupportedInput
 from .models import Job
 from .params import SolveParams
 
@@ -111,7 +111,7 @@ def _solve_claimed(job: Job) -> None:
             reason = str(exc)
         else:
             use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
-            header, notes = _header_hints(prepared) if use_header else (None, [])
+            header, notes = hints.read_prepared(prepared) if use_header else (None, [])
             attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
             outcome = solver.solve(
                 params,
@@ -157,15 +157,6 @@ def _solve_claimed(job: Job) -> None:
         objects=objects,
         hints=hints_record,
     )
-
-
-def _header_hints(prepared: PreparedInput) -> tuple[hints.HeaderHints | None, list[str]]:
-    """The hints in the upload's header; a header that cannot be read is only a note."""
-    try:
-        return hints.read_header(prepared.header_source, prepared.width, prepared.height), []
-    except Exception as exc:  # a hostile header must never fail the solve
-        log.warning("reading the header's hints failed: %s", exc)
-        return None, [f"The header could not be read: {str(exc)[:200]}"]
 
 
 def _warm_engine() -> warm_engine.WarmEngine | None:

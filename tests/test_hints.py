@@ -457,3 +457,29 @@ def test_api_upload_option_and_info_key(
         assert {"objects_in_field", "machine_tags", "tags", "status", "original_filename",
                 "calibration"} <= set(record)  # fmt: skip
         assert record["hints"]["source"] == ("fits-header" if use else "none")
+
+
+def test_xisf_headers_beyond_the_limit_or_broken_are_refused_clearly(tmp_path: Path) -> None:
+    from nova.inputs import MAX_XISF_HEADER_BYTES, UnsupportedInput, prepare_input
+
+    huge = tmp_path / "huge.xisf"
+    huge.write_bytes(b"XISF0100" + (MAX_XISF_HEADER_BYTES + 1).to_bytes(4, "little") + bytes(8))
+    broken = tmp_path / "broken.xisf"
+    broken.write_bytes(b"XISF0100" + (40).to_bytes(4, "little") + bytes(4) + b"<xisf" * 8)
+    for path, message in ((huge, "XML header is"), (broken, "could not be read")):
+        with pytest.raises(UnsupportedInput, match=message):
+            prepare_input(path, tmp_path, max_pixels=10**8, max_uncompressed_bytes=10**8)
+
+
+def test_an_xisf_image_larger_than_the_pixel_limit_is_refused_before_decoding(
+    tmp_path: Path,
+) -> None:
+    from nova.inputs import UnsupportedInput, prepare_input
+
+    path = tmp_path / "big.xisf"
+    XISF.write(str(path), np.zeros((300, 400, 1), dtype=np.uint16), creator_app="test")
+    with pytest.raises(UnsupportedInput, match="400x300 pixels; the limit is 100,000"):
+        prepare_input(path, tmp_path, max_pixels=100_000, max_uncompressed_bytes=10**8)
+    prepared = prepare_input(path, tmp_path, max_pixels=10**6, max_uncompressed_bytes=10**8)
+    assert (prepared.kind, prepared.width, prepared.height) == ("fits", 400, 300)
+    assert prepared.header_source.kind == "xisf"
