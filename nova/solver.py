@@ -611,7 +611,8 @@ def _solve_header_attempts(
                     log.write(f"Header hint {number} stopped after {header.budget:g} s.\n")
             if solved:
                 return attempt
-            header.tried.append(attempt)
+            if attempt not in header.tried:  # tried again at full resolution: listed once
+                header.tried.append(attempt)
             for name in (WCS_NAME, CORR_NAME, RDLS_NAME):
                 (work_dir / name).unlink(missing_ok=True)
         with log_path.open("a") as log:
