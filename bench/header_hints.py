@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def main() -> int:
     photos = [p.strip() for p in args.photos.split(",") if p.strip()]
     become_subreaper()
     started = datetime.now(UTC)
+    load_before = os.getloadavg()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="nova-bench-hints-") as scratch:
         work = Path(scratch)
@@ -160,7 +162,8 @@ def main() -> int:
         finally:
             stack.stop()
             kill_everything_we_started()
-    report = render(results, photos, args.runs, started)
+    loads = (load_before, os.getloadavg())
+    report = render(results, photos, args.runs, started, loads)
     args.out.write_text(report)
     args.out.with_suffix(".json").write_text(
         json.dumps({"machine": machine_info(), "results": results}, indent=2, default=str)
@@ -170,14 +173,23 @@ def main() -> int:
 
 
 def render(
-    results: dict[str, dict[str, Any]], photos: list[str], runs: int, started: datetime
+    results: dict[str, dict[str, Any]],
+    photos: list[str],
+    runs: int,
+    started: datetime,
+    loads: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> str:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    before, after = (" / ".join(f"{x:.2f}" for x in load) for load in loads)
     lines = [
         "# Header hints: FITS frames with and without their header",
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC, `bench/header_hints.py`, {runs} run(s) per case "
         "(median), one `nova up` stack, 1 worker, result reuse off; upload to calibration JSON "
-        "through the API. Machine shared with other developers: figures are noisy.",
+        "through the API. Machine shared with other developers: figures are noisy "
+        f"(load average 1/5/15 min before {before}, after {after}); nova commit {commit}.",
         "",
         "| photo | stripped (blind) s | header s | stripped ÷ header | wrong RA s "
         "| wrong ÷ stripped | wrong RA solved by | all correct |",
