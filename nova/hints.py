@@ -98,10 +98,6 @@ class HeaderHints:
     wcs_keywords: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
-    @property
-    def empty(self) -> bool:
-        return self.scale is None and self.position is None and self.wcs is None
-
 
 @dataclass(frozen=True)
 class Attempt:
@@ -119,7 +115,7 @@ class Attempt:
             "keywords": list(self.keywords),
             **used_hints(self.params),
             "from_header": list(self.parts),
-            "wcs_verified": self.verify_wcs is not None,
+            "wcs_verify_first": self.verify_wcs is not None,
         }
 
 
@@ -623,7 +619,7 @@ def job_record(
             "keywords": [],
             **used,
             "from_header": [],
-            "wcs_verified": False,
+            "wcs_verify_first": False,
         }
     record["header_tried"] = [attempt.describe() for attempt in tried]
     record["notes"] = [*(header.notes if header else ()), *notes]
@@ -638,7 +634,7 @@ def describe_source(record: dict[str, Any]) -> str:
     if source in SOURCE_LABELS:
         from_header = record.get("from_header") or used
         keywords = ", ".join(record.get("keywords") or [])
-        verified = ", its WCS verified" if record.get("wcs_verified") else ""
+        verified = ", its WCS verified first" if record.get("wcs_verify_first") else ""
         text = (
             f"{' and '.join(from_header).capitalize()} from {SOURCE_LABELS[source]} "
             f"({keywords}{verified})"

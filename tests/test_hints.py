@@ -376,8 +376,10 @@ def test_header_hints_on_real_frames(
     assert records["sgp"]["keywords"][-2:] == ["OBJCTRA", "OBJCTDEC"]
 
     old = records["old-wcs"]
-    assert old["source"] == "fits-header" and old["wcs_verified"] is True
+    assert old["source"] == "fits-header" and old["wcs_verify_first"] is True
     assert {"CD1_1", "PC1_1"} & set(old["keywords"])  # astropy writes PC + CDELT
+    joblog = client.get(f"/joblog/{jobs['old-wcs'].id}").get_data(as_text=True)
+    assert "Verifying WCS" in joblog  # the engine checked the old solution first
 
     wrong = records["wrong-ra"]  # the pointing is wrong: the header's scale alone solved
     assert wrong["source"] == "fits-header" and wrong["position"] is None
