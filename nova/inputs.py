@@ -12,8 +12,10 @@ import bz2
 import gzip
 import math
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -291,7 +293,7 @@ def _prepare_xisf(path: Path, out_dir: Path, max_pixels: int) -> PreparedInput:
                 raise UnsupportedInput(
                     f"The XISF image is {width}x{height} pixels with {channels} channels."
                 )
-            pixels = document.read_image(0)
+            pixels = _xisf_pixels(document, images[0], path)
     except UnsupportedInput:
         raise
     except Exception as exc:  # the reader raises many types for malformed files
@@ -303,6 +305,43 @@ def _prepare_xisf(path: Path, out_dir: Path, max_pixels: int) -> PreparedInput:
     target = out_dir / XISF_IMAGE_NAME
     fits.PrimaryHDU(data=np.flipud(pixels)).writeto(target, overwrite=True)
     return PreparedInput("fits", target, width, height, 0, HeaderSource("xisf", path))
+
+
+def _xisf_pixels(document: Any, image: dict[str, Any], path: Path) -> np.ndarray:
+    """The first image's pixels (height, width, channels), decompressed within its size.
+
+    The size a compressed block declares must be the geometry's; lz4 and zstd stop there
+    (the reader passes it on), but zlib.decompress has no bound, so zlib blocks are
+    inflated here at most to that size (a zlib bomb is refused, not expanded).
+    """
+    width, height, channels = (int(n) for n in image["geometry"])
+    dtype = np.dtype(image["dtype"])
+    expected = width * height * channels * dtype.itemsize
+    compression = image.get("compression")
+    if compression is None:
+        return document.read_image(0)
+    codec, size, item_size = compression
+    if int(size) != expected:
+        raise UnsupportedInput(
+            f"The XISF image declares {size} bytes of pixels; its geometry needs {expected}."
+        )
+    if not str(codec).startswith("zlib"):
+        return document.read_image(0)
+    location = image["location"]
+    if location[0] != "attachment":
+        raise UnsupportedInput("zlib-compressed XISF data outside an attached block.")
+    _, position, length = location
+    with path.open("rb") as handle:
+        handle.seek(int(position))
+        packed = handle.read(int(length))
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(packed, expected)
+    if len(data) != expected or inflater.unconsumed_tail:
+        raise UnsupportedInput("The XISF image's zlib data do not match its geometry.")
+    if item_size:  # byte shuffling: every sample's first bytes, then its second bytes ...
+        data = np.frombuffer(data, np.uint8).reshape(int(item_size), -1).T.tobytes()
+    planes = np.frombuffer(data, dtype=dtype).reshape(channels, height, width)
+    return np.transpose(planes, (1, 2, 0))
 
 
 def _parse_text_list(path: Path) -> tuple[np.ndarray, np.ndarray] | None:

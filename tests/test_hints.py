@@ -485,3 +485,39 @@ def test_an_xisf_image_larger_than_the_pixel_limit_is_refused_before_decoding(
     prepared = prepare_input(path, tmp_path, max_pixels=10**6, max_uncompressed_bytes=10**8)
     assert (prepared.kind, prepared.width, prepared.height) == ("fits", 400, 300)
     assert prepared.header_source.kind == "xisf"
+
+
+@pytest.mark.parametrize("codec", ["zlib", "zlib+sh", "lz4", "zstd"])
+def test_compressed_xisf_reads_the_same_pixels(tmp_path: Path, codec: str) -> None:
+    from nova.inputs import prepare_input
+
+    pixels = (np.arange(120 * 90, dtype=np.uint16).reshape(90, 120) * 7) % 4096
+    path = tmp_path / f"{codec}.xisf"
+    XISF.write(str(path), pixels[:, :, None], creator_app="test",
+               codec=codec.split("+")[0], shuffle=codec.endswith("+sh"))  # fmt: skip
+    assert "compression" in XISF(str(path)).get_images_metadata()[0]
+    prepared = prepare_input(path, tmp_path, max_pixels=10**6, max_uncompressed_bytes=10**8)
+    assert np.array_equal(np.flipud(fits.getdata(prepared.path)), pixels)
+
+
+def test_a_zlib_bomb_in_xisf_is_refused_without_expanding(tmp_path: Path) -> None:
+    """A block that declares a small image but inflates to 1 GB stops at the declared size."""
+    import zlib
+
+    from nova.inputs import UnsupportedInput, prepare_input
+
+    bomb = zlib.compress(bytes(1 << 30), 9)  # 1 GB of zeros in about 1 MB
+    header_length = 4096
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><xisf version="1.0" '
+        'xmlns="http://www.pixinsight.com/xisf"><Image geometry="10:10:1" sampleFormat="UInt8" '
+        f'colorSpace="Gray" location="attachment:{16 + header_length}:{len(bomb)}" '
+        'compression="zlib:100"/><Metadata/></xisf>'
+    )
+    small = tmp_path / "bomb.xisf"
+    small.write_bytes(
+        b"XISF0100" + header_length.to_bytes(4, "little") + bytes(4)
+        + xml.encode().ljust(header_length, b"\0") + bomb
+    )  # fmt: skip
+    with pytest.raises(UnsupportedInput, match="zlib data do not match"):
+        prepare_input(small, tmp_path, max_pixels=10**6, max_uncompressed_bytes=10**8)
