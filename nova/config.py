@@ -113,6 +113,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Off by default: measured no faster than astrometry-engine here (README, Performance).
         "WARM_ENGINE": _flag(env, "NOVA_WARM_ENGINE", False),
         "FAST_EXTRACTION": _flag(env, "NOVA_FAST_EXTRACTION", True),  # stage 1 in-process
+        # Missing hints from the file's header (FITS, XISF, EXIF) as a first attempt.
+        "USE_HEADER_HINTS": _flag(env, "NOVA_USE_HEADER_HINTS", True),
         "MAX_CONTENT_LENGTH": max_upload_mb * 1024 * 1024,
         "MAX_IMAGE_PIXELS": _int(env, "NOVA_MAX_IMAGE_PIXELS", 200_000_000),
         # Pictures drawn of a solve (annotated, grid, ...) and of an upload: larger images are

@@ -33,7 +33,8 @@ numpy and astropy, which the worker has already done. Here:
 The result is solve-field's ``job.axy``: same sources in the same order, same header
 (``tests/test_extraction.py`` compares them). What cannot be reproduced raises
 ``Unsupported`` and the caller runs solve-field: SourceExtractor, FITS images with a WCS
-header (solve-field asks the engine to verify it first), sources in lines, and file kinds
+header (solve-field asks the engine to verify it first; not with ``--no-verify``, which
+Nova passes when header hints check that WCS themselves), sources in lines, and file kinds
 without a converter.
 """
 
@@ -137,7 +138,8 @@ def extract(
     if prepared.is_star_list:
         listing, width, height = prepared.path, prepared.width, prepared.height
     else:
-        image, extension = _fits_image(prepared, work_dir, run)
+        # With --no-verify, solve-field ignores the image's WCS: so can this stage.
+        image, extension = _fits_image(prepared, work_dir, run, "--no-verify" in augment_options)
         listing = _sorted_sources(params, image, extension, work_dir, run)
         with fits.open(image) as hdus:
             header = hdus[extension].header
@@ -175,11 +177,13 @@ def _check(code: int, what: str) -> None:
         raise RuntimeError(f"{what} failed (exit status {code})")
 
 
-def _fits_image(prepared: PreparedInput, work_dir: Path, run: Runner) -> tuple[Path, int]:
+def _fits_image(
+    prepared: PreparedInput, work_dir: Path, run: Runner, ignore_wcs: bool = False
+) -> tuple[Path, int]:
     """The FITS image (path, extension) from which solve-field extracts the sources."""
     if prepared.kind == "fits":
         header = fits.getheader(prepared.path, prepared.fits_extension)
-        if "CTYPE1" in header or "CTYPE2" in header:
+        if not ignore_wcs and ("CTYPE1" in header or "CTYPE2" in header):
             # solve-field reads a WCS from the image and asks the engine to verify it first.
             raise Unsupported("the FITS image has a WCS header")
         return prepared.path, prepared.fits_extension

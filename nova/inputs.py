@@ -1,8 +1,9 @@
 """Recognise an upload by its content and prepare it for the engine.
 
-Supported: JPEG, PNG, GIF, TIFF and FITS images (FITS also fpack-compressed), star
+Supported: JPEG, PNG, GIF, TIFF, FITS (also fpack-compressed) and XISF images, star
 lists as FITS tables with x/y columns in any letter case or as text, and any of these
-compressed with gzip or bzip2. The file name is never consulted.
+compressed with gzip or bzip2. The file name is never consulted. XISF (PixInsight's
+format) is converted to a FITS image, which is what the engine reads.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import bz2
 import gzip
 import math
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -33,6 +36,8 @@ RASTER_MAGIC = {
 }
 RASTER_KINDS = frozenset(RASTER_MAGIC.values())
 FITS_MAGIC = b"SIMPLE  ="
+XISF_MAGIC = b"XISF0100"  # monolithic XISF 1.0
+XISF_IMAGE_NAME = "xisf-image.fits"
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
 MAX_TEXT_LIST_BYTES = 50 * 1024 * 1024
@@ -43,7 +48,7 @@ MAX_IMAGE_AXES = 3
 # What the web process reads of a possible text star list to tell it from prose.
 TEXT_SNIFF_BYTES = 4096
 SUPPORTED_TEXT = (
-    "Supported inputs: JPEG, PNG, GIF, TIFF or FITS images, star lists as a FITS table "
+    "Supported inputs: JPEG, PNG, GIF, TIFF, FITS or XISF images, star lists as a FITS table "
     "with x and y columns or as text (x y per line), optionally gzip or bzip2 compressed."
 )
 
@@ -59,6 +64,16 @@ def _reason(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
+class HeaderSource:
+    """Where the header describing an image is: the file as uploaded (decompressed), before
+    any conversion for the engine (an XISF file, an fpack-compressed FITS HDU)."""
+
+    kind: str  # fits, xisf, jpeg, png, tiff, gif or xylist
+    path: Path
+    fits_extension: int = 0
+
+
+@dataclass(frozen=True)
 class PreparedInput:
     """What the engine will be given: a raster/FITS image, or a normalised star list."""
 
@@ -67,6 +82,11 @@ class PreparedInput:
     width: int
     height: int
     fits_extension: int = 0
+    converted_from: HeaderSource | None = None  # set when ``path`` is a conversion
+
+    @property
+    def header_source(self) -> HeaderSource:
+        return self.converted_from or HeaderSource(self.kind, self.path, self.fits_extension)
 
     @property
     def is_star_list(self) -> bool:
@@ -87,6 +107,8 @@ def sniff(path: Path) -> str | None:
             return kind
     if head.startswith(FITS_MAGIC):
         return "fits"
+    if head.startswith(XISF_MAGIC):
+        return "xisf"
     if head.startswith(GZIP_MAGIC):
         return "gzip"
     if head.startswith(BZIP2_MAGIC):
@@ -258,7 +280,9 @@ def _prepare_fits(
                         target = out_dir / "unpacked.fits"
                         data = hdus[unit.index].data
                         fits.PrimaryHDU(data=data, header=None).writeto(target, overwrite=True)
-                        return PreparedInput("fits", target, width, height, 0)
+                        return PreparedInput(
+                            "fits", target, width, height, 0, HeaderSource("fits", path, unit.index)
+                        )
                     return PreparedInput("fits", path, width, height, unit.index)
                 if unit.xtension not in ("BINTABLE", "TABLE"):
                     continue
@@ -292,6 +316,97 @@ def _prepare_fits(
     except Exception as exc:  # astropy raises many types for malformed FITS
         raise UnsupportedInput(f"The FITS file could not be read: {_reason(exc)}") from None
     raise UnsupportedInput("The FITS file holds neither an image nor a table with x and y columns.")
+
+
+MAX_XISF_CHANNELS = 4
+MAX_XISF_HEADER_BYTES = 4 * 1024 * 1024  # the XML header; capture software writes ~20 KB
+
+
+def check_xisf_header_size(path: Path, limit: int) -> int:
+    """The XML header's length; ValueError when the file is no XISF or it is too long
+    (checked before the XML parser sees it)."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if not head.startswith(XISF_MAGIC) or len(head) < 12:
+        raise ValueError("not a monolithic XISF file")
+    length = int.from_bytes(head[8:12], "little")
+    if length > limit:
+        raise ValueError(f"its XML header is {length:,} bytes; the limit is {limit:,}")
+    return length
+
+
+def _prepare_xisf(path: Path, out_dir: Path, max_pixels: int) -> PreparedInput:
+    """Write the first image of an XISF file as a FITS image (grey: the mean of its
+    channels). XISF stores the top row first; the FITS is flipped so that it shows the same
+    picture (FITS rows run bottom-up)."""
+    from xisf import XISF
+
+    try:
+        check_xisf_header_size(path, MAX_XISF_HEADER_BYTES)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            document = XISF(str(path))
+            images = document.get_images_metadata()
+            if not images:
+                raise UnsupportedInput("The XISF file holds no image.")
+            width, height, channels = (int(n) for n in images[0]["geometry"])
+            if width * height > max_pixels:
+                raise UnsupportedInput(
+                    f"The XISF image has {width}x{height} pixels; the limit is {max_pixels:,}."
+                )
+            if width < 2 or height < 2 or not 1 <= channels <= MAX_XISF_CHANNELS:
+                raise UnsupportedInput(
+                    f"The XISF image is {width}x{height} pixels with {channels} channels."
+                )
+            pixels = _xisf_pixels(document, images[0], path)
+    except UnsupportedInput:
+        raise
+    except Exception as exc:  # the reader raises many types for malformed files
+        raise UnsupportedInput(f"The XISF file could not be read: {str(exc)[:200]}") from None
+    if pixels.ndim == 3:
+        pixels = pixels[..., 0] if pixels.shape[2] == 1 else pixels.mean(axis=2, dtype=np.float32)
+    if pixels.shape != (height, width):
+        raise UnsupportedInput("The XISF image's pixels do not match its geometry.")
+    target = out_dir / XISF_IMAGE_NAME
+    fits.PrimaryHDU(data=np.flipud(pixels)).writeto(target, overwrite=True)
+    return PreparedInput("fits", target, width, height, 0, HeaderSource("xisf", path))
+
+
+def _xisf_pixels(document: Any, image: dict[str, Any], path: Path) -> np.ndarray:
+    """The first image's pixels (height, width, channels), decompressed within its size.
+
+    The size a compressed block declares must be the geometry's; lz4 and zstd stop there
+    (the reader passes it on), but zlib.decompress has no bound, so zlib blocks are
+    inflated here at most to that size (a zlib bomb is refused, not expanded).
+    """
+    width, height, channels = (int(n) for n in image["geometry"])
+    dtype = np.dtype(image["dtype"])
+    expected = width * height * channels * dtype.itemsize
+    compression = image.get("compression")
+    if compression is None:
+        return document.read_image(0)
+    codec, size, item_size = compression
+    if int(size) != expected:
+        raise UnsupportedInput(
+            f"The XISF image declares {size} bytes of pixels; its geometry needs {expected}."
+        )
+    if not str(codec).startswith("zlib"):
+        return document.read_image(0)
+    location = image["location"]
+    if location[0] != "attachment":
+        raise UnsupportedInput("zlib-compressed XISF data outside an attached block.")
+    _, position, length = location
+    with path.open("rb") as handle:
+        handle.seek(int(position))
+        packed = handle.read(int(length))
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(packed, expected)
+    if len(data) != expected or inflater.unconsumed_tail:
+        raise UnsupportedInput("The XISF image's zlib data do not match its geometry.")
+    if item_size:  # byte shuffling: every sample's first bytes, then its second bytes ...
+        data = np.frombuffer(data, np.uint8).reshape(int(item_size), -1).T.tobytes()
+    planes = np.frombuffer(data, dtype=dtype).reshape(channels, height, width)
+    return np.transpose(planes, (1, 2, 0))
 
 
 def _text_rows(lines: list[str]) -> Iterator[tuple[float, float] | None]:
@@ -398,6 +513,8 @@ def prepare_input(
     bounds = _Bounds(max_pixels, max_uncompressed_bytes, max_ratio, max_stars)
     if kind == "fits":
         return _prepare_fits(path, work_dir, bounds, image_width, image_height)
+    if kind == "xisf":
+        return _prepare_xisf(path, work_dir, max_pixels)
     parsed = _parse_text_list(path, max_stars)
     if parsed is not None:
         return _write_star_list(parsed[0], parsed[1], None, work_dir, image_width, image_height)

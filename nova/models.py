@@ -10,8 +10,9 @@ import enum
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Column, ForeignKey, String, Text, select
+from sqlalchemy import JSON, Column, ForeignKey, String, Text, select, true
 from sqlalchemy.engine import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -172,6 +173,7 @@ class Submission(db.Model):
     use_sextractor: Mapped[bool] = mapped_column(default=False)
     image_width: Mapped[int] = mapped_column(default=0)
     image_height: Mapped[int] = mapped_column(default=0)
+    use_header_hints: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     album_id: Mapped[int | None] = mapped_column(ForeignKey("albums.id"))
 
@@ -277,6 +279,9 @@ class Job(db.Model):
     # and when the solving worker last said it was alive.
     attempts: Mapped[int] = mapped_column(default=0)
     heartbeat_at: Mapped[datetime | None]
+    # Where the solve's hints came from (nova.hints): source, keywords, scale and position
+    # used, header attempts that did not solve, header values ignored and why.
+    hints: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     user_image: Mapped[UserImage] = relationship(back_populates="jobs")
     calibration: Mapped[Calibration | None] = relationship(back_populates="job")

@@ -56,6 +56,8 @@ class SolveParams:
     use_sextractor: bool = False
     image_width: int = 0
     image_height: int = 0
+    # Derive missing scale/position hints from the file's header (FITS, XISF, EXIF) first.
+    use_header_hints: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +83,20 @@ class SolveParams:
     def has_position_hint(self) -> bool:
         return self.center_ra is not None
 
+    @property
+    def has_scale_hint(self) -> bool:
+        """Any scale other than nova's default range (0.1-180 degrees wide), which is what
+        a blind upload sends."""
+        if self.scale_type == "ev":
+            return True
+        return (self.scale_units, self.scale_lower, self.scale_upper) != (
+            _NO_SCALE.scale_units,
+            _NO_SCALE.scale_lower,
+            _NO_SCALE.scale_upper,
+        )
+
+
+_NO_SCALE = SolveParams()
 
 # Row ids are INTEGER columns: 32-bit signed on PostgreSQL (SQLite stores up to 64 bits but
 # Nova never hands out more). A larger number names no row, and binding it would make the
@@ -227,7 +243,7 @@ def parse_solve_params(data: Mapping[str, Any]) -> SolveParams:
         if number is not None:
             _in_range(name, number, low, high)
             values[name] = number
-    for name in ("crpix_center", "invert", "use_sextractor"):
+    for name in ("crpix_center", "invert", "use_sextractor", "use_header_hints"):
         flag = _bool(name, data.get(name))
         if flag is not None:
             values[name] = flag

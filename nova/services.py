@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -559,13 +560,15 @@ def finish_job(
     failure_reason: str | None,
     sources: int | None,
     objects: Sequence[str] = (),
+    hints: dict[str, Any] | None = None,
 ) -> None:
     """Record the end of a job: a calibration and the objects in the field on success,
-    the reason on failure."""
+    the reason on failure; where its hints came from either way."""
     job = db.session.get(Job, job_id)
     assert job is not None
     job.finished_at = utcnow()
     job.sources_detected = sources
+    job.hints = hints
     if numbers is not None and wcs_header is not None:
         job.status = JobStatus.SUCCESS
         job.stage = "done"
@@ -661,6 +664,7 @@ def reuse_solution(submission: Submission) -> bool:
         started_at=now,
         finished_at=now,
         sources_detected=earlier.sources_detected,
+        hints=earlier.hints,
     )
     submission.processing_started = submission.processing_finished = now
     db.session.add_all([image, job])

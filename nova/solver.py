@@ -11,6 +11,11 @@ worker) when it is given one and it can honour the job's options, else -- and wh
 library fails -- by running ``astrometry-engine``. Subprocesses run in their own process
 group; when the wall-clock budget runs out the whole group is killed, because the engine's
 own cpulimit is not reliable (the warm engine's fork is killed likewise).
+
+Header hints (``hints.Attempt``) are first attempts of stage 2: the extracted sources are
+given the attempt's scale, position and WCS to verify (``solve-field --just-augment`` on
+``job.axy`` itself, C only), solved on a short budget, and when that does not solve, the
+job's own ``job.axy`` is solved as before within what is left of the time limit.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from astropy.io import fits
 from flask import current_app, has_app_context
 
 from . import extraction, fieldobjects, warm_engine
+from .hints import Attempt
 from .inputs import PreparedInput
 from .params import SolveParams
 
@@ -54,6 +60,19 @@ SETPRIV = shutil.which("setpriv")
 MIN_SOURCES_AFTER_DOWNSAMPLE = 50
 # The engine matches quadrangles of stars and verifies them against more stars.
 MIN_SOURCES_TO_SOLVE = 5
+# A header hint is a first attempt, never a constraint: each gets at most this share of
+# the time limit (and at most HEADER_ATTEMPT_MAX_SECONDS); a hinted solve takes 0.1-0.6 s.
+HEADER_ATTEMPT_SHARE = 0.1
+HEADER_ATTEMPT_MAX_SECONDS = 15.0
+# ... and looks at the brightest HEADER_ATTEMPT_DEPTH sources only: a right hint solves
+# with them (the samples need at most 30), a wrong one fails in a fraction of a second
+# instead of searching every quad near a wrong position (minutes on a 1.5-degree field).
+HEADER_ATTEMPT_DEPTH = 30
+JOB_AXY_BASE_NAME = "job-unhinted.axy"
+VERIFY_WCS_NAME = "header-wcs.fits"
+# solve-field's option to leave a FITS image's own WCS alone: with header hints on, Nova
+# checks that WCS itself and asks the engine to verify it only when it is sound.
+NO_VERIFY = "--no-verify"
 
 
 class SolveTimeout(Exception):
@@ -65,6 +84,8 @@ class SolveOutcome:
     solved: bool
     reason: str | None  # why it failed; None when solved
     sources: int | None  # sources handed to the engine
+    solved_by: Attempt | None = None  # the header attempt that solved; None: the job's own
+    header_tried: tuple[Attempt, ...] = ()  # header attempts that ran and did not solve
 
 
 def engine_config(index_dirs: Sequence[Path], cpulimit: int) -> str:
@@ -258,11 +279,16 @@ def solve(
     warm: warm_engine.WarmEngine | None = None,
     fast_extraction: bool | None = None,
     deadline: float | None = None,
+    header_attempts: Sequence[Attempt] = (),
+    ignore_file_wcs: bool = False,
 ) -> SolveOutcome:
     """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``.
 
     ``deadline`` (a time.monotonic() value) ends it sooner: the job's limit counts from its
     start, and reading the input has used part of it already.
+    ``header_attempts`` are solved first, each on a short budget, before ``params``;
+    ``ignore_file_wcs`` keeps a FITS image's own WCS from the engine (header hints decide
+    whether it is verified).
 
     ``warm`` solves stage 2 in-process when given (``astrometry-engine`` otherwise).
     ``fast_extraction`` runs stage 1 with ``extraction`` (None: the app's FAST_EXTRACTION
@@ -284,6 +310,11 @@ def solve(
     if params.downsample_factor > 1 and not prepared.is_star_list:
         attempts.append(replace(params, downsample_factor=1))
     sources: int | None = None
+    header = _HeaderPlan(
+        header_attempts,
+        min(HEADER_ATTEMPT_MAX_SECONDS, HEADER_ATTEMPT_SHARE * time_limit),
+        ignore_file_wcs,
+    )
     for number, attempt in enumerate(attempts, start=1):
         try:
             outcome = _solve_once(
@@ -297,15 +328,17 @@ def solve(
                 can_retry=number < len(attempts),
                 warm=warm,
                 fast_extraction=fast_extraction,
+                header=header,
             )
         except SolveTimeout:
             return SolveOutcome(
                 False,
                 f"Stopped after the time limit of {time_limit:g} s without a solution.",
                 _extracted_sources(work_dir, sources),
+                header_tried=tuple(header.tried),
             )
         if outcome.reason != RETRY_FULL_RESOLUTION:
-            return outcome
+            return replace(outcome, header_tried=tuple(header.tried))
         sources = outcome.sources
         with log_path.open("a") as log:
             log.write(
@@ -316,6 +349,16 @@ def solve(
 
 
 RETRY_FULL_RESOLUTION = "retry at full resolution"
+
+
+@dataclass
+class _HeaderPlan:
+    """The header attempts of one solve, their budget each, and those that did not solve."""
+
+    attempts: Sequence[Attempt]
+    budget: float
+    ignore_file_wcs: bool
+    tried: list[Attempt] = field(default_factory=list)
 
 
 def fast_extraction_setting() -> bool:
@@ -333,6 +376,7 @@ def extract_sources(
     deadline: float,
     *,
     fast: bool,
+    ignore_file_wcs: bool = False,
 ) -> int:
     """Stage 1: write ``job.axy``; returns the exit status of what wrote it (0: written).
 
@@ -340,6 +384,7 @@ def extract_sources(
     subprocess); whatever it cannot take, or any failure of it, leaves the job to
     ``solve-field --just-augment`` as before. The log says which ran.
     """
+    options = augment_options(params, work_dir) + ([NO_VERIFY] if ignore_file_wcs else [])
     if fast:
 
         def run(cmd: list[str]) -> int:
@@ -351,7 +396,7 @@ def extract_sources(
                 prepared,
                 work_dir,
                 run=run,
-                augment_options=augment_options(params, work_dir),
+                augment_options=options,
                 max_sources=MAX_SOURCES,
             )
         except SolveTimeout:
@@ -367,9 +412,10 @@ def extract_sources(
         (work_dir / AXY_NAME).unlink(missing_ok=True)
         with log_path.open("a") as log:
             log.write(note + "; extracting with solve-field --just-augment\n")
-    return run_with_deadline(
-        augment_command(params, prepared, work_dir), work_dir, log_path, deadline
-    )
+    command = augment_command(params, prepared, work_dir)
+    if ignore_file_wcs:
+        command.insert(-1, NO_VERIFY)
+    return run_with_deadline(command, work_dir, log_path, deadline)
 
 
 def _solve_once(
@@ -384,11 +430,21 @@ def _solve_once(
     can_retry: bool,
     warm: warm_engine.WarmEngine | None = None,
     fast_extraction: bool = True,
+    header: _HeaderPlan | None = None,
 ) -> SolveOutcome:
+    header = header or _HeaderPlan((), 0.0, False)
     for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
         (work_dir / name).unlink(missing_ok=True)
     on_stage("extracting")
-    code = extract_sources(params, prepared, work_dir, log_path, deadline, fast=fast_extraction)
+    code = extract_sources(
+        params,
+        prepared,
+        work_dir,
+        log_path,
+        deadline,
+        fast=fast_extraction,
+        ignore_file_wcs=header.ignore_file_wcs,
+    )
     axy = work_dir / AXY_NAME
     if code != 0 or not axy.exists():
         return SolveOutcome(
@@ -408,13 +464,11 @@ def _solve_once(
             sources,
         )
     on_stage("solving")
-    solved = None if warm is None else solve_warm(warm, work_dir, log_path, deadline)
-    if solved is None:
-        code = run_with_deadline(
-            ["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir, log_path, deadline
-        )
-    else:
-        code = 0
+    if header.attempts:
+        solved_by = _solve_header_attempts(header, work_dir, config_path, log_path, deadline, warm)
+        if solved_by is not None:
+            return SolveOutcome(True, None, sources, solved_by=solved_by)
+    code = _run_stage2(work_dir, config_path, log_path, deadline, warm)
     if (work_dir / WCS_NAME).exists():
         return SolveOutcome(True, None, sources)
     if code != 0:
@@ -427,6 +481,110 @@ def _solve_once(
         f"with {sources} detected sources.",
         sources,
     )
+
+
+def _run_stage2(
+    work_dir: Path,
+    config_path: Path,
+    log_path: Path,
+    deadline: float,
+    warm: warm_engine.WarmEngine | None,
+) -> int:
+    """Solve ``job.axy``: the warm engine when it can, else ``astrometry-engine``."""
+    solved = None if warm is None else solve_warm(warm, work_dir, log_path, deadline)
+    if solved is not None:
+        return 0
+    return run_with_deadline(
+        ["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir, log_path, deadline
+    )
+
+
+def _solve_header_attempts(
+    header: _HeaderPlan,
+    work_dir: Path,
+    config_path: Path,
+    log_path: Path,
+    deadline: float,
+    warm: warm_engine.WarmEngine | None,
+) -> Attempt | None:
+    """Solve the extracted sources with each header attempt on its short budget; return the
+    one that solved, or None with ``job.axy`` as extraction wrote it (the job's own hints).
+
+    Raises SolveTimeout only when the job's own deadline has passed.
+    """
+    axy, base = work_dir / AXY_NAME, work_dir / JOB_AXY_BASE_NAME
+    shutil.copyfile(axy, base)
+    with fits.open(base) as hdus:
+        width, height = int(hdus[0].header["IMAGEW"]), int(hdus[0].header["IMAGEH"])
+    try:
+        for number, attempt in enumerate(header.attempts, start=1):
+            with log_path.open("a") as log:
+                log.write(
+                    f"\nHeader hint {number} of {len(header.attempts)} "
+                    f"({attempt.source}: {', '.join(attempt.keywords)}), "
+                    f"at most {header.budget:g} s.\n"
+                )
+            attempt_deadline = min(deadline, time.monotonic() + header.budget)
+            try:
+                solved = _solve_attempt(
+                    attempt, base, width, height, work_dir, config_path, log_path,
+                    attempt_deadline, warm,
+                )  # fmt: skip
+            except SolveTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                solved = False
+                with log_path.open("a") as log:
+                    log.write(f"Header hint {number} stopped after {header.budget:g} s.\n")
+            if solved:
+                return attempt
+            if attempt not in header.tried:  # tried again at full resolution: listed once
+                header.tried.append(attempt)
+            for name in (WCS_NAME, CORR_NAME, RDLS_NAME):
+                (work_dir / name).unlink(missing_ok=True)
+        with log_path.open("a") as log:
+            log.write("\nThe header's hints did not solve; solving with the job's own.\n")
+        return None
+    finally:
+        base.replace(axy)
+
+
+def _solve_attempt(
+    attempt: Attempt,
+    base: Path,
+    width: int,
+    height: int,
+    work_dir: Path,
+    config_path: Path,
+    log_path: Path,
+    deadline: float,
+    warm: warm_engine.WarmEngine | None,
+) -> bool:
+    """Write ``job.axy`` for one header attempt (the same sources, its hints) and solve it."""
+    command = [
+        "solve-field",
+        "--just-augment",
+        *augment_options(attempt.params, work_dir),
+        "--depth",
+        f"1-{HEADER_ATTEMPT_DEPTH}",
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        # The sources are extracted, sorted and uniformized already: keep them as they are.
+        "--no-remove-lines",
+        "--uniformize",
+        "0",
+    ]
+    if attempt.verify_wcs is not None:
+        wcs_path = work_dir / VERIFY_WCS_NAME
+        fits.PrimaryHDU(header=attempt.verify_wcs).writeto(wcs_path, overwrite=True)
+        command += ["--verify", str(wcs_path)]
+    (work_dir / AXY_NAME).unlink(missing_ok=True)
+    if run_with_deadline([*command, str(base)], work_dir, log_path, deadline) != 0:
+        return False
+    _run_stage2(work_dir, config_path, log_path, deadline, warm)
+    return (work_dir / WCS_NAME).exists()
 
 
 def solve_warm(

@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from . import logs, queue, services, solver, warm_engine
+from . import hints, logs, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
 from .inputs import UnsupportedInput
@@ -106,12 +107,16 @@ def _solve_claimed(job: Job) -> None:
     numbers = wcs_text = reason = None
     sources = None
     objects: list[str] = []
+    hints_record: dict[str, Any] | None = None
     try:
         try:
             prepared = services.prepare_image(image, work_dir, deadline - time.monotonic())
         except UnsupportedInput as exc:
             reason = str(exc)
         else:
+            use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
+            header, notes = hints.read_prepared(prepared) if use_header else (None, [])
+            attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
             outcome = solver.solve(
                 params,
                 prepared,
@@ -121,8 +126,13 @@ def _solve_claimed(job: Job) -> None:
                 on_stage=lambda stage: services.set_job_stage(job_id, stage),
                 warm=_warm_engine(),
                 deadline=deadline,
+                header_attempts=attempts,
+                ignore_file_wcs=use_header,
             )
             sources, reason = outcome.sources, outcome.reason
+            hints_record = hints.job_record(
+                params, header, outcome.solved_by, outcome.header_tried, notes
+            )
             if outcome.solved:
                 header = read_wcs_header(work_dir / solver.WCS_NAME)
                 numbers = compute_calibration(
@@ -150,6 +160,7 @@ def _solve_claimed(job: Job) -> None:
         failure_reason=reason,
         sources=sources,
         objects=objects,
+        hints=hints_record,
     )
 
 

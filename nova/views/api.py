@@ -380,6 +380,9 @@ def job_info(job_id: int) -> Response:
     calibration = calibration_dict(job, with_size=False)
     if calibration is not None:
         payload["calibration"] = calibration
+    if job.hints is not None:
+        # Nova's own key: where the solve's scale and position hints came from.
+        payload["hints"] = job.hints
     return reply(payload)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import licences, queue, services, site, visibility
+from .. import hints, licences, queue, services, site, visibility
 from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
@@ -64,6 +64,8 @@ def _form_params() -> dict[str, Any]:
     values: dict[str, Any] = {name: request.form.get(name, "") for name in FORM_FIELDS}
     for flag in FORM_FLAGS:
         values[flag] = "true" if request.form.get(flag) else "false"
+    # A checkbox that is off sends nothing: the form asks the opposite question.
+    values["use_header_hints"] = "false" if request.form.get("ignore_header_hints") else "true"
     preset = SCALE_PRESETS.get(request.form.get("scale_preset", ""))
     if request.form.get("scale_hint") == "on":
         preset = None  # custom: the unit, type and bound fields below apply
@@ -310,6 +312,8 @@ def user_image(image_id: int) -> Any:
         job=job,
         calibration=calibration,
         formatted=formatted,
+        hints_text=hints.describe_source(job.hints) if job and job.hints else None,
+        hint_notes=(job.hints.get("notes") or []) if job and job.hints else [],
         log_text=log_text,
         is_owner=user is not None and user.id == image.user_id,
         user=user,
