@@ -10,7 +10,7 @@ import logging
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,7 +93,12 @@ def _solve(job_id: int) -> None:
         _solve_claimed(job)
 
 
-def _solve_claimed(job: Job) -> None:
+def _solve_claimed(
+    job: Job, *, solve: Callable[..., solver.SolveOutcome] = solver.solve, list_objects: bool = True
+) -> None:
+    """Solve a claimed job and record its end. ``solve`` is ``solver.solve`` or a stand-in
+    with its signature (a batch's chained solve); ``list_objects=False`` leaves the objects in
+    the field to their first request (``batches.ensure_objects_in_field``)."""
     job_id = job.id
     image = job.user_image
     params = SolveParams.from_row(image.submission)
@@ -108,7 +113,7 @@ def _solve_claimed(job: Job) -> None:
         except UnsupportedInput as exc:
             reason = str(exc)
         else:
-            outcome = solver.solve(
+            outcome = solve(
                 params,
                 prepared,
                 work_dir,
@@ -124,7 +129,8 @@ def _solve_claimed(job: Job) -> None:
                     header, image.width, image.height, y_axis_down=prepared.y_axis_down
                 )
                 wcs_text = header.tostring(sep="\n")
-                objects = _objects_in_field(work_dir, current_app.config["INDEX_DIRS"])
+                if list_objects:
+                    objects = _objects_in_field(work_dir, current_app.config["INDEX_DIRS"])
         _remove_engine_temporaries(work_dir)
         store.publish_job_dir(work_dir, job_id)
     except BaseException:

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from .. import services
+from .. import batches, services
 from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..extensions import db
@@ -251,6 +251,14 @@ def visible_job(job_id: int) -> Job:
     return job
 
 
+def visible_job_with_objects(job_id: int) -> Job:
+    """``visible_job`` for the endpoints that show the objects in the field: a batch frame's
+    are listed on this first request (batches.ensure_objects_in_field)."""
+    job = visible_job(job_id)
+    batches.ensure_objects_in_field(job)
+    return job
+
+
 @bp.route("/submission_images", methods=ANY_METHOD)
 def submission_images() -> Response:
     args = json_args()
@@ -328,23 +336,25 @@ def tag_texts(image: UserImage, *, machine_only: bool = False) -> list[str]:
 
 @bp.route("/jobs/<int:job_id>/tags", methods=ANY_METHOD)
 def job_tags(job_id: int) -> Response:
-    return reply({"tags": tag_texts(visible_job(job_id).user_image)})
+    return reply({"tags": tag_texts(visible_job_with_objects(job_id).user_image)})
 
 
 @bp.route("/jobs/<int:job_id>/machine_tags", methods=ANY_METHOD)
 def job_machine_tags(job_id: int) -> Response:
-    return reply({"tags": tag_texts(visible_job(job_id).user_image, machine_only=True)})
+    return reply(
+        {"tags": tag_texts(visible_job_with_objects(job_id).user_image, machine_only=True)}
+    )
 
 
 @bp.route("/jobs/<int:job_id>/objects_in_field", methods=ANY_METHOD)
 def job_objects(job_id: int) -> Response:
-    image = visible_job(job_id).user_image
+    image = visible_job_with_objects(job_id).user_image
     return reply({"objects_in_field": [obj.name for obj in image.sky_objects]})
 
 
 @bp.route("/jobs/<int:job_id>/info", methods=ANY_METHOD)
 def job_info(job_id: int) -> Response:
-    job = visible_job(job_id)
+    job = visible_job_with_objects(job_id)
     image = job.user_image
     payload: dict[str, Any] = {
         "objects_in_field": [obj.name for obj in image.sky_objects],
@@ -361,7 +371,7 @@ def job_info(job_id: int) -> Response:
 
 @bp.route("/jobs/<int:job_id>/annotations", methods=ANY_METHOD)
 def job_annotations(job_id: int) -> Response:
-    job = visible_job(job_id)
+    job = visible_job_with_objects(job_id)
     nbright_text = request.args.get("nbright")
     nbright = None
     if nbright_text is not None:

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import licences, queue, services, site
+from .. import batches, licences, queue, services, site
 from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
@@ -278,6 +278,8 @@ def user_image(image_id: int) -> Any:
     image = _visible_image(image_id)
     user = current_user()
     job = image.best_job
+    if job is not None:
+        batches.ensure_objects_in_field(job)  # a batch frame's, listed on first request
     calibration = job.calibration if job else None
     formatted = None
     if calibration is not None:

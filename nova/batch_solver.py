@@ -1,0 +1,349 @@
+"""The worker side of a batch: a task takes the batch's frames in order, one by one, and
+solves each with the hints of the frames already solved.
+
+Frames of a time series show one field, shifted by tracking drift and slowly turning. Once a
+frame is solved, the next needs almost no search: it is tried first with that frame's scale
+(within 5 %), parity and centre, within a radius covering the field plus the drift seen so
+far, searching only its brightest sources (``CHAIN_DEPTH``); then, if that fails, exactly as
+an ordinary job (the batch's own hints, or blind), within what is left of the frame's time
+limit. Per-frame overhead is what a time series would otherwise pay for: here there is no
+queue hop per frame, no second task to recognise the upload, and the objects in the field
+are listed on first request instead.
+
+Several tasks may work on one batch side by side (one per worker): every step is claimed
+with a conditional update, so no frame is recognised or solved twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from flask import Flask, current_app
+from sqlalchemy import func, select, update
+
+from . import logs, queue, services, solver, tasks, warm_engine
+from .batches import Batch, BatchFrame
+from .calibration import CalibrationNumbers
+from .extensions import db
+from .inputs import PreparedInput
+from .models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
+from .params import SolveParams
+
+log = logging.getLogger(__name__)
+
+# The chained attempt searches the brightest this many sources only: with the right hints a
+# frame solves within its first 10-20, and a frame the hints do not fit (clouds, another
+# field) gives up in about half a second instead of searching for a minute.
+CHAIN_DEPTH = 60
+CHAIN_SCALE_ERROR = 5.0  # percent
+# The hint's radius: the field's own (centre to corner) with this margin, plus drift.
+FIELD_MARGIN = 1.1
+# Drift allowance: this many times the largest drift per frame seen so far, per frame since
+# the frame the hint comes from (tracking drift is steady, not exact).
+DRIFT_SAFETY = 2.0
+
+
+def run_batch_task(batch_id: int) -> None:
+    """RQ entry point: solve the batch's frames until none is left or the slice is used up."""
+    with tasks.app_context():
+        try:
+            BatchTask(batch_id, current_app._get_current_object()).run()  # type: ignore[attr-defined]
+        finally:
+            db.session.remove()
+
+
+@dataclass(frozen=True)
+class Solved:
+    """What the chain keeps of a solved frame."""
+
+    position: int
+    ra: float
+    dec: float
+    radius: float
+    pixscale: float
+    parity: float
+
+
+def separation(a: Solved, b: Solved) -> float:
+    """Angle between two frames' centres, in degrees."""
+    ra1, dec1, ra2, dec2 = (math.radians(v) for v in (a.ra, a.dec, b.ra, b.dec))
+    cos = math.sin(dec1) * math.sin(dec2) + math.cos(dec1) * math.cos(dec2) * math.cos(ra1 - ra2)
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+class Chain:
+    """The frame the next hints come from, and the drift seen so far.
+
+    A frame that solves far from the chain (another field, by the fallback) does not move it,
+    unless the next such frame agrees with it: then the sequence has moved there.
+    """
+
+    def __init__(self) -> None:
+        self.reference: Solved | None = None
+        self.stray: Solved | None = None
+        self.drift_per_frame = 0.0  # degrees
+
+    def record(self, frame: Solved) -> None:
+        ref = self.reference
+        if ref is None:
+            self.reference = frame
+        elif separation(ref, frame) <= ref.radius:
+            gap = abs(frame.position - ref.position) or 1
+            self.drift_per_frame = max(self.drift_per_frame, separation(ref, frame) / gap)
+            self.reference = frame
+            self.stray = None
+        elif self.stray is not None and separation(self.stray, frame) <= self.stray.radius:
+            self.reference, self.stray, self.drift_per_frame = frame, None, 0.0
+        else:
+            self.stray = frame
+
+    def hints(self, params: SolveParams, position: int) -> SolveParams | None:
+        """``params`` with the chain's scale, parity and position hint for this frame."""
+        ref = self.reference
+        if ref is None:
+            return None
+        gap = abs(position - ref.position) or 1
+        radius = ref.radius * FIELD_MARGIN + DRIFT_SAFETY * self.drift_per_frame * gap
+        return replace(
+            params,
+            scale_units="arcsecperpix",
+            scale_type="ev",
+            scale_est=ref.pixscale,
+            scale_err=CHAIN_SCALE_ERROR,
+            scale_lower=None,
+            scale_upper=None,
+            center_ra=ref.ra,
+            center_dec=ref.dec,
+            radius=min(180.0, radius),
+            # The engine's "positive" parity is a negative CD determinant (nova's -1).
+            parity=0 if ref.parity < 0 else 1,
+        )
+
+
+class _Heartbeat(threading.Thread):
+    """Beats for whichever frame the task is solving (the reconciler retries a solving job
+    whose beats stop)."""
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(daemon=True)
+        self.app = app
+        self.job_id: int | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with self.app.app_context():
+            while not self.stopped.wait(self.app.config["HEARTBEAT_SECONDS"]):
+                job_id = self.job_id
+                if job_id is None:
+                    continue
+                try:
+                    services.heartbeat(job_id)
+                except Exception as exc:  # a busy database must not stop the solve
+                    log.warning("heartbeat for job %s failed: %s", job_id, exc)
+
+
+class BatchTask:
+    def __init__(self, batch_id: int, app: Flask) -> None:
+        self.batch_id = batch_id
+        self.app = app
+        self.chain = Chain()
+
+    def run(self) -> None:
+        batch = db.session.get(Batch, self.batch_id)
+        if batch is None:
+            return
+        chained = batch.chain
+        started = time.monotonic()
+        beat = _Heartbeat(self.app)
+        beat.start()
+        try:
+            while True:
+                if time.monotonic() - started > queue.BATCH_SLICE_SECONDS:
+                    # Let other uploads in; the continuation goes to the back of the queue.
+                    queue.enqueue_batch(self.batch_id, 0)
+                    return
+                work = self.next_work()
+                if work is None:
+                    return
+                position, submission_id, job_id = work
+                if job_id is None:
+                    if not self.claim_submission(submission_id):
+                        continue
+                    job_ids = services.process_submission(submission_id)
+                else:
+                    job_ids = [job_id]
+                for one in job_ids:
+                    beat.job_id = one
+                    self.solve(one, position, chained)
+                    beat.job_id = None
+        finally:
+            beat.stopped.set()
+
+    def next_work(self) -> tuple[int, int, int | None] | None:
+        """The first frame still to do, in part order: (position, submission, queued job or
+        None when the submission is still to be recognised)."""
+        row = db.session.execute(
+            select(BatchFrame.position, Submission.id, Job.id)
+            .join(Submission, BatchFrame.submission_id == Submission.id)
+            .outerjoin(UserImage, UserImage.submission_id == Submission.id)
+            .outerjoin(Job, Job.user_image_id == UserImage.id)
+            .where(
+                BatchFrame.batch_id == self.batch_id,
+                Submission.processing_started.is_(None) | (Job.status == JobStatus.QUEUED),
+            )
+            .order_by(BatchFrame.position, Job.id)
+            .limit(1)
+        ).first()
+        db.session.commit()  # end the read: other tasks' changes must be seen next time
+        if row is None:
+            return None
+        return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+
+    def claim_submission(self, submission_id: int) -> bool:
+        """Take a frame's recognition; False when another task took it first."""
+        result = db.session.execute(
+            update(Submission)
+            .where(Submission.id == submission_id, Submission.processing_started.is_(None))
+            .values(processing_started=utcnow())
+        )
+        db.session.commit()
+        return result.rowcount == 1
+
+    def solve(self, job_id: int, position: int, chained: bool) -> None:
+        if not services.claim_job(job_id):
+            return
+        job = db.session.get(Job, job_id)
+        assert job is not None
+        image = job.user_image
+        hints = None
+        if chained:
+            if self.chain.reference is None:
+                self.seed_chain(position)
+            hints = self.chain.hints(SolveParams.from_row(image.submission), position)
+        with logs.bind(job_id=job_id, submission_id=image.submission_id, image_id=image.id):
+            log.info("batch %s frame %s: job %s solving", self.batch_id, position + 1, job_id)
+            tasks._solve_claimed(job, solve=chained_solve(hints, position), list_objects=False)
+        db.session.expire_all()
+        calibration = db.session.scalar(select(Calibration).where(Calibration.job_id == job_id))
+        if calibration is not None:
+            self.chain.record(solved_frame(position, calibration))
+
+    def seed_chain(self, position: int) -> None:
+        """Start from the solved frame of the batch nearest to ``position`` (another task's)."""
+        row = db.session.execute(
+            select(BatchFrame.position, Calibration)
+            .join(UserImage, UserImage.submission_id == BatchFrame.submission_id)
+            .join(Job, Job.user_image_id == UserImage.id)
+            .join(Calibration, Calibration.job_id == Job.id)
+            .where(BatchFrame.batch_id == self.batch_id)
+            .order_by(func.abs(BatchFrame.position - position), BatchFrame.position)
+            .limit(1)
+        ).first()
+        db.session.commit()
+        if row is not None:
+            self.chain.record(solved_frame(int(row[0]), row[1]))
+
+
+def solved_frame(position: int, calibration: Calibration | CalibrationNumbers) -> Solved:
+    return Solved(
+        position,
+        calibration.ra,
+        calibration.dec,
+        calibration.radius,
+        calibration.pixscale,
+        calibration.parity,
+    )
+
+
+def chained_solve(hints: SolveParams | None, position: int) -> Callable[..., solver.SolveOutcome]:
+    """A stand-in for ``solver.solve``: the chained attempt first, then ``solver.solve``
+    with the frame's own parameters in what is left of its time limit."""
+
+    def solve(
+        params: SolveParams,
+        prepared: PreparedInput,
+        work_dir: Path,
+        *,
+        index_dirs: Sequence[Path],
+        time_limit: float,
+        on_stage: Callable[[str], None] = lambda stage: None,
+        warm: warm_engine.WarmEngine | None = None,
+    ) -> solver.SolveOutcome:
+        deadline = time.monotonic() + time_limit
+        if hints is not None:
+            try:
+                outcome = chained_attempt(hints, prepared, work_dir, index_dirs, deadline)
+            except solver.SolveTimeout:
+                outcome = None
+            if outcome is not None:
+                return outcome
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return solver.SolveOutcome(
+                False, f"Stopped after the time limit of {time_limit:g} s without a solution.", None
+            )
+        outcome = solver.solve(
+            params,
+            prepared,
+            work_dir,
+            index_dirs=index_dirs,
+            time_limit=remaining,
+            on_stage=on_stage,
+            warm=warm,
+        )
+        if outcome.reason and outcome.reason.startswith("Stopped after the time limit"):
+            # The limit is the frame's, not what the chained attempt left of it.
+            outcome = replace(
+                outcome,
+                reason=f"Stopped after the time limit of {time_limit:g} s without a solution.",
+            )
+        return outcome
+
+    return solve
+
+
+def chained_attempt(
+    hints: SolveParams,
+    prepared: PreparedInput,
+    work_dir: Path,
+    index_dirs: Sequence[Path],
+    deadline: float,
+) -> solver.SolveOutcome | None:
+    """Solve with the chain's hints, searching the brightest CHAIN_DEPTH sources only; the
+    outcome when solved, None when the frame is left to the ordinary solve."""
+    log_path = work_dir / solver.LOG_NAME
+    with log_path.open("a") as log_file:
+        log_file.write(
+            f"chained from the solved frame at RA {hints.center_ra:.5f}, Dec "
+            f"{hints.center_dec:.5f}: scale {hints.scale_est:.4f} arcsec/px "
+            f"+-{hints.scale_err:g}%, radius {hints.radius:.3f} deg, parity "
+            f"{'positive' if hints.parity == 0 else 'negative'}, brightest {CHAIN_DEPTH} sources\n"
+        )
+    code = solver.extract_sources(
+        hints, prepared, work_dir, log_path, deadline, fast=solver.fast_extraction_setting()
+    )
+    axy = work_dir / solver.AXY_NAME
+    if code != 0 or not axy.exists():
+        return None
+    sources = solver.count_sources(axy)
+    if sources < solver.MIN_SOURCES_TO_SOLVE:
+        return None
+    config = work_dir / "chain.cfg"
+    cpulimit = int(max(1.0, deadline - time.monotonic())) + 1
+    depths = " ".join(str(depth) for depth in range(10, CHAIN_DEPTH + 1, 10))
+    config.write_text(solver.engine_config(index_dirs, cpulimit) + f"depths {depths}\n")
+    solver.run_with_deadline(
+        ["astrometry-engine", "-c", str(config), solver.AXY_NAME], work_dir, log_path, deadline
+    )
+    config.unlink(missing_ok=True)
+    if (work_dir / solver.WCS_NAME).exists():
+        return solver.SolveOutcome(True, None, sources)
+    with log_path.open("a") as log_file:
+        log_file.write("\nno solution with the chain's hints; solving as an ordinary job\n")
+    return None
