@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from . import logs, queue, services, solver, tasks, warm_engine
 from .batches import Batch, BatchFrame
 from .calibration import CalibrationNumbers
 from .extensions import db
-from .inputs import PreparedInput
+from .inputs import PreparedInput, UnsupportedInput
 from .models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
 from .params import SolveParams
 
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 # field) gives up in about half a second instead of searching for a minute.
 CHAIN_DEPTH = 60
 CHAIN_SCALE_ERROR = 5.0  # percent
+# Frames solved by one engine run once the chain has a frame to start from (each process
+# start and index opening costs about as much as a hinted solve of a star list).
+GROUP_SIZE = 8
 # The hint's radius: the field's own (centre to corner) with this margin, plus drift.
 FIELD_MARGIN = 1.1
 # Drift allowance: this many times the largest drift per frame seen so far, per frame since
@@ -127,25 +131,35 @@ class Chain:
 
 
 class _Heartbeat(threading.Thread):
-    """Beats for whichever frame the task is solving (the reconciler retries a solving job
-    whose beats stop)."""
+    """Beats for the frames the task is solving (the reconciler retries a solving job whose
+    beats stop)."""
 
     def __init__(self, app: Flask) -> None:
         super().__init__(daemon=True)
         self.app = app
-        self.job_id: int | None = None
+        self.job_ids: list[int] = []
         self.stopped = threading.Event()
 
     def run(self) -> None:
         with self.app.app_context():
             while not self.stopped.wait(self.app.config["HEARTBEAT_SECONDS"]):
-                job_id = self.job_id
-                if job_id is None:
-                    continue
-                try:
-                    services.heartbeat(job_id)
-                except Exception as exc:  # a busy database must not stop the solve
-                    log.warning("heartbeat for job %s failed: %s", job_id, exc)
+                for job_id in list(self.job_ids):
+                    try:
+                        services.heartbeat(job_id)
+                    except Exception as exc:  # a busy database must not stop the solve
+                        log.warning("heartbeat for job %s failed: %s", job_id, exc)
+
+
+@dataclass
+class GroupFrame:
+    """A frame of a chained group: its scratch directory holds its job.axy and, after the
+    engine ran, what the engine wrote."""
+
+    position: int
+    job_id: int
+    scratch: Path
+    prepared: PreparedInput | None  # the input, prepared in ``scratch``
+    ready: bool  # job.axy written: the engine tries it
 
 
 class BatchTask:
@@ -158,7 +172,7 @@ class BatchTask:
         batch = db.session.get(Batch, self.batch_id)
         if batch is None:
             return
-        chained = batch.chain
+        self.chained = batch.chain
         started = time.monotonic()
         beat = _Heartbeat(self.app)
         beat.start()
@@ -168,27 +182,23 @@ class BatchTask:
                     # Let other uploads in; the continuation goes to the back of the queue.
                     queue.enqueue_batch(self.batch_id, 0)
                     return
-                work = self.next_work()
-                if work is None:
+                claimed = self.take_frames()
+                if claimed is None:
                     return
-                position, submission_id, job_id = work
-                if job_id is None:
-                    if not self.claim_submission(submission_id):
-                        continue
-                    job_ids = services.process_submission(submission_id)
+                beat.job_ids = [job_id for _, job_id in claimed]
+                if self.chained and self.chain.reference is not None and claimed:
+                    self.solve_group(claimed)
                 else:
-                    job_ids = [job_id]
-                for one in job_ids:
-                    beat.job_id = one
-                    self.solve(one, position, chained)
-                    beat.job_id = None
+                    for position, job_id in claimed:
+                        self.solve_one(position, job_id)
+                beat.job_ids = []
         finally:
             beat.stopped.set()
 
-    def next_work(self) -> tuple[int, int, int | None] | None:
-        """The first frame still to do, in part order: (position, submission, queued job or
-        None when the submission is still to be recognised)."""
-        row = db.session.execute(
+    def pending(self, limit: int) -> list[tuple[int, int, int | None]]:
+        """The first frames still to do, in part order: (position, submission, queued job,
+        or None when the submission is still to be recognised)."""
+        rows = db.session.execute(
             select(BatchFrame.position, Submission.id, Job.id)
             .join(Submission, BatchFrame.submission_id == Submission.id)
             .outerjoin(UserImage, UserImage.submission_id == Submission.id)
@@ -198,12 +208,31 @@ class BatchTask:
                 Submission.processing_started.is_(None) | (Job.status == JobStatus.QUEUED),
             )
             .order_by(BatchFrame.position, Job.id)
-            .limit(1)
-        ).first()
+            .limit(limit)
+        ).all()
         db.session.commit()  # end the read: other tasks' changes must be seen next time
-        if row is None:
+        return [(int(p), int(s), None if j is None else int(j)) for p, s, j in rows]
+
+    def take_frames(self) -> list[tuple[int, int]] | None:
+        """Claim the next frames (recognising them first when needed): a group of
+        GROUP_SIZE once the chain has a frame to start from, else one. None: nothing left."""
+        rows = self.pending(GROUP_SIZE)
+        if not rows:
             return None
-        return int(row[0]), int(row[1]), None if row[2] is None else int(row[2])
+        if self.chained and self.chain.reference is None:
+            self.seed_chain(rows[0][0])
+        if not self.chained or self.chain.reference is None:
+            rows = rows[:1]  # solve one alone: its solution starts the chain
+        claimed = []
+        for position, submission_id, job_id in rows:
+            if job_id is None:
+                if not self.claim_submission(submission_id):
+                    continue
+                job_ids = services.process_submission(submission_id)
+            else:
+                job_ids = [job_id]
+            claimed += [(position, one) for one in job_ids if services.claim_job(one)]
+        return claimed
 
     def claim_submission(self, submission_id: int) -> bool:
         """Take a frame's recognition; False when another task took it first."""
@@ -215,24 +244,58 @@ class BatchTask:
         db.session.commit()
         return result.rowcount == 1
 
-    def solve(self, job_id: int, position: int, chained: bool) -> None:
-        if not services.claim_job(job_id):
-            return
+    def solve_one(
+        self,
+        position: int,
+        job_id: int,
+        scratch: GroupFrame | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Solve and record one claimed frame, as an ordinary job does (tasks._solve_claimed),
+        taking over what its group's engine run already found."""
         job = db.session.get(Job, job_id)
         assert job is not None
         image = job.user_image
-        hints = None
-        if chained:
-            if self.chain.reference is None:
-                self.seed_chain(position)
-            hints = self.chain.hints(SolveParams.from_row(image.submission), position)
         with logs.bind(job_id=job_id, submission_id=image.submission_id, image_id=image.id):
             log.info("batch %s frame %s: job %s solving", self.batch_id, position + 1, job_id)
-            tasks._solve_claimed(job, solve=chained_solve(hints, position), list_objects=False)
+            tasks._solve_claimed(job, solve=chained_solve(scratch, deadline), list_objects=False)
         db.session.expire_all()
         calibration = db.session.scalar(select(Calibration).where(Calibration.job_id == job_id))
         if calibration is not None:
             self.chain.record(solved_frame(position, calibration))
+
+    def solve_group(self, claimed: list[tuple[int, int]]) -> None:
+        """Chained frames: every job.axy with the chain's hints, one engine run for all, then
+        each frame recorded (or solved again as an ordinary job when the hints failed)."""
+        config = self.app.config
+        deadline = time.monotonic() + config["SOLVE_TIME_LIMIT"]
+        store = services.storage()
+        frames: list[GroupFrame] = []
+        try:
+            for position, job_id in claimed:
+                job = db.session.get(Job, job_id)
+                assert job is not None
+                image = job.user_image
+                hints = self.chain.hints(SolveParams.from_row(image.submission), position)
+                assert hints is not None
+                scratch = store.make_work_dir(f"chain-{job_id}-")
+                prepared = None
+                try:
+                    prepared = services.prepare_image(image, scratch)
+                    ready = write_chained_axy(hints, prepared, scratch, deadline)
+                except (UnsupportedInput, solver.SolveTimeout):
+                    ready = False
+                frames.append(GroupFrame(position, job_id, scratch, prepared, ready))
+            run_engine(
+                [frame.scratch for frame in frames if frame.ready],
+                config["INDEX_DIRS"],
+                deadline,
+            )
+            for frame in frames:
+                self.solve_one(frame.position, frame.job_id, frame, deadline)
+        finally:
+            for frame in frames:
+                store.discard(frame.scratch)
 
     def seed_chain(self, position: int) -> None:
         """Start from the solved frame of the batch nearest to ``position`` (another task's)."""
@@ -261,9 +324,12 @@ def solved_frame(position: int, calibration: Calibration | CalibrationNumbers) -
     )
 
 
-def chained_solve(hints: SolveParams | None, position: int) -> Callable[..., solver.SolveOutcome]:
-    """A stand-in for ``solver.solve``: the chained attempt first, then ``solver.solve``
-    with the frame's own parameters in what is left of its time limit."""
+def chained_solve(
+    scratch: GroupFrame | None, group_deadline: float | None
+) -> Callable[..., solver.SolveOutcome]:
+    """A stand-in for ``solver.solve``: take over what the group's engine run found for this
+    frame (its scratch directory); when it found nothing, ``solver.solve`` with the frame's
+    own parameters in what is left of its time limit."""
 
     def solve(
         params: SolveParams,
@@ -275,14 +341,19 @@ def chained_solve(hints: SolveParams | None, position: int) -> Callable[..., sol
         on_stage: Callable[[str], None] = lambda stage: None,
         warm: warm_engine.WarmEngine | None = None,
     ) -> solver.SolveOutcome:
-        deadline = time.monotonic() + time_limit
-        if hints is not None:
-            try:
-                outcome = chained_attempt(hints, prepared, work_dir, index_dirs, deadline)
-            except solver.SolveTimeout:
-                outcome = None
-            if outcome is not None:
-                return outcome
+        deadline = group_deadline or time.monotonic() + time_limit
+        if scratch is not None:
+            for name in (solver.AXY_NAME, solver.WCS_NAME, solver.CORR_NAME, solver.RDLS_NAME):
+                if (scratch.scratch / name).exists():
+                    os.replace(scratch.scratch / name, work_dir / name)
+            with (work_dir / solver.LOG_NAME).open("a") as log_file:
+                log_file.write((scratch.scratch / solver.LOG_NAME).read_text(errors="replace"))
+            if (work_dir / solver.WCS_NAME).exists():
+                return solver.SolveOutcome(
+                    True, None, solver.count_sources(work_dir / solver.AXY_NAME)
+                )
+            with (work_dir / solver.LOG_NAME).open("a") as log_file:
+                log_file.write("\nno solution with the chain's hints; solving as an ordinary job\n")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return solver.SolveOutcome(
@@ -308,16 +379,20 @@ def chained_solve(hints: SolveParams | None, position: int) -> Callable[..., sol
     return solve
 
 
-def chained_attempt(
-    hints: SolveParams,
-    prepared: PreparedInput,
-    work_dir: Path,
-    index_dirs: Sequence[Path],
-    deadline: float,
-) -> solver.SolveOutcome | None:
-    """Solve with the chain's hints, searching the brightest CHAIN_DEPTH sources only; the
-    outcome when solved, None when the frame is left to the ordinary solve."""
-    log_path = work_dir / solver.LOG_NAME
+# Output file cards of job.axy: solve-field writes them relative to the job's directory (the
+# engine's working directory); a group run starts in their common parent instead.
+OUTPUT_CARDS = ("ANWCS", "ANCORR", "ANRDLS", "ANMATCH", "ANSOLVED", "ANNEWFITS")
+ENGINE_AXY_NAME = "chain.axy"
+FITS_CARD = 80
+
+
+def write_chained_axy(
+    hints: SolveParams, prepared: PreparedInput, scratch: Path, deadline: float
+) -> bool:
+    """job.axy with the chain's hints (as solve-field --just-augment writes it), and the
+    engine's copy of it whose outputs point into ``scratch`` from its parent directory.
+    False when no usable job.axy came out (the ordinary solve then tries and says why)."""
+    log_path = scratch / solver.LOG_NAME
     with log_path.open("a") as log_file:
         log_file.write(
             f"chained from the solved frame at RA {hints.center_ra:.5f}, Dec "
@@ -326,24 +401,52 @@ def chained_attempt(
             f"{'positive' if hints.parity == 0 else 'negative'}, brightest {CHAIN_DEPTH} sources\n"
         )
     code = solver.extract_sources(
-        hints, prepared, work_dir, log_path, deadline, fast=solver.fast_extraction_setting()
+        hints, prepared, scratch, log_path, deadline, fast=solver.fast_extraction_setting()
     )
-    axy = work_dir / solver.AXY_NAME
-    if code != 0 or not axy.exists():
-        return None
-    sources = solver.count_sources(axy)
-    if sources < solver.MIN_SOURCES_TO_SOLVE:
-        return None
-    config = work_dir / "chain.cfg"
+    axy = scratch / solver.AXY_NAME
+    if code != 0 or not axy.exists() or solver.count_sources(axy) < solver.MIN_SOURCES_TO_SOLVE:
+        return False
+    data = bytearray(axy.read_bytes())
+    for offset in range(0, len(data) - FITS_CARD + 1, FITS_CARD):
+        keyword = data[offset : offset + 8].rstrip().decode("ascii")
+        if keyword == "END":
+            break
+        if keyword not in OUTPUT_CARDS:
+            continue
+        # A string card: KEYWORD = 'value' / comment (solve-field's names hold no quotes).
+        text = data[offset : offset + FITS_CARD].decode("ascii")
+        name = text[10:].split("'")[1].strip()
+        card = f"{keyword:<8}= '{scratch.name}/{name}'".ljust(FITS_CARD)
+        if len(card) != FITS_CARD:
+            return False  # a name too long for one card: leave it to the ordinary solve
+        data[offset : offset + FITS_CARD] = card.encode("ascii")
+    (scratch / ENGINE_AXY_NAME).write_bytes(bytes(data))
+    return True
+
+
+def run_engine(scratches: Sequence[Path], index_dirs: Sequence[Path], deadline: float) -> None:
+    """One astrometry-engine for all the group's frames, searching the brightest CHAIN_DEPTH
+    sources of each; every frame's log gets the run's output."""
+    if not scratches:
+        return
+    parent = scratches[0].parent
+    config = scratches[0] / "chain.cfg"
     cpulimit = int(max(1.0, deadline - time.monotonic())) + 1
     depths = " ".join(str(depth) for depth in range(10, CHAIN_DEPTH + 1, 10))
     config.write_text(solver.engine_config(index_dirs, cpulimit) + f"depths {depths}\n")
-    solver.run_with_deadline(
-        ["astrometry-engine", "-c", str(config), solver.AXY_NAME], work_dir, log_path, deadline
-    )
-    config.unlink(missing_ok=True)
-    if (work_dir / solver.WCS_NAME).exists():
-        return solver.SolveOutcome(True, None, sources)
-    with log_path.open("a") as log_file:
-        log_file.write("\nno solution with the chain's hints; solving as an ordinary job\n")
-    return None
+    run_log = scratches[0] / "chain.log"
+    try:
+        solver.run_with_deadline(
+            ["astrometry-engine", "-c", str(config)]
+            + [f"{scratch.name}/{ENGINE_AXY_NAME}" for scratch in scratches],
+            parent,
+            run_log,
+            deadline,
+        )
+    except solver.SolveTimeout:
+        pass  # what is solved is kept; the rest is left to the ordinary solve (out of time)
+    output = run_log.read_text(errors="replace")
+    note = f"(one engine run for {len(scratches)} frames of the batch)\n"
+    for scratch in scratches:
+        with (scratch / solver.LOG_NAME).open("a") as log_file:
+            log_file.write(note + output)

@@ -19,8 +19,8 @@ from flask import Flask, current_app, has_app_context
 from . import logs, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
-from .inputs import UnsupportedInput
-from .models import Job
+from .inputs import PreparedInput, UnsupportedInput
+from .models import Job, UserImage
 from .params import SolveParams
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,16 @@ def _solve(job_id: int) -> None:
 
 
 def _solve_claimed(
-    job: Job, *, solve: Callable[..., solver.SolveOutcome] = solver.solve, list_objects: bool = True
+    job: Job,
+    *,
+    solve: Callable[..., solver.SolveOutcome] = solver.solve,
+    prepare: Callable[[UserImage, Path], PreparedInput] = services.prepare_image,
+    list_objects: bool = True,
 ) -> None:
-    """Solve a claimed job and record its end. ``solve`` is ``solver.solve`` or a stand-in
-    with its signature (a batch's chained solve); ``list_objects=False`` leaves the objects in
-    the field to their first request (``batches.ensure_objects_in_field``)."""
+    """Solve a claimed job and record its end. A batch passes stand-ins with the same
+    signatures: ``solve`` for its chained solve, ``prepare`` for the input it already
+    prepared; ``list_objects=False`` leaves the objects in the field to their first request
+    (``batches.ensure_objects_in_field``)."""
     job_id = job.id
     image = job.user_image
     params = SolveParams.from_row(image.submission)
@@ -109,7 +114,7 @@ def _solve_claimed(
     objects: list[str] = []
     try:
         try:
-            prepared = services.prepare_image(image, work_dir)
+            prepared = prepare(image, work_dir)
         except UnsupportedInput as exc:
             reason = str(exc)
         else:
