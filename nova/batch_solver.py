@@ -28,7 +28,7 @@ from pathlib import Path
 from flask import Flask, current_app
 from sqlalchemy import func, select, update
 
-from . import logs, queue, services, solver, tasks, warm_engine
+from . import extraction, logs, queue, services, solver, tasks, warm_engine
 from .batches import Batch, BatchFrame
 from .calibration import CalibrationNumbers
 from .extensions import db
@@ -167,6 +167,7 @@ class BatchTask:
         self.batch_id = batch_id
         self.app = app
         self.chain = Chain()
+        self.template = AxyTemplate()
 
     def run(self) -> None:
         batch = db.session.get(Batch, self.batch_id)
@@ -271,18 +272,24 @@ class BatchTask:
         deadline = time.monotonic() + config["SOLVE_TIME_LIMIT"]
         store = services.storage()
         frames: list[GroupFrame] = []
+        # One set of hints for the whole group (the radius for its frame farthest from the
+        # chain's): every job.axy after the first is then written from the first one's.
+        assert self.chain.reference is not None
+        farthest = max(
+            (p for p, _ in claimed), key=lambda p: abs(p - self.chain.reference.position)
+        )
         try:
             for position, job_id in claimed:
                 job = db.session.get(Job, job_id)
                 assert job is not None
                 image = job.user_image
-                hints = self.chain.hints(SolveParams.from_row(image.submission), position)
+                hints = self.chain.hints(SolveParams.from_row(image.submission), farthest)
                 assert hints is not None
                 scratch = store.make_work_dir(f"chain-{job_id}-")
                 prepared = None
                 try:
                     prepared = services.prepare_image(image, scratch)
-                    ready = write_chained_axy(hints, prepared, scratch, deadline)
+                    ready = write_chained_axy(hints, prepared, scratch, deadline, self.template)
                 except (UnsupportedInput, solver.SolveTimeout):
                     ready = False
                 frames.append(GroupFrame(position, job_id, scratch, prepared, ready))
@@ -387,7 +394,11 @@ FITS_CARD = 80
 
 
 def write_chained_axy(
-    hints: SolveParams, prepared: PreparedInput, scratch: Path, deadline: float
+    hints: SolveParams,
+    prepared: PreparedInput,
+    scratch: Path,
+    deadline: float,
+    template: AxyTemplate,
 ) -> bool:
     """job.axy with the chain's hints (as solve-field --just-augment writes it), and the
     engine's copy of it whose outputs point into ``scratch`` from its parent directory.
@@ -400,9 +411,7 @@ def write_chained_axy(
             f"+-{hints.scale_err:g}%, radius {hints.radius:.3f} deg, parity "
             f"{'positive' if hints.parity == 0 else 'negative'}, brightest {CHAIN_DEPTH} sources\n"
         )
-    code = solver.extract_sources(
-        hints, prepared, scratch, log_path, deadline, fast=solver.fast_extraction_setting()
-    )
+    code = extract_with_template(hints, prepared, scratch, log_path, deadline, template)
     axy = scratch / solver.AXY_NAME
     if code != 0 or not axy.exists() or solver.count_sources(axy) < solver.MIN_SOURCES_TO_SOLVE:
         return False
@@ -450,3 +459,157 @@ def run_engine(scratches: Sequence[Path], index_dirs: Sequence[Path], deadline: 
     for scratch in scratches:
         with (scratch / solver.LOG_NAME).open("a") as log_file:
             log_file.write(note + output)
+
+
+class AxyTemplate:
+    """What ``solve-field --just-augment`` wrote for one set of options, so that the next
+    frame with the same options gets its job.axy without starting it again.
+
+    solve-field writes the options as the primary header and copies the source table with a
+    header of its own; only the row count and the rows differ from frame to frame (the
+    tests compare the result with solve-field's byte for byte). A table laid out otherwise
+    than the one it learnt from, or other options, go to solve-field as usual.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[str, ...] | None = None
+        self.source_layout = b""
+        self.primary = b""
+        self.table_header = b""
+
+    @staticmethod
+    def key_of(cmd: Sequence[str]) -> tuple[str, ...]:
+        """The options of an augment command, without the directory and the input."""
+        key = list(cmd[:-1])
+        for flag in ("--dir", "--temp-dir"):
+            if flag in key:
+                key[key.index(flag) + 1] = ""
+        return tuple(key)
+
+    def write(self, cmd: Sequence[str], target: Path) -> bool:
+        """Write ``target`` for this augment command from the template; False if it cannot."""
+        if self.key != self.key_of(cmd):
+            return False
+        hdus = split_fits(Path(cmd[-1]).read_bytes())
+        if hdus is None or hdus.layout != self.source_layout:
+            return False
+        header = replace_card(
+            self.table_header, "NAXIS2", f"{hdus.rows:>20} / number of rows in table"
+        )
+        if header is None:
+            return False
+        padding = b"\0" * (-len(hdus.data) % extraction.FITS_BLOCK)
+        target.write_bytes(self.primary + header + hdus.data + padding)
+        return True
+
+    def learn(self, cmd: Sequence[str], written: Path) -> None:
+        source = split_fits(Path(cmd[-1]).read_bytes())
+        result = split_fits(written.read_bytes())
+        if source is None or result is None:
+            return
+        self.key = self.key_of(cmd)
+        self.source_layout = source.layout
+        self.primary, self.table_header = result.primary, result.table_header
+
+
+@dataclass(frozen=True)
+class FitsTable:
+    primary: bytes  # the primary header block(s)
+    table_header: bytes  # extension 1's header block(s)
+    layout: bytes  # extension 1's header cards but NAXIS2, to compare layouts
+    rows: int
+    data: bytes  # extension 1's rows, without padding
+
+
+def _header_end(raw: bytes, start: int) -> int | None:
+    """Offset after the header block(s) starting at ``start`` (END card, then padding)."""
+    for offset in range(start, len(raw) - FITS_CARD + 1, FITS_CARD):
+        if raw[offset : offset + 8] == b"END     ":
+            end = offset + FITS_CARD
+            return end + (-(end - start) % extraction.FITS_BLOCK)
+    return None
+
+
+def split_fits(raw: bytes) -> FitsTable | None:
+    """A primary HDU with no data and a binary table, split into their parts."""
+    primary_end = _header_end(raw, 0)
+    if primary_end is None or b"NAXIS   =                    0" not in raw[:primary_end]:
+        return None
+    table_end = _header_end(raw, primary_end)
+    if table_end is None:
+        return None
+    header = raw[primary_end:table_end]
+    cards = {
+        header[o : o + 8].rstrip().decode("ascii", "replace"): header[o + 10 : o + 30]
+        for o in range(0, len(header), FITS_CARD)
+    }
+    try:
+        row_bytes, rows = int(cards["NAXIS1"]), int(cards["NAXIS2"])
+        if int(cards.get("PCOUNT", b"0")) != 0:
+            return None
+    except (KeyError, ValueError):
+        return None
+    layout = b"".join(
+        header[o : o + FITS_CARD]
+        for o in range(0, len(header), FITS_CARD)
+        if header[o : o + 8] not in (b"NAXIS2  ", b" " * 8)
+    )
+    data = raw[table_end : table_end + row_bytes * rows]
+    if len(data) != row_bytes * rows:
+        return None
+    return FitsTable(raw[:primary_end], header, layout, rows, data)
+
+
+def replace_card(header: bytes, keyword: str, value: str) -> bytes | None:
+    card = f"{keyword:<8}= {value}".ljust(FITS_CARD).encode("ascii")
+    if len(card) != FITS_CARD:
+        return None
+    key = f"{keyword:<8}".encode("ascii")
+    for offset in range(0, len(header), FITS_CARD):
+        if header[offset : offset + 8] == key:
+            return header[:offset] + card + header[offset + FITS_CARD :]
+    return None
+
+
+def extract_with_template(
+    params: SolveParams,
+    prepared: PreparedInput,
+    work_dir: Path,
+    log_path: Path,
+    deadline: float,
+    template: AxyTemplate,
+) -> int:
+    """``solver.extract_sources``, with the in-process extraction's final solve-field
+    --just-augment replaced by the template whenever the options are the same."""
+    if not solver.fast_extraction_setting():
+        return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=False)
+
+    def run(cmd: list[str]) -> int:
+        augment = cmd[:2] == ["solve-field", "--just-augment"]
+        target = work_dir / solver.AXY_NAME
+        if augment and template.write(cmd, target):
+            with log_path.open("a") as log_file:
+                log_file.write(f"{solver.AXY_NAME} written as the group's first (same options)\n")
+            return 0
+        code = solver.run_with_deadline(cmd, work_dir, log_path, deadline)
+        if augment and code == 0 and target.exists():
+            template.learn(cmd, target)
+        return code
+
+    try:
+        done = extraction.extract(
+            params,
+            prepared,
+            work_dir,
+            run=run,
+            augment_options=solver.augment_options(params, work_dir),
+            max_sources=solver.MAX_SOURCES,
+        )
+    except solver.SolveTimeout:
+        raise
+    except Exception:  # anything the fast path cannot do: exactly as an ordinary job
+        (work_dir / solver.AXY_NAME).unlink(missing_ok=True)
+        return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=True)
+    with log_path.open("a") as log_file:
+        log_file.write(done.describe() + "\n")
+    return 0

@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,10 +18,13 @@ from astropy.io import fits
 from flask import Flask
 from flask.testing import FlaskClient
 
-from nova import services
+from nova import services, solver
+from nova.batch_solver import AxyTemplate, Chain, Solved, extract_with_template
 from nova.batches import Batch, BatchFrame
 from nova.extensions import db
+from nova.inputs import prepare_input
 from nova.models import Submission
+from nova.params import parse_solve_params
 
 from .conftest import api_call, api_login, record_figure, run_worker
 from .starfields import Frame, noise_frame, pixel_error, sequence
@@ -120,7 +125,16 @@ def test_a_time_series_solves_frame_by_frame(
     assert response.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [row["file"] for row in rows] == [f.name for f in sent]
-    assert list(rows[0]) == ["file", "job", "ra", "dec", "orientation", "pixscale", "radius", "parity"]
+    assert list(rows[0]) == [
+        "file",
+        "job",
+        "ra",
+        "dec",
+        "orientation",
+        "pixscale",
+        "radius",
+        "parity",
+    ]
     solved_row = rows[0]
     assert float(solved_row["ra"]) == pytest.approx(by_name[sent[0].name]["calibration"]["ra"])
     assert rows[6]["ra"] == "" and rows[6]["job"] != ""
@@ -154,9 +168,7 @@ def test_a_private_batch_stays_private(
     _, owner_key = make_user("owner@example.org")
     _, other_key = make_user("other@example.org")
     owner = api_login(client, owner_key)
-    answer = upload_batch(
-        client, {"session": owner, "publicly_visible": "n"}, sequence(2, seed=1)
-    )
+    answer = upload_batch(client, {"session": owner, "publicly_visible": "n"}, sequence(2, seed=1))
     batch_id = answer["batch"]
     mine = api_call(client, f"batches/{batch_id}", {"session": owner})
     assert mine["total"] == 2
@@ -188,12 +200,45 @@ def test_the_reconciler_queues_a_lost_batch_as_a_batch(
     connection.flushdb()  # redis restarted without persistence: the tasks are gone
     counts = services.reconcile(3, 10)
     assert counts["requeued"] == 1, counts
-    waiting = [
-        entry.decode() for entry in connection.lrange("rq:queue:solve-quick", 0, -1)
-    ]
+    waiting = [entry.decode() for entry in connection.lrange("rq:queue:solve-quick", 0, -1)]
     assert len(waiting) == 1 and waiting[0].startswith(f"batch-{answer['batch']}-"), waiting
     assert connection.llen("rq:queue:default") == 0  # frames are not queued one by one
     assert db.session.query(BatchFrame).count() == 3
     run_worker()
     state = api_call(client, f"batches/{answer['batch']}", {"session": session})
     assert state["status"] == "done" and state["solved"] == 3, state
+
+
+def test_job_axy_from_the_template_is_solve_fields_byte_for_byte(tmp_path: Path) -> None:
+    """After the first frame of a group, job.axy is written without solve-field: the result
+    must be exactly what solve-field --just-augment writes."""
+    chain = Chain()
+    chain.record(Solved(0, 100.2, 9.8, 1.25, 7.03, -1.0))
+    hints = chain.hints(parse_solve_params({"image_width": WIDTH, "image_height": HEIGHT}), 3)
+    assert hints is not None and hints.parity == 0 and hints.scale_err == 5.0
+    template = AxyTemplate()
+    frames = sequence(3, seed=4)
+    written = []
+    for number, frame in enumerate(frames):
+        directory = tmp_path / f"frame{number}"
+        directory.mkdir()
+        (directory / frame.name).write_bytes(frame.data)
+        prepared = prepare_input(
+            directory / frame.name,
+            directory,
+            max_pixels=10**8,
+            max_uncompressed_bytes=10**8,
+            image_width=WIDTH,
+            image_height=HEIGHT,
+        )
+        log = directory / "log"
+        deadline = time.monotonic() + 60
+        assert extract_with_template(hints, prepared, directory, log, deadline, template) == 0
+        by_template = (directory / solver.AXY_NAME).read_bytes()
+        assert ("written as the group's first" in log.read_text()) == (number > 0)
+        (directory / solver.AXY_NAME).unlink()
+        code = solver.extract_sources(hints, prepared, directory, log, deadline, fast=True)
+        assert code == 0
+        assert (directory / solver.AXY_NAME).read_bytes() == by_template
+        written.append(by_template)
+    assert len(set(written)) == len(frames)  # every frame its own rows
