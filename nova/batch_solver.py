@@ -356,9 +356,7 @@ def chained_solve(
             with (work_dir / solver.LOG_NAME).open("a") as log_file:
                 log_file.write((scratch.scratch / solver.LOG_NAME).read_text(errors="replace"))
             if (work_dir / solver.WCS_NAME).exists():
-                return solver.SolveOutcome(
-                    True, None, solver.count_sources(work_dir / solver.AXY_NAME)
-                )
+                return solver.SolveOutcome(True, None, table_rows(work_dir / solver.AXY_NAME))
             with (work_dir / solver.LOG_NAME).open("a") as log_file:
                 log_file.write("\nno solution with the chain's hints; solving as an ordinary job\n")
         remaining = deadline - time.monotonic()
@@ -413,7 +411,7 @@ def write_chained_axy(
         )
     code = extract_with_template(hints, prepared, scratch, log_path, deadline, template)
     axy = scratch / solver.AXY_NAME
-    if code != 0 or not axy.exists() or solver.count_sources(axy) < solver.MIN_SOURCES_TO_SOLVE:
+    if code != 0 or not axy.exists() or table_rows(axy) < solver.MIN_SOURCES_TO_SOLVE:
         return False
     data = bytearray(axy.read_bytes())
     for offset in range(0, len(data) - FITS_CARD + 1, FITS_CARD):
@@ -558,6 +556,12 @@ def split_fits(raw: bytes) -> FitsTable | None:
     if len(data) != row_bytes * rows:
         return None
     return FitsTable(raw[:primary_end], header, layout, rows, data)
+
+
+def table_rows(axy: Path) -> int:
+    """Sources in a job.axy (solver.count_sources without astropy's cost per file)."""
+    table = split_fits(axy.read_bytes())
+    return table.rows if table is not None else solver.count_sources(axy)
 
 
 def replace_card(header: bytes, keyword: str, value: str) -> bytes | None:
