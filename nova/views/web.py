@@ -163,6 +163,7 @@ def upload() -> BaseResponse | Any:
         return _upload_form(f"Invalid {label}: {exc.message}.", exc.field, 400)
     files = [file for file in request.files.getlist("file") if file.filename]
     url = request.form.get("url", "").strip()
+    time_series = bool(request.form.get("time_series")) and len(files) > 1
     if files:
         work_dir = services.storage().make_work_dir("upload-")
         try:
@@ -170,11 +171,20 @@ def upload() -> BaseResponse | Any:
             for number, file in enumerate(files):
                 path = work_dir / f"upload-{number}"
                 file.save(path)
+                if time_series:  # a bad frame fails alone, on the worker
+                    paths.append((path, services.basename(client_filename(file))))
+                    continue
                 try:
                     services.quick_check_upload(path)
                 except UnsupportedInput as exc:
                     return _upload_form(f"{client_filename(file)}: {exc}", "file", 400)
                 paths.append((path, services.basename(client_filename(file))))
+            if time_series:
+                try:
+                    batch, _ = batches.create_batch(paths, options, chain=True)
+                except batches.BatchRefused as exc:
+                    return _upload_form(f"{str(exc).capitalize()}.", "file", 400)
+                return redirect(url_for("batches.batch_page", batch_id=batch.id), code=303)
             if len(paths) == 1:
                 submission = services.submit_file(paths[0][0], paths[0][1], options)
             else:
