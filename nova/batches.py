@@ -171,6 +171,10 @@ def frame_states(batch: Batch) -> list[FrameState]:
     ).all()
     states = []
     for frame in frames:
+        if frame.submission is None:
+            # Deleted (owner, retention): PostgreSQL drops the frame with it, SQLite (no
+            # foreign keys enforced) keeps the row.
+            continue
         images = frame.submission.user_images
         image = images[0] if images else None
         states.append(
