@@ -196,7 +196,9 @@ def report(results: dict[str, Any]) -> str:
         "and 0.01° turn per frame (tests/starfields.py). Time from the first byte of the first "
         "request to the last frame's end; every solution checked against its truth.",
         "",
-        "| hints | batch (s) | of which upload (s) | one by one (s) | speed-up | stack CPU s (batch / one by one) | CPU ratio | solved (batch / one by one) | worst error (px) | load (1 min) after | ≤ 10 s? | ≥ 5×? |",
+        "| hints | batch (s) | of which upload (s) | one by one (s) | speed-up "
+        "| stack CPU s (batch / one by one) | CPU ratio | solved (batch / one by one) "
+        "| worst error (px) | load (1 min) after | ≤ 10 s? | ≥ 5×? |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in results["cases"]:
