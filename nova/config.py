@@ -172,6 +172,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CONTENT_RATE_LIMIT": _rate_limit(env, "NOVA_CONTENT_RATE_LIMIT", "20/minute;300/day"),
         # Reverse proxies in front (Caddy in the https profile: 1) whose X-Forwarded-* to trust.
         "PROXY_HOPS": _int(env, "NOVA_PROXY_HOPS", 0, minimum=0),
+        # Time series (/api/upload_batch): most frames, and most bytes in one batch request.
+        "BATCH_MAX_FRAMES": _int(env, "NOVA_BATCH_MAX_FRAMES", 1000),
+        "BATCH_MAX_BYTES": _int(env, "NOVA_BATCH_MAX_MB", max_upload_mb) * 1024 * 1024,
         # Days after which anonymous and failed uploads are deleted (0: keep everything).
         "RETENTION_DAYS": _int(env, "NOVA_RETENTION_DAYS", 0, minimum=0),
     }

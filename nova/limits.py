@@ -19,7 +19,7 @@ from flask_limiter import Limiter, RequestLimit
 from .auth import current_user
 
 # Endpoints that accept uploads: nova's API and the upload form (POST only).
-UPLOAD_ENDPOINTS = ("api.upload", "api.url_upload", "web.upload")
+UPLOAD_ENDPOINTS = ("api.upload", "api.url_upload", "batches.upload_batch", "web.upload")
 SIGN_IN_ENDPOINTS = ("api.login", "account.signin", "account.signup")
 # What signed-in people post for others to read: counted per account.
 CONTENT_ENDPOINTS = ("pages.add_comment", "pages.add_tag", "pages.create_album")

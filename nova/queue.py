@@ -7,9 +7,10 @@ import uuid
 
 import redis
 from flask import Flask, current_app
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
 
 from .extensions import db
 from .models import Job
@@ -165,3 +166,28 @@ def queue_position(job_id: int) -> int | None:
         if _is_entry_of(rq_id, job_id):
             return position
     return None
+
+
+# A batch task solves frames for this long, then queues its own continuation at the back of
+# the queue: other uploads get their turn, and RQ's timeout stays that of one slice.
+BATCH_SLICE_SECONDS = 60
+
+
+def enqueue_batch(batch_id: int, task: int) -> bool:
+    """Queue one of a batch's tasks (``nova.batch_solver``); each takes frames until none is
+    left, so any number of them may run side by side."""
+    timeout = BATCH_SLICE_SECONDS + current_app.config["SOLVE_TIME_LIMIT"] + 120
+    rq_id = f"batch-{batch_id}-{task}-{uuid.uuid4().hex[:8]}"
+    return _enqueue(QUICK_SOLVE_QUEUE, "nova.batch_solver.run_batch_task", batch_id, rq_id, timeout)
+
+
+def batch_task_alive(batch_id: int) -> bool:
+    """True when one of the batch's tasks is waiting or running."""
+    prefix = f"batch-{batch_id}-"
+    quick = get_queue(QUICK_SOLVE_QUEUE)
+    ids = quick.get_job_ids() + StartedJobRegistry(queue=quick).get_job_ids()
+    return any(rq_id.startswith(prefix) for rq_id in ids)
+
+
+def worker_count() -> int:
+    return int(Worker.count(connection=redis_connection()))

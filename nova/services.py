@@ -743,10 +743,19 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
         db.session.commit()
         if changed and retry:
             queue.enqueue_solve(job.id, force=True)
-    for job_id in db.session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)):
+    from . import batches  # batches builds on this module
+
+    # Frames of a batch are its tasks' work (batches.reconcile), never queued one by one.
+    queued = select(Job.id).where(
+        Job.status == JobStatus.QUEUED, Job.id.not_in(batches.frame_job_ids())
+    )
+    for job_id in db.session.scalars(queued).all():
         if not queue.is_waiting_or_running(f"solve-{job_id}"):
             counts["requeued"] += queue.enqueue_solve(job_id)
-    unprocessed = select(Submission).where(Submission.processing_finished.is_(None))
+    unprocessed = select(Submission).where(
+        Submission.processing_finished.is_(None),
+        Submission.id.not_in(batches.frame_submission_ids()),
+    )
     for submission in db.session.scalars(unprocessed).all():
         if queue.is_waiting_or_running(f"submission-{submission.id}"):
             continue
@@ -760,6 +769,7 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
             counts["failed"] += 1
             continue
         counts["requeued"] += queue.enqueue_submission(submission.id)
+    counts["requeued"] += batches.reconcile()
     counts["swept"] = sweep_tmp(_longest_work_seconds())
     return counts
 

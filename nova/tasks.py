@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,16 @@ def _solve(job_id: int) -> None:
         _solve_claimed(job)
 
 
-def _solve_claimed(job: Job) -> None:
+def _solve_claimed(
+    job: Job,
+    *,
+    solve: Callable[..., solver.SolveOutcome] = solver.solve,
+    list_objects: bool = True,
+) -> None:
+    """Solve a claimed job and record its end. A batch passes ``solve``, a stand-in with
+    ``solver.solve``'s signature for its chained solve, and ``list_objects=False``, which
+    leaves the objects in the field to their first request
+    (``batches.ensure_objects_in_field``)."""
     job_id = job.id
     image = job.user_image
     params = SolveParams.from_row(image.submission)
@@ -117,7 +126,7 @@ def _solve_claimed(job: Job) -> None:
             use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
             header, notes = hints.read_prepared(prepared) if use_header else (None, [])
             attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
-            outcome = solver.solve(
+            outcome = solve(
                 params,
                 prepared,
                 work_dir,
@@ -139,7 +148,8 @@ def _solve_claimed(job: Job) -> None:
                     header, image.width, image.height, y_axis_down=prepared.y_axis_down
                 )
                 wcs_text = header.tostring(sep="\n")
-                objects = _objects_in_field(work_dir)
+                if list_objects:
+                    objects = _objects_in_field(work_dir)
         _remove_engine_temporaries(work_dir)
         store.publish_job_dir(work_dir, job_id)
     except BaseException:

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from .. import services, visibility
+from .. import batches, services, visibility
 from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..extensions import db
@@ -269,6 +269,14 @@ def visible_job(job_id: int, *, solve_result: bool = True) -> tuple[Job, bool]:
     return job, sees_image
 
 
+def visible_job_with_objects(job_id: int, *, solve_result: bool = True) -> tuple[Job, bool]:
+    """``visible_job`` for the endpoints that show the objects in the field: a batch frame's
+    are listed on this first request (batches.ensure_objects_in_field)."""
+    job, sees_image = visible_job(job_id, solve_result=solve_result)
+    batches.ensure_objects_in_field(job)
+    return job, sees_image
+
+
 @bp.route("/submission_images", methods=ANY_METHOD)
 def submission_images() -> Response:
     args = json_args()
@@ -349,25 +357,25 @@ def tag_texts(image: UserImage, *, machine_only: bool = False) -> list[str]:
 @bp.route("/jobs/<int:job_id>/tags", methods=ANY_METHOD)
 def job_tags(job_id: int) -> Response:
     # Tags hold what users wrote: not part of the solve result an id opens.
-    job, _ = visible_job(job_id, solve_result=False)
+    job, _ = visible_job_with_objects(job_id, solve_result=False)
     return reply({"tags": tag_texts(job.user_image)})
 
 
 @bp.route("/jobs/<int:job_id>/machine_tags", methods=ANY_METHOD)
 def job_machine_tags(job_id: int) -> Response:
-    job, _ = visible_job(job_id)
+    job, _ = visible_job_with_objects(job_id)
     return reply({"tags": tag_texts(job.user_image, machine_only=True)})
 
 
 @bp.route("/jobs/<int:job_id>/objects_in_field", methods=ANY_METHOD)
 def job_objects(job_id: int) -> Response:
-    job, _ = visible_job(job_id)
+    job, _ = visible_job_with_objects(job_id)
     return reply({"objects_in_field": [obj.name for obj in job.user_image.sky_objects]})
 
 
 @bp.route("/jobs/<int:job_id>/info", methods=ANY_METHOD)
 def job_info(job_id: int) -> Response:
-    job, sees_image = visible_job(job_id)
+    job, sees_image = visible_job_with_objects(job_id)
     image = job.user_image
     payload: dict[str, Any] = {
         "objects_in_field": [obj.name for obj in image.sky_objects],
@@ -388,7 +396,7 @@ def job_info(job_id: int) -> Response:
 
 @bp.route("/jobs/<int:job_id>/annotations", methods=ANY_METHOD)
 def job_annotations(job_id: int) -> Response:
-    job, _ = visible_job(job_id)
+    job, _ = visible_job_with_objects(job_id)
     nbright_text = request.args.get("nbright")
     nbright = None
     if nbright_text is not None:

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import hints, licences, queue, services, site, visibility
+from .. import batches, hints, licences, queue, services, site, visibility
 from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
@@ -165,6 +165,7 @@ def upload() -> BaseResponse | Any:
         return _upload_form(f"Invalid {label}: {exc.message}.", exc.field, 400)
     files = [file for file in request.files.getlist("file") if file.filename]
     url = request.form.get("url", "").strip()
+    time_series = bool(request.form.get("time_series")) and len(files) > 1
     if files:
         work_dir = services.storage().make_work_dir("upload-")
         try:
@@ -172,12 +173,21 @@ def upload() -> BaseResponse | Any:
             for number, file in enumerate(files):
                 path = work_dir / f"upload-{number}"
                 file.save(path)
+                if time_series:  # a bad frame fails alone, on the worker
+                    paths.append((path, services.basename(client_filename(file))))
+                    continue
                 try:
                     services.quick_check_upload(path)
                 except UnsupportedInput as exc:
                     name = services.basename(client_filename(file))
                     return _upload_form(f"{name}: {exc}", "file", 400)
                 paths.append((path, services.basename(client_filename(file))))
+            if time_series:
+                try:
+                    batch, _ = batches.create_batch(paths, options, chain=True)
+                except batches.BatchRefused as exc:
+                    return _upload_form(f"{str(exc).capitalize()}.", "file", 400)
+                return redirect(url_for("batches.batch_page", batch_id=batch.id), code=303)
             if len(paths) == 1:
                 submission = services.submit_file(paths[0][0], paths[0][1], options)
             else:
@@ -276,6 +286,8 @@ def user_image(image_id: int) -> Any:
     image = _visible_image(image_id)
     user = current_user()
     job = image.best_job
+    if job is not None:
+        batches.ensure_objects_in_field(job)  # a batch frame's, listed on first request
     calibration = job.calibration if job else None
     formatted = None
     if calibration is not None:
