@@ -197,6 +197,13 @@ def _prepare_fits(
                         )
                     if width < 2 or height < 2:
                         raise UnsupportedInput(f"The FITS image is only {width}x{height} pixels.")
+                    # The engine reads the pixels later; a short file fails there, unexplained.
+                    end = hdus.fileinfo(index)["datLoc"] + hdu.size  # size: data bytes
+                    if not isinstance(hdu, fits.CompImageHDU) and path.stat().st_size < end:
+                        raise UnsupportedInput(
+                            f"The FITS file is truncated: its image needs {end:,} bytes, the "
+                            f"file has {path.stat().st_size:,}."
+                        )
                     if isinstance(hdu, fits.CompImageHDU):
                         # The engine reads plain FITS only: unpack fpack tiles first.
                         target = out_dir / "unpacked.fits"
