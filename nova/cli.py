@@ -390,7 +390,7 @@ def indexes_command(directories: tuple[Path, ...]) -> None:
 PARITY_CHOICES = {"pos": 0, "neg": 1, "both": 2}
 
 
-@main.command("solve")
+@main.command("solve", with_appcontext=False)  # no app: no database, no redis
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
