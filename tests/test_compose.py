@@ -298,7 +298,8 @@ def test_stack_solves_scales_survives_restarts_and_keeps_its_data(
     containers = stack("ps", "--quiet", "worker").split()
     assert len(containers) == 2, containers
     # Different hints per upload: the same file with the same hints would reuse the first solve.
-    uploads = [api.upload(apod / "apod4.jpg", **HINTS, scale_lower=20 + i) for i in range(6)]
+    photo = apod / "apod4.jpg"
+    uploads = [api.upload(photo, **(HINTS | {"scale_lower": 20 + i})) for i in range(6)]
     for submission_id in uploads:
         api.finished_job(submission_id)
     counts = worker_job_counts(stack)
@@ -306,7 +307,7 @@ def test_stack_solves_scales_survives_restarts_and_keeps_its_data(
     record_figure(f"jobs per worker with --scale worker=2: {sorted(counts.values())}")
 
     # Restarts of web, worker and redis while uploads are queued: every one still solves.
-    uploads = [api.upload(apod / "apod4.jpg", **HINTS, scale_upper=41 + i) for i in range(8)]
+    uploads = [api.upload(photo, **(HINTS | {"scale_upper": 41 + i})) for i in range(8)]
     stack("restart", "web", "worker", "redis")
     started = time.monotonic()
     jobs = [api.finished_job(submission_id) for submission_id in uploads]
@@ -343,9 +344,8 @@ def test_https_profile_answers_over_tls_and_a_client_trusting_caddys_root_solves
     key = stack.create_user("tls@example.org")
     api = NovaAPI(base, verify=str(root))
     api.login(key)
-    assert api.solve(apod / "apod4.jpg", **HINTS, scale_lower=24)["dec"] == pytest.approx(
-        APOD4_DEC, abs=0.1
-    )
+    calibration = api.solve(apod / "apod4.jpg", **(HINTS | {"scale_lower": 24}))
+    assert calibration["dec"] == pytest.approx(APOD4_DEC, abs=0.1)
     # A real client, told to trust Caddy's root the way requests-based clients are.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(root))
     astroquery_solves_apod4(base, key, apod)
