@@ -76,7 +76,8 @@ def _enqueue(
 
 
 def is_waiting_or_running(rq_id: str) -> bool:
-    """True when the queue holds this entry as waiting or running (not lost, not ended)."""
+    """True when the queue holds this entry as waiting (on its queue) or running (with a
+    live worker); False when it is lost or has ended."""
     connection = redis_connection()
     if not RQJob.exists(rq_id, connection):
         return False
@@ -89,7 +90,12 @@ def is_waiting_or_running(rq_id: str) -> bool:
         if beat.tzinfo is None:
             beat = beat.replace(tzinfo=UTC)
         return datetime.now(UTC) - beat < STARTED_SILENCE
-    return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+    if status == JobStatus.QUEUED:
+        # Redis stopping during an enqueue can keep the entry without its place in the queue:
+        # then no worker would ever take it.
+        queue_key = Queue(entry.origin, connection=connection).key
+        return connection.lpos(queue_key, rq_id) is not None
+    return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 def enqueue_submission(submission_id: int) -> bool:

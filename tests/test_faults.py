@@ -166,20 +166,26 @@ def test_redis_restarted_without_persistence_during_uploads_loses_nothing(
     assert worker_alive
 
 
-def test_an_entry_left_started_by_a_worker_that_quit_is_queued_again(
+def test_entries_left_started_or_off_their_queue_by_a_redis_restart_are_queued_again(
     app: Flask, client: FlaskClient, apod: Path, private_redis: RedisServer
 ) -> None:
     """Redis with persistence (compose's appendonly) restarted mid-job: the worker quits
     and the entry it held stays "started" in redis, with nobody running it. The reconciler
-    queues it again once its heartbeat is silent, not only when RQ's job timeout expires."""
+    queues it again once its heartbeat is silent, not only when RQ's job timeout expires.
+    Restarted mid-enqueue, an entry can stay "queued" without being on its queue: queued
+    again too. (Both seen in test_compose.py's restart of redis.)"""
     photo = (apod / "apod4.jpg").read_bytes()
     submission_id = upload(client, photo, "apod4.jpg", **scale_hint(33))
     rq_id = f"submission-{submission_id}"
     connection = redis.Redis.from_url(private_redis.url)
     entry = RQJob.fetch(rq_id, connection=connection)
 
+    queue_key = queue.get_queue(queue.SUBMISSIONS_QUEUE).key
+
     def left_started(seconds_ago: float) -> None:
-        # What a worker writes when it takes the entry, then its last heartbeat.
+        # What a worker does when it takes the entry (off the queue, "started"), then its
+        # last heartbeat.
+        connection.lrem(queue_key, 0, rq_id)
         beat = datetime.now(UTC) - timedelta(seconds=seconds_ago)
         entry.set_status(RQStatus.STARTED)
         connection.hset(entry.key, mapping={"started_at": utcformat(beat)})
@@ -194,6 +200,12 @@ def test_an_entry_left_started_by_a_worker_that_quit_is_queued_again(
         assert not queue.is_waiting_or_running(rq_id)
         assert services.reconcile(3, 10)["requeued"] == 1
         assert RQJob.fetch(rq_id, connection=connection).get_status() == RQStatus.QUEUED
+        assert queue.is_waiting_or_running(rq_id)
+        # "queued" but not on its queue (redis stopped between the two writes of an enqueue).
+        assert connection.lrem(queue_key, 0, rq_id) == 1
+        assert not queue.is_waiting_or_running(rq_id)
+        assert services.reconcile(3, 10)["requeued"] == 1
+        assert connection.lpos(queue_key, rq_id) is not None
     run_worker()
     db.session.rollback()
     assert submission_outcomes(client, [submission_id])["success"] == 1
