@@ -1,27 +1,36 @@
-# syntax=docker/dockerfile:1
-# Nova in one image: the web server (default command), the RQ worker (`nova worker`) and the
-# one-shot `nova init-db` all run from it; docker-compose.yml wires them to redis.
+# Nova in one image: the web server (default command), the RQ worker (`nova worker`), the
+# one-shot `nova init-db` and `nova solve FILE...` all run from it; docker-compose.yml wires
+# them to redis.
+# Three stages: `base` (Debian packages, trusted certificates, the user), `build` (the
+# virtualenv, installed by pip from requirements.lock), and the image itself: base, the
+# finished virtualenv and Nova's code; pip, its build helpers and caches stay in `build`.
 # Layers go from the slowest-changing (Debian packages, ~300 MB of index files) to the
 # fastest-changing (Nova's own code), so editing Nova rebuilds only the last, small layers.
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS base
 
 ENV LANG=C.UTF-8 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PYTHONUNBUFFERED=1
 
 WORKDIR /opt/nova/app
 
 # System packages: the same script `make run` uses (engine, Tycho-2 index files, netpbm,
-# SourceExtractor, python3-venv, ...). Copied alone so that only a change to it reruns this.
+# SourceExtractor, python3-venv, ...), then tini, the init process (PID 1: forwards SIGTERM
+# to Nova and reaps the engine's children; `make run` does not need it). One layer, without
+# apt's package lists and downloaded packages. Copied alone so only a change to it reruns this.
 COPY scripts/install-system.sh scripts/install-system.sh
-RUN sh scripts/install-system.sh && rm -rf /var/lib/apt/lists/*
-
-# The init process (PID 1): forwards SIGTERM to Nova and reaps the engine's children.
-# Not needed by `make run`, so it is not in install-system.sh.
-RUN apt-get update -qq \
+RUN sh scripts/install-system.sh \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log
+
+# Extra certificate authorities (deploy/ca-certificates/*.crt, e.g. a TLS-intercepting
+# proxy's): trusted by the build's pip and, at run time, by Nova's URL downloads.
+COPY deploy/ca-certificates/ /usr/local/share/ca-certificates/nova/
+RUN find /usr/local/share/ca-certificates/nova -type f ! -name '*.crt' -delete \
+    && update-ca-certificates >/dev/null
+ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 
 # A fixed non-root user; a new named volume at /data takes this directory's owner.
 # A bind-mounted data directory must be writable by uid 10001.
@@ -31,22 +40,33 @@ RUN groupadd --system --gid 10001 nova \
     && mkdir -p /data \
     && chown nova:nova /data
 
-RUN python3 -m venv /opt/nova/venv \
-    && /opt/nova/venv/bin/pip install --quiet --upgrade pip
-ENV PATH=/opt/nova/venv/bin:$PATH
 
-# Python dependencies, from setup.cfg only: a stub package lets pip resolve and install them
-# now, so that code changes do not download them again. The install is editable: the app
-# finds templates/ and static/ beside the nova package (PROJECT_ROOT = /opt/nova/app).
-# The postgres extra brings psycopg 3, SQLAlchemy's driver for NOVA_DATABASE_URL=postgresql://
+FROM base AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Python dependencies: exactly the versions in requirements.lock (what the tests ran with;
+# `make lock` refreshes it), so that code changes do not download them again.
+COPY requirements.lock ./
+RUN python3 -m venv /opt/nova/venv \
+    && /opt/nova/venv/bin/pip install --quiet --no-deps -r requirements.lock
+
+# Nova itself, installed editable from a stub package: the app finds templates/ and static/
+# beside the nova package (PROJECT_ROOT = /opt/nova/app), where the last stage copies them.
+# Then pip and setuptools leave the virtualenv: nothing at run time installs packages.
 COPY setup.cfg pyproject.toml ./
 RUN mkdir nova \
     && touch nova/__init__.py README.md \
-    && pip install --quiet -e '.[postgres]' \
-    && rm -rf nova README.md
+    && /opt/nova/venv/bin/pip install --quiet --no-deps -e . \
+    && /opt/nova/venv/bin/pip uninstall --quiet --yes pip setuptools
 
-# Nova itself (read-only for the nova user), byte-compiled once here.
-COPY README.md ./
+
+FROM base
+COPY --from=build /opt/nova/venv /opt/nova/venv
+ENV PATH=/opt/nova/venv/bin:$PATH
+
+# Nova's code (read-only for the nova user), byte-compiled once here.
+COPY README.md setup.cfg pyproject.toml ./
 COPY templates templates/
 COPY static static/
 COPY nova nova/

@@ -5,7 +5,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test system venv lint bench clean
+# The lock files: the exact versions the tests ran with, compiled from setup.cfg by uv.
+# requirements.lock (the app, with the postgres extra) is what the Dockerfile installs;
+# requirements-test.lock (with the test extra too) is what the virtualenv installs. Both
+# pin the same versions: the app's lock is compiled under the test lock's constraints.
+UV_VERSION := 0.13.8
+LOCK_COMPILE := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --quiet \
+	--custom-compile-command 'make lock'
+
+.PHONY: run test system venv lint lock bench clean
 
 run: system venv
 	$(BIN)/nova up
@@ -20,11 +28,22 @@ system:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,postgres]'
+	$(BIN)/pip install --quiet -r requirements-test.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Refresh both lock files to the newest versions setup.cfg allows (then run make test).
+# UV_NATIVE_TLS: uv trusts the system's certificates (a TLS-intercepting proxy's CA too).
+lock:
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	UV_NATIVE_TLS=1 $(BIN)/uv pip compile setup.cfg --extra postgres --extra test \
+		--upgrade $(LOCK_COMPILE) -o requirements-test.lock
+	UV_NATIVE_TLS=1 $(BIN)/uv pip compile setup.cfg --extra postgres \
+		-c requirements-test.lock $(LOCK_COMPILE) -o requirements.lock
 
 lint: venv
 	$(BIN)/ruff check nova tests

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import Flask, current_app
 from rq import Queue, Worker
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
@@ -27,6 +29,10 @@ QUICK_SOLVE_QUEUE = "solve-quick"
 # then blind ones.
 ALL_QUEUES = (SUBMISSIONS_QUEUE, QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
 SOLVE_QUEUES = (QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
+# While a work horse runs, its worker refreshes the entry's heartbeat every monitoring
+# interval. A "started" entry silent for longer lost its worker (killed, or redis went away
+# mid-job and the worker quit): RQ would only notice when the job's timeout expires.
+STARTED_SILENCE = timedelta(seconds=2 * DEFAULT_JOB_MONITORING_INTERVAL + 30)
 
 
 def redis_connection(app: Flask | None = None) -> redis.Redis:
@@ -52,20 +58,7 @@ def _enqueue(
     """
     try:
         connection = redis_connection()
-        existing = (
-            RQJob.fetch(rq_id, connection=connection) if RQJob.exists(rq_id, connection) else None
-        )
-        if (
-            not force
-            and existing is not None
-            and existing.get_status()
-            in (
-                JobStatus.QUEUED,
-                JobStatus.STARTED,
-                JobStatus.SCHEDULED,
-                JobStatus.DEFERRED,
-            )
-        ):
+        if not force and is_waiting_or_running(rq_id):
             return True  # already waiting or running: a second entry would only be skipped
         Queue(queue_name, connection=connection).enqueue(
             func,
@@ -82,16 +75,26 @@ def _enqueue(
 
 
 def is_waiting_or_running(rq_id: str) -> bool:
-    """True when the queue holds this entry as waiting or running (not lost, not ended)."""
+    """True when the queue holds this entry as waiting (on its queue) or running (with a
+    live worker); False when it is lost or has ended."""
     connection = redis_connection()
     if not RQJob.exists(rq_id, connection):
         return False
-    return RQJob.fetch(rq_id, connection=connection).get_status() in (
-        JobStatus.QUEUED,
-        JobStatus.STARTED,
-        JobStatus.SCHEDULED,
-        JobStatus.DEFERRED,
-    )
+    entry = RQJob.fetch(rq_id, connection=connection)
+    status = entry.get_status()
+    if status == JobStatus.STARTED:
+        beat = entry.last_heartbeat or entry.started_at
+        if beat is None:
+            return True  # just taken by a worker
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
+        return datetime.now(UTC) - beat < STARTED_SILENCE
+    if status == JobStatus.QUEUED:
+        # Redis stopping during an enqueue can keep the entry without its place in the queue:
+        # then no worker would ever take it.
+        queue_key = Queue(entry.origin, connection=connection).key
+        return connection.lpos(queue_key, rq_id) is not None
+    return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 def enqueue_submission(submission_id: int) -> bool:

@@ -27,8 +27,11 @@ fonts-dejavu-core
 # `--test` adds what the test suite needs besides: a PostgreSQL server (the suite runs on
 # SQLite and on PostgreSQL), a headless browser for the page tests, and the tools the
 # network tests use (ip for the two-host test, openssl for a throw-away certificate), and
-# wrk, the load tool of the load test.
+# wrk, the load tool of the load test. Docker (the engine, Compose v2, a running dockerd)
+# for the container tests comes from install-docker.sh, run after the packages.
+TEST=""
 if [ "${1:-}" = "--test" ]; then
+    TEST=1
     PACKAGES="$PACKAGES postgresql chromium iproute2 openssl wrk"
 fi
 
@@ -41,17 +44,18 @@ done
 
 if [ -z "$missing" ]; then
     echo "install-system: all system packages present"
-    exit 0
-fi
-
-if [ "$(id -u)" != "0" ]; then
+elif [ "$(id -u)" != "0" ]; then
     echo "install-system: missing packages:$missing" >&2
     echo "install-system: run as root (or: sudo $0)" >&2
     exit 1
+else
+    echo "install-system: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # --no-install-recommends keeps the image small; what the pipeline needs is listed above.
+    apt-get install -y -qq --no-install-recommends $missing
 fi
 
-echo "install-system: installing$missing"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# --no-install-recommends keeps the image small; what the pipeline needs is listed above.
-apt-get install -y -qq --no-install-recommends $missing
+if [ -n "$TEST" ]; then
+    sh "$(dirname "$0")/install-docker.sh"
+fi

@@ -1,14 +1,17 @@
-"""The container packaging: Dockerfile, .dockerignore, docker-compose.yml, deploy/Caddyfile.
+"""The container packaging: Dockerfile, .dockerignore, docker-compose.yml, deploy/Caddyfile,
+and the lock files the image and the virtualenv install.
 
-No Docker engine runs where the tests run, so the files are read and checked, and every
-container command (web, worker, init, the healthchecks, redis) is run on the host instead,
-translated from the container's layout: ``/opt/nova/venv/bin/X`` becomes this virtualenv's X
-(``sys.executable -m X``), ``/data`` a temporary directory, ``redis:6379`` the test redis.
+Here the files are read and checked, and every container command (web, worker, init, the
+healthchecks, redis) is run on the host, translated from the container's layout:
+``/opt/nova/venv/bin/X`` becomes this virtualenv's X (``sys.executable -m X``), ``/data`` a
+temporary directory, ``redis:6379`` the test redis. test_compose.py runs the same files in
+real containers.
 """
 
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import json
 import os
 import re
@@ -39,6 +42,9 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CADDYFILE = REPO / "deploy" / "Caddyfile"
+CA_DIR = REPO / "deploy" / "ca-certificates"
+LOCK = REPO / "requirements.lock"  # the app and the postgres extra: what the image installs
+TEST_LOCK = REPO / "requirements-test.lock"  # and the test extra: what the virtualenv installs
 
 APP_SERVICES = ("init", "web", "worker")
 CONTAINER_VENV = "/opt/nova/venv"
@@ -252,7 +258,7 @@ def init_db(tmp_path: Path, redis_url: str) -> dict[str, str]:
 
 def test_dockerfile_installs_the_system_packages_with_the_make_run_script() -> None:
     instructions = dockerfile()
-    assert instructions[0] == ("FROM", "debian:bookworm-slim")
+    assert instructions[0] == ("FROM", "debian:bookworm-slim AS base")
     script = "scripts/install-system.sh"
     assert (REPO / script).is_file()
     makefile = (REPO / "Makefile").read_text()
@@ -376,6 +382,8 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
         assert _ignored(path, patterns), f"{path} would be sent to the builder"
     for _, args in (i for i in dockerfile() if i[0] == "COPY"):
         *sources, _ = args.split()
+        if sources[0].startswith("--from="):
+            continue  # from another build stage, not from the context
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: not in the repository"
             assert not _ignored(source, patterns), f"COPY {source}: excluded by .dockerignore"
@@ -383,6 +391,88 @@ def test_dockerignore_keeps_local_state_out_and_the_sources_in() -> None:
         assert not _ignored(str(module.relative_to(REPO)), patterns), module
     for template in (REPO / "templates").iterdir():
         assert not _ignored(str(template.relative_to(REPO)), patterns), template
+
+
+def canonical_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins(path: Path) -> dict[str, str]:
+    """name -> version of every ``name==version`` line of a lock file."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9._-]+)(?:\[[^\]]*\])?==([^\s;]+)", line)
+        if match:
+            pins[canonical_name(match.group(1))] = match.group(2)
+    return pins
+
+
+def setup_cfg_requirements(*extras: str) -> set[str]:
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    lines = config["options"]["install_requires"].splitlines()
+    for extra in extras:
+        lines += config["options.extras_require"][extra].splitlines()
+    return {canonical_name(re.split(r"[\[<>=!~; ]", line.strip())[0]) for line in lines if line}
+
+
+def test_locks_pin_setup_cfg_agree_and_are_what_the_virtualenv_runs() -> None:
+    app, test = lock_pins(LOCK), lock_pins(TEST_LOCK)
+    assert setup_cfg_requirements("postgres") <= set(app), "requirements.lock is stale: make lock"
+    assert setup_cfg_requirements("postgres", "test") <= set(test), "stale: make lock"
+    assert "pytest" not in app and "playwright" not in app, "test tools stay out of the image"
+    # The image's versions are the tested ones (the app's lock is compiled under the other).
+    assert {name: test.get(name) for name in app} == app
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^lock:$", makefile, re.MULTILINE), "make lock refreshes both"
+    assert "pip install --quiet -r requirements-test.lock" in makefile
+    installed = {
+        canonical_name(dist.metadata["Name"]): dist.version
+        for dist in importlib.metadata.distributions()
+    }
+    differing = {n: (v, installed.get(n)) for n, v in test.items() if installed.get(n) != v}
+    assert not differing, f"the virtualenv is not the lock (run make venv): {differing}"
+
+
+def dockerfile_stages() -> list[tuple[str, list[tuple[str, str]]]]:
+    """(FROM arguments, the stage's instructions) per build stage."""
+    stages: list[tuple[str, list[tuple[str, str]]]] = []
+    for keyword, args in dockerfile():
+        if keyword == "FROM":
+            stages.append((args, []))
+        else:
+            stages[-1][1].append((keyword, args))
+    return stages
+
+
+def test_dockerfile_builds_offline_installs_the_lock_and_trusts_local_cas() -> None:
+    # A `# syntax=` line makes BuildKit pull a frontend image first, which fails offline.
+    assert "# syntax=" not in DOCKERFILE.read_text()
+    stages = dockerfile_stages()
+    assert [args for args, _ in stages] == ["debian:bookworm-slim AS base", "base AS build", "base"]
+    (_, base), (_, build), (_, final) = stages
+    build_runs = " && ".join(args for kw, args in build if kw == "RUN")
+    assert ("COPY", "requirements.lock ./") in build
+    assert "pip install --quiet --no-deps -r requirements.lock" in build_runs
+    assert "pip uninstall --quiet --yes pip setuptools" in build_runs, "no installer at run time"
+    # The image is the base, the finished virtualenv and the code: pip never runs in it.
+    assert ("COPY", f"--from=build {CONTAINER_VENV} {CONTAINER_VENV}") in final
+    assert not any("pip" in args for kw, args in final if kw == "RUN")
+    # deploy/ca-certificates/*.crt: trusted before the build's pip runs, and at run time.
+    copy = ("COPY", "deploy/ca-certificates/ /usr/local/share/ca-certificates/nova/")
+    assert copy in base
+    assert "update-ca-certificates" in base[base.index(copy) + 1][1]
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    env = dockerfile_env()
+    assert env["PIP_CERT"] == env["REQUESTS_CA_BUNDLE"] == env["SSL_CERT_FILE"] == bundle
+    assert (CA_DIR / "README.md").is_file()
+    gitignore = (REPO / ".gitignore").read_text().splitlines()
+    assert "deploy/ca-certificates/*" in gitignore
+    assert "!deploy/ca-certificates/README.md" in gitignore
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/ca-certificates/proxy.crt"], cwd=REPO, check=False
+    )
+    assert ignored.returncode == 0, "local certificates must never be committed"
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
@@ -466,10 +556,10 @@ def test_compose_redis_postgres_and_https_services(tmp_path: Path) -> None:
     # The image must have the driver SQLAlchemy opens postgresql:// URLs with.
     driver = documented.get_dialect().driver
     package = {"psycopg": r"psycopg\[binary\]", "psycopg2": "psycopg2-binary"}[driver]
-    assert re.search(r"pip install .*'\.\[postgres\]'", " ".join(instruction_args("RUN")))
     extras = configparser.ConfigParser()
     extras.read(REPO / "setup.cfg")
     assert re.search(package, extras["options.extras_require"]["postgres"]), driver
+    assert driver in lock_pins(LOCK), "the image installs requirements.lock"
 
     caddy = service("caddy")
     assert caddy["profiles"] == ["https"] and caddy["image"] == "caddy:2"

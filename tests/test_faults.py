@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,12 @@ import requests
 from astropy.io import fits
 from flask import Flask
 from flask.testing import FlaskClient
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
+from rq.utils import utcformat
 from sqlalchemy import select
 
+from nova import queue, services
 from nova.extensions import db
 from nova.models import Job, Submission
 
@@ -159,6 +164,51 @@ def test_redis_restarted_without_persistence_during_uploads_loses_nothing(
     assert len(set(submissions)) == 50
     assert outcome == {"ended": 50, "success": 50, "failure": 0, "waiting": 0}
     assert worker_alive
+
+
+def test_entries_left_started_or_off_their_queue_by_a_redis_restart_are_queued_again(
+    app: Flask, client: FlaskClient, apod: Path, private_redis: RedisServer
+) -> None:
+    """Redis with persistence (compose's appendonly) restarted mid-job: the worker quits
+    and the entry it held stays "started" in redis, with nobody running it. The reconciler
+    queues it again once its heartbeat is silent, not only when RQ's job timeout expires.
+    Restarted mid-enqueue, an entry can stay "queued" without being on its queue: queued
+    again too. (Both seen in test_compose.py's restart of redis.)"""
+    photo = (apod / "apod4.jpg").read_bytes()
+    submission_id = upload(client, photo, "apod4.jpg", **scale_hint(33))
+    rq_id = f"submission-{submission_id}"
+    connection = redis.Redis.from_url(private_redis.url)
+    entry = RQJob.fetch(rq_id, connection=connection)
+
+    queue_key = queue.get_queue(queue.SUBMISSIONS_QUEUE).key
+
+    def left_started(seconds_ago: float) -> None:
+        # What a worker does when it takes the entry (off the queue, "started"), then its
+        # last heartbeat.
+        connection.lrem(queue_key, 0, rq_id)
+        beat = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        entry.set_status(RQStatus.STARTED)
+        connection.hset(entry.key, mapping={"started_at": utcformat(beat)})
+        connection.hset(entry.key, "last_heartbeat", utcformat(beat))
+
+    with app.app_context():
+        left_started(5)  # a live worker's entry: left alone
+        assert queue.is_waiting_or_running(rq_id)
+        assert services.reconcile(3, 10)["requeued"] == 0
+        silent = queue.STARTED_SILENCE.total_seconds() + 5
+        left_started(silent)  # its worker is gone
+        assert not queue.is_waiting_or_running(rq_id)
+        assert services.reconcile(3, 10)["requeued"] == 1
+        assert RQJob.fetch(rq_id, connection=connection).get_status() == RQStatus.QUEUED
+        assert queue.is_waiting_or_running(rq_id)
+        # "queued" but not on its queue (redis stopped between the two writes of an enqueue).
+        assert connection.lrem(queue_key, 0, rq_id) == 1
+        assert not queue.is_waiting_or_running(rq_id)
+        assert services.reconcile(3, 10)["requeued"] == 1
+        assert connection.lpos(queue_key, rq_id) is not None
+    run_worker()
+    db.session.rollback()
+    assert submission_outcomes(client, [submission_id])["success"] == 1
 
 
 # -- the database stops -------------------------------------------------------------------
