@@ -414,6 +414,11 @@ PARITY_CHOICES = {"pos": 0, "neg": 1, "both": 2}
     type=click.Path(file_okay=False, path_type=Path),
     help="Index directory (repeatable) [NOVA_INDEX_DIRS].",
 )
+@click.option(
+    "--no-header-hints",
+    is_flag=True,
+    help="Ignore scale/position hints in the file's header (FITS, XISF, EXIF).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file, per line.")
 @click.option(
     "--wcs", "wcs_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the WCS here."
@@ -435,6 +440,7 @@ def solve_command(
     downsample: int | None,
     time_limit: float | None,
     index_dirs: tuple[Path, ...],
+    no_header_hints: bool,
     as_json: bool,
     wcs_out: Path | None,
     outdir: Path | None,
@@ -462,6 +468,7 @@ def solve_command(
         "radius": radius,
         "parity": PARITY_CHOICES[parity],
         "downsample_factor": downsample,
+        "use_header_hints": not no_header_hints,
     }
     try:
         params = parse_solve_params(hints)
@@ -482,9 +489,7 @@ def solve_command(
             params,
             index_dirs=directories,
             time_limit=time_limit or config["SOLVE_TIME_LIMIT"],
-            max_pixels=config["MAX_IMAGE_PIXELS"],
-            max_uncompressed_bytes=config["MAX_CONTENT_LENGTH"],
-            fast_extraction=config["FAST_EXTRACTION"],
+            config=config,
             outdir=outdir,
             wcs_out=wcs_out,
         )

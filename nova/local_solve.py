@@ -1,8 +1,9 @@
 """Solve files here and now, without the service: what ``nova solve FILE...`` runs.
 
 No redis, no database, no web server: each file goes through the workers' own path
-(``prepare_input``, then ``solver.solve`` with the same engine, index files, time limit and
-extraction settings, then nova's calibration numbers), in a temporary work directory.
+(``prepare_input`` in a sandboxed child, header hints, then ``solver.solve`` with the same
+engine, index files, time limit and extraction settings, then nova's calibration numbers),
+in a temporary work directory.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import solver
+from . import hints, sandbox, services, solver
 from .calibration import CalibrationNumbers, compute_calibration, read_wcs_header
 from .inputs import UnsupportedInput, prepare_input
 from .params import SolveParams
@@ -89,34 +92,46 @@ def solve_file(
     *,
     index_dirs: list[Path],
     time_limit: float,
-    max_pixels: int,
-    max_uncompressed_bytes: int,
-    fast_extraction: bool,
+    config: Mapping[str, Any],
     outdir: Path | None = None,
     wcs_out: Path | None = None,
 ) -> FileResult:
-    """Solve one file; never raises for a bad file (status BAD_INPUT says why)."""
+    """Solve one file as a worker solves a job: read it in a sandboxed child within the
+    NOVA_DECODE_* limits and the input bounds, then header hints first, then ``params``,
+    all within ``time_limit``. Never raises for a bad file (status BAD_INPUT says why)."""
     started = time.monotonic()
+    deadline = started + time_limit
     with tempfile.TemporaryDirectory(prefix="nova-solve-") as tmp:
         work_dir = Path(tmp)
+        read = partial(
+            prepare_input,
+            path.absolute(),  # the engine runs in the work directory
+            work_dir,
+            image_width=params.image_width,
+            image_height=params.image_height,
+            **services.input_limits(config),
+        )
         try:
-            prepared = prepare_input(
-                path.absolute(),  # the engine runs in the work directory
-                work_dir,
-                max_pixels=max_pixels,
-                max_uncompressed_bytes=max_uncompressed_bytes,
-                image_width=params.image_width,
-                image_height=params.image_height,
+            prepared = sandbox.run_limited(
+                read, limits=sandbox.limits_from_config(dict(config), time_limit)
             )
-        except (UnsupportedInput, OSError) as exc:
+        except (sandbox.DecodeLimitExceeded, UnsupportedInput, OSError) as exc:
             return FileResult(str(path), BAD_INPUT, time.monotonic() - started, reason=str(exc))
+        except sandbox.DecodeCrashed:
+            reason = "The file could not be read (its decoder failed)."
+            return FileResult(str(path), BAD_INPUT, time.monotonic() - started, reason=reason)
+        use_header = params.use_header_hints and bool(config["USE_HEADER_HINTS"])
+        header, notes = hints.read_prepared(prepared) if use_header else (None, [])
         outcome = solver.solve(
             params,
             prepared,
             work_dir,
             index_dirs=index_dirs,
             time_limit=time_limit,
-            fast_extraction=fast_extraction,
+            fast_extraction=bool(config["FAST_EXTRACTION"]),
+            deadline=deadline,
+            header_attempts=hints.plan_attempts(params, header, prepared.width, prepared.height),
+            ignore_file_wcs=use_header,
         )
         result = FileResult(
             str(path),

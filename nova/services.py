@@ -7,7 +7,7 @@ import logging
 import os
 import tarfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
@@ -399,9 +399,10 @@ def _process_submission(submission: Submission) -> list[int]:
     return [job.id for job in jobs]
 
 
-def input_limits() -> dict[str, int]:
-    """The bounds every decoded input is held to (pixels, bytes, ratio, stars)."""
-    config = current_app.config
+def input_limits(config: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """The bounds every decoded input is held to (pixels, bytes, ratio, stars), from the
+    app's settings or ``config`` (``nova solve`` runs without an app)."""
+    config = current_app.config if config is None else config
     return {
         "max_pixels": config["MAX_IMAGE_PIXELS"],
         "max_uncompressed_bytes": config["MAX_CONTENT_LENGTH"],
