@@ -1,7 +1,7 @@
 """header hints: the upload option and each job's record of its hints
 
-Revision ID: 0003_hints19
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-03 09:20:00
 
 """
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0003_hints19"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,8 @@
 
 A batch is an ordered list of frames, each an ordinary submission (/api/upload_batch).
 
-Revision ID: 0003_batch17
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-03 09:20:00
 
 """
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0003_batch17"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -6,7 +6,7 @@
   after NOVA_MAX_ATTEMPTS, as for jobs);
 - submissions.client_address: where an anonymous upload came from (its queue cap).
 
-Revision ID: 0003_hostile16
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-03 09:00:00
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0003_hostile16"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
