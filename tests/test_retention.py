@@ -37,12 +37,19 @@ def apod4_stars(apod: Path) -> dict[str, list[float]]:
         }
 
 
+PASSWORD = "correct horse"
+
+
 def sign_up(client: FlaskClient, email: str) -> None:
-    password = "correct horse"
     client.post(
         "/signup",
-        data={"email": email, "display_name": email, "password": password, "confirm": password},
+        data={"email": email, "display_name": email, "password": PASSWORD, "confirm": PASSWORD},
     )
+
+
+def sign_in(client: FlaskClient, email: str) -> None:
+    response = client.post("/signin", data={"email": email, "password": PASSWORD})
+    assert response.status_code == 302, response.status_code
 
 
 def upload_stars(client: FlaskClient, email: str, stars: dict[str, list[float]]) -> int:
