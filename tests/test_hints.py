@@ -470,7 +470,14 @@ def test_xisf_headers_beyond_the_limit_or_broken_are_refused_clearly(tmp_path: P
     broken.write_bytes(b"XISF0100" + (40).to_bytes(4, "little") + bytes(4) + b"<xisf" * 8)
     for path, message in ((huge, "XML header is"), (broken, "could not be read")):
         with pytest.raises(UnsupportedInput, match=message):
-            prepare_input(path, tmp_path, max_pixels=10**8, max_uncompressed_bytes=10**8)
+            prepare_input(
+                path,
+                tmp_path,
+                max_pixels=10**8,
+                max_uncompressed_bytes=10**8,
+                max_ratio=1000,
+                max_stars=100_000,
+            )
 
 
 def test_an_xisf_image_larger_than_the_pixel_limit_is_refused_before_decoding(
@@ -481,8 +488,22 @@ def test_an_xisf_image_larger_than_the_pixel_limit_is_refused_before_decoding(
     path = tmp_path / "big.xisf"
     XISF.write(str(path), np.zeros((300, 400, 1), dtype=np.uint16), creator_app="test")
     with pytest.raises(UnsupportedInput, match="400x300 pixels; the limit is 100,000"):
-        prepare_input(path, tmp_path, max_pixels=100_000, max_uncompressed_bytes=10**8)
-    prepared = prepare_input(path, tmp_path, max_pixels=10**6, max_uncompressed_bytes=10**8)
+        prepare_input(
+            path,
+            tmp_path,
+            max_pixels=100_000,
+            max_uncompressed_bytes=10**8,
+            max_ratio=1000,
+            max_stars=100_000,
+        )
+    prepared = prepare_input(
+        path,
+        tmp_path,
+        max_pixels=10**6,
+        max_uncompressed_bytes=10**8,
+        max_ratio=1000,
+        max_stars=100_000,
+    )
     assert (prepared.kind, prepared.width, prepared.height) == ("fits", 400, 300)
     assert prepared.header_source.kind == "xisf"
 
@@ -496,7 +517,14 @@ def test_compressed_xisf_reads_the_same_pixels(tmp_path: Path, codec: str) -> No
     XISF.write(str(path), pixels[:, :, None], creator_app="test",
                codec=codec.split("+")[0], shuffle=codec.endswith("+sh"))  # fmt: skip
     assert "compression" in XISF(str(path)).get_images_metadata()[0]
-    prepared = prepare_input(path, tmp_path, max_pixels=10**6, max_uncompressed_bytes=10**8)
+    prepared = prepare_input(
+        path,
+        tmp_path,
+        max_pixels=10**6,
+        max_uncompressed_bytes=10**8,
+        max_ratio=1000,
+        max_stars=100_000,
+    )
     assert np.array_equal(np.flipud(fits.getdata(prepared.path)), pixels)
 
 
@@ -520,4 +548,11 @@ def test_a_zlib_bomb_in_xisf_is_refused_without_expanding(tmp_path: Path) -> Non
         + xml.encode().ljust(header_length, b"\0") + bomb
     )  # fmt: skip
     with pytest.raises(UnsupportedInput, match="zlib data do not match"):
-        prepare_input(small, tmp_path, max_pixels=10**6, max_uncompressed_bytes=10**8)
+        prepare_input(
+            small,
+            tmp_path,
+            max_pixels=10**6,
+            max_uncompressed_bytes=10**8,
+            max_ratio=1000,
+            max_stars=100_000,
+        )

@@ -100,6 +100,8 @@ def test_truncated_file_exits_2_with_a_message(solve_samples: SolveSamples) -> N
             solve_samples.directory,
             max_pixels=10**8,
             max_uncompressed_bytes=10**8,
+            max_ratio=1000,
+            max_stars=100_000,
         )
 
 
