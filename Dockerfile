@@ -84,7 +84,7 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/opt/nova/venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
-# Logs go to stdout/stderr (`docker compose logs`). Worker class (gevent: slow clients cannot
-# starve it) and timeouts from nova/gunicorn_config.py, as `nova up`; heartbeat files in
-# /dev/shm (memory), not on the overlay filesystem.
+# Logs go to stdout/stderr (`docker compose logs`). Worker class, threads (enough that slow
+# clients cannot starve it) and timeouts from nova/gunicorn_config.py, as `nova up`;
+# heartbeat files in /dev/shm (memory), not on the overlay filesystem.
 CMD ["gunicorn", "--config", "python:nova.gunicorn_config", "--bind", "0.0.0.0:8000", "--worker-tmp-dir", "/dev/shm", "nova.wsgi:app"]

@@ -89,7 +89,7 @@ class User(db.Model):
     @property
     def name(self) -> str:
         """What others see: the display name, never any part of the email."""
-        return self.display_name or f"user {self.id}"
+        return self.display_name or "unnamed user"
 
 
 class ApiSession(db.Model):

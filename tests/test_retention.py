@@ -56,7 +56,9 @@ def upload_stars(client: FlaskClient, email: str, stars: dict[str, list[float]])
     """Upload through nova's API as the user ``email`` (a fresh API key for the test)."""
     from nova.accounts import reset_api_key
 
-    session = api_login(client, reset_api_key(email))
+    key = reset_api_key(email)
+    sign_in(client, email)  # a new key ends every session: sign the browser in again
+    session = api_login(client, key)
     answer = api_call(client, "upload", {"session": session, **stars, **HINTS})
     return int(answer["subid"])
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -67,3 +69,19 @@ def test_wall_clock_time_is_limited_and_the_child_is_killed() -> None:
     assert time.monotonic() - started < 10
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no child is left behind, not even a zombie
+
+
+def echo_after_a_while(number: int) -> int:
+    time.sleep(0.05)
+    done = subprocess.run(["echo", str(number)], capture_output=True, text=True, timeout=30)
+    return int(done.stdout)
+
+
+def test_concurrent_calls_from_threads_each_get_their_own_answer() -> None:
+    """The web server's threads fork at once (pictures drawn for several requests): every
+    child answers its own caller, through its own pipe, even with subprocesses inside."""
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(
+            pool.map(lambda n: run_limited(echo_after_a_while, n, limits=GENEROUS), range(40))
+        )
+    assert answers == list(range(40))

@@ -75,7 +75,6 @@ def timed_get(url: str, **kwargs: object) -> tuple[float, int]:
 def test_slow_clients_do_not_starve_health_checks_or_the_api(
     tmp_path: Path, database_url: str
 ) -> None:
-    # On both databases: psycopg must wait cooperatively under gevent, as sqlite3 does.
     with live_stack(tmp_path, NOVA_DATABASE_URL=database_url) as stack:
         for body in (False, True):
             with slowloris(stack.base, SLOW_CONNECTIONS, body=body):
