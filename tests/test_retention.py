@@ -194,7 +194,7 @@ def test_purge_removes_old_anonymous_and_failed_uploads_only(
         form[name] = str(value)
     answer = anonymous.post("/upload", data=form)
     assert answer.status_code == 303
-    old_anonymous = db.session.scalar(select(func.max(Submission.id)))
+    old_anonymous = int(answer.headers["Location"].rsplit("/", 1)[1])  # /status/<id>
     run_worker()
     db.session.expire_all()
     assert only_image(failed).best_job.status == JobStatus.FAILURE
