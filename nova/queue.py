@@ -10,6 +10,7 @@ import redis
 from flask import Flask, current_app
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
+from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
@@ -80,7 +81,12 @@ def is_waiting_or_running(rq_id: str) -> bool:
     connection = redis_connection()
     if not RQJob.exists(rq_id, connection):
         return False
-    entry = RQJob.fetch(rq_id, connection=connection)
+    try:
+        entry = RQJob.fetch(rq_id, connection=connection)
+    except NoSuchJobError:
+        # Only a heartbeat field left (a worker refreshed an entry redis had dropped): no
+        # entry anyone will run; enqueueing writes a whole one over it.
+        return False
     status = entry.get_status()
     if status == JobStatus.STARTED:
         beat = entry.last_heartbeat or entry.started_at

@@ -206,6 +206,10 @@ def test_entries_left_started_or_off_their_queue_by_a_redis_restart_are_queued_a
         assert not queue.is_waiting_or_running(rq_id)
         assert services.reconcile(3, 10)["requeued"] == 1
         assert connection.lpos(queue_key, rq_id) is not None
+        # A bare heartbeat field (a worker refreshed an entry redis had dropped) is no entry.
+        ghost = "submission-999999"
+        connection.hset(f"rq:job:{ghost}", "last_heartbeat", utcformat(datetime.now(UTC)))
+        assert not queue.is_waiting_or_running(ghost)
     run_worker()
     db.session.rollback()
     assert submission_outcomes(client, [submission_id])["success"] == 1
