@@ -186,7 +186,8 @@ def test_the_web_server_refuses_an_unmigrated_database(empty_database: dict[str,
         def healthy() -> bool:
             try:
                 return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
+                # Listening already, but its worker still booting (slow on a busy machine).
                 return False
 
         assert wait_for(healthy, 30), "gunicorn did not serve after init-db"
