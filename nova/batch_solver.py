@@ -1,14 +1,16 @@
-"""The worker side of a batch: a task takes the batch's frames in order, one by one, and
-solves each with the hints of the frames already solved.
+"""The worker side of a batch: a task takes the batch's frames in order and solves each with
+the hints of the frames already solved.
 
 Frames of a time series show one field, shifted by tracking drift and slowly turning. Once a
-frame is solved, the next needs almost no search: it is tried first with that frame's scale
+frame is solved, the next need almost no search: they are tried first with its scale
 (within 5 %), parity and centre, within a radius covering the field plus the drift seen so
-far, searching only its brightest sources (``CHAIN_DEPTH``); then, if that fails, exactly as
-an ordinary job (the batch's own hints, or blind), within what is left of the frame's time
-limit. Per-frame overhead is what a time series would otherwise pay for: here there is no
-queue hop per frame, no second task to recognise the upload, and the objects in the field
-are listed on first request instead.
+far, searching only their brightest sources (``CHAIN_DEPTH``), GROUP_SIZE frames in one
+``astrometry-engine`` run; a frame that does not solve so is then solved exactly as an
+ordinary job (the batch's own hints, or blind) within its own time limit (less its share of
+the group's run). Per-frame overhead is what a time series would otherwise pay for: here
+there is no queue hop per frame, no second task to recognise the upload, no engine start
+and no solve-field start per frame, and the objects in the field are listed on first
+request instead.
 
 Several tasks may work on one batch side by side (one per worker): every step is claimed
 with a conditional update, so no frame is recognised or solved twice.
