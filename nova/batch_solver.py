@@ -1,14 +1,16 @@
-"""The worker side of a batch: a task takes the batch's frames in order, one by one, and
-solves each with the hints of the frames already solved.
+"""The worker side of a batch: a task takes the batch's frames in order and solves each with
+the hints of the frames already solved.
 
 Frames of a time series show one field, shifted by tracking drift and slowly turning. Once a
-frame is solved, the next needs almost no search: it is tried first with that frame's scale
+frame is solved, the next need almost no search: they are tried first with its scale
 (within 5 %), parity and centre, within a radius covering the field plus the drift seen so
-far, searching only its brightest sources (``CHAIN_DEPTH``); then, if that fails, exactly as
-an ordinary job (the batch's own hints, or blind), within what is left of the frame's time
-limit. Per-frame overhead is what a time series would otherwise pay for: here there is no
-queue hop per frame, no second task to recognise the upload, and the objects in the field
-are listed on first request instead.
+far, searching only their brightest sources (``CHAIN_DEPTH``), GROUP_SIZE frames in one
+``astrometry-engine`` run; a frame that does not solve so is then solved exactly as an
+ordinary job (the batch's own hints, or blind) within its own time limit (less its share of
+the group's run). Per-frame overhead is what a time series would otherwise pay for: here
+there is no queue hop per frame, no second task to recognise the upload, no engine start
+and no solve-field start per frame, and the objects in the field are listed on first
+request instead.
 
 Several tasks may work on one batch side by side (one per worker): every step is claimed
 with a conditional update, so no frame is recognised or solved twice.
@@ -44,9 +46,7 @@ log = logging.getLogger(__name__)
 # field) gives up in about half a second instead of searching for a minute.
 CHAIN_DEPTH = 60
 CHAIN_SCALE_ERROR = 5.0  # percent
-# Frames solved by one engine run once the chain has a frame to start from (each process
-# start and index opening costs about as much as a hinted solve of a star list).
-GROUP_SIZE = 8
+GROUP_SIZE = queue.BATCH_GROUP_SIZE
 # The hint's radius: the field's own (centre to corner) with this margin, plus drift.
 FIELD_MARGIN = 1.1
 # Drift allowance: this many times the largest drift per frame seen so far, per frame since
@@ -251,7 +251,7 @@ class BatchTask:
         position: int,
         job_id: int,
         scratch: GroupFrame | None = None,
-        deadline: float | None = None,
+        shared_seconds: float = 0.0,
     ) -> None:
         """Solve and record one claimed frame, as an ordinary job does (tasks._solve_claimed),
         taking over what its group's engine run already found."""
@@ -260,7 +260,14 @@ class BatchTask:
         image = job.user_image
         with logs.bind(job_id=job_id, submission_id=image.submission_id, image_id=image.id):
             log.info("batch %s frame %s: job %s solving", self.batch_id, position + 1, job_id)
-            tasks._solve_claimed(job, solve=chained_solve(scratch, deadline), list_objects=False)
+            prepared = scratch.prepared if scratch is not None else None
+            tasks._solve_claimed(
+                job,
+                solve=chained_solve(scratch, shared_seconds),
+                # The group prepared it already, in its scratch directory (kept until the end).
+                prepare=services.prepare_image if prepared is None else lambda *_: prepared,
+                list_objects=False,
+            )
         db.session.expire_all()
         calibration = db.session.scalar(select(Calibration).where(Calibration.job_id == job_id))
         if calibration is not None:
@@ -270,7 +277,8 @@ class BatchTask:
         """Chained frames: every job.axy with the chain's hints, one engine run for all, then
         each frame recorded (or solved again as an ordinary job when the hints failed)."""
         config = self.app.config
-        deadline = time.monotonic() + config["SOLVE_TIME_LIMIT"]
+        started = time.monotonic()
+        deadline = started + config["SOLVE_TIME_LIMIT"]
         store = services.storage()
         frames: list[GroupFrame] = []
         # One set of hints for the whole group (the radius for its frame farthest from the
@@ -299,8 +307,10 @@ class BatchTask:
                 config["INDEX_DIRS"],
                 deadline,
             )
+            # Each frame's share of the common phase counts against its own time limit.
+            shared = (time.monotonic() - started) / len(frames)
             for frame in frames:
-                self.solve_one(frame.position, frame.job_id, frame, deadline)
+                self.solve_one(frame.position, frame.job_id, frame, shared)
         finally:
             for frame in frames:
                 store.discard(frame.scratch)
@@ -333,7 +343,7 @@ def solved_frame(position: int, calibration: Calibration | CalibrationNumbers) -
 
 
 def chained_solve(
-    scratch: GroupFrame | None, group_deadline: float | None
+    scratch: GroupFrame | None, shared_seconds: float = 0.0
 ) -> Callable[..., solver.SolveOutcome]:
     """A stand-in for ``solver.solve``: take over what the group's engine run found for this
     frame (its scratch directory); when it found nothing, ``solver.solve`` with the frame's
@@ -352,10 +362,10 @@ def chained_solve(
         header_attempts: Sequence[Attempt] = (),
         ignore_file_wcs: bool = False,
     ) -> solver.SolveOutcome:
-        if group_deadline is not None:
-            deadline = group_deadline if deadline is None else min(deadline, group_deadline)
-        if deadline is None:
-            deadline = time.monotonic() + time_limit
+        # The frame's own limit, less what it spent in its group's common run: every frame of
+        # a group gets its full time limit, however many of them need the ordinary solve.
+        own_deadline = time.monotonic() + time_limit - shared_seconds
+        deadline = own_deadline if deadline is None else min(deadline, own_deadline)
         if scratch is not None:
             for name in (solver.AXY_NAME, solver.WCS_NAME, solver.CORR_NAME, solver.RDLS_NAME):
                 if (scratch.scratch / name).exists():

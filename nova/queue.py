@@ -180,12 +180,16 @@ def queue_position(job_id: int) -> int | None:
 # A batch task solves frames for this long, then queues its own continuation at the back of
 # the queue: other uploads get their turn, and RQ's timeout stays that of one slice.
 BATCH_SLICE_SECONDS = 60
+# Frames solved by one engine run once a batch's chain has a frame to start from (starting
+# the engine and opening the index files costs about as much as a hinted star-list solve).
+BATCH_GROUP_SIZE = 8
 
 
 def enqueue_batch(batch_id: int, task: int) -> bool:
     """Queue one of a batch's tasks (``nova.batch_solver``); each takes frames until none is
     left, so any number of them may run side by side."""
-    timeout = BATCH_SLICE_SECONDS + current_app.config["SOLVE_TIME_LIMIT"] + 120
+    # The slice is checked between groups, and each frame of a group has its own time limit.
+    timeout = BATCH_SLICE_SECONDS + BATCH_GROUP_SIZE * current_app.config["SOLVE_TIME_LIMIT"] + 120
     rq_id = f"batch-{batch_id}-{task}-{uuid.uuid4().hex[:8]}"
     return _enqueue(QUICK_SOLVE_QUEUE, "nova.batch_solver.run_batch_task", batch_id, rq_id, timeout)
 

@@ -21,8 +21,8 @@ from flask import Flask, current_app, has_app_context
 from . import hints, logs, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
-from .inputs import UnsupportedInput
-from .models import Job
+from .inputs import PreparedInput, UnsupportedInput
+from .models import Job, UserImage
 from .params import SolveParams
 
 log = logging.getLogger(__name__)
@@ -99,11 +99,12 @@ def _solve_claimed(
     job: Job,
     *,
     solve: Callable[..., solver.SolveOutcome] = solver.solve,
+    prepare: Callable[[UserImage, Path, float], PreparedInput] = services.prepare_image,
     list_objects: bool = True,
 ) -> None:
-    """Solve a claimed job and record its end. A batch passes ``solve``, a stand-in with
-    ``solver.solve``'s signature for its chained solve, and ``list_objects=False``, which
-    leaves the objects in the field to their first request
+    """Solve a claimed job and record its end. A batch passes stand-ins with the same
+    signatures: ``solve`` for its chained solve, ``prepare`` for the input it already
+    prepared; ``list_objects=False`` leaves the objects in the field to their first request
     (``batches.ensure_objects_in_field``)."""
     job_id = job.id
     image = job.user_image
@@ -119,7 +120,7 @@ def _solve_claimed(
     hints_record: dict[str, Any] | None = None
     try:
         try:
-            prepared = services.prepare_image(image, work_dir, deadline - time.monotonic())
+            prepared = prepare(image, work_dir, deadline - time.monotonic())
         except UnsupportedInput as exc:
             reason = str(exc)
         else:
