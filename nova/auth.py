@@ -69,8 +69,9 @@ def _session_key_in_request_json() -> object:
 # Where an API session (in request-json or the cookie /api/login sets) names the caller:
 # nova's API (time-series batches too), the files clients fetch after it, and pages only
 # read (a client's private results). Never the site's forms: a cross-site post to
-# /api/login (CSRF-exempt, as clients need) could put an attacker's API session in a victim's cookie, and it must never make the
-# victim's uploads, tags or comments the attacker's (login CSRF).
+# /api/login (CSRF-exempt, as clients need) could put an attacker's API session in a
+# victim's cookie, and it must never make the victim's uploads, tags or comments the
+# attacker's (login CSRF).
 API_SESSION_BLUEPRINTS = frozenset({"api", "batches", "files"})
 READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
 
