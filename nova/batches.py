@@ -24,6 +24,7 @@ from sqlalchemy import ForeignKey, String, UniqueConstraint, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 from . import products, queue, services, solver, visibility
+from .calibration import nova_calibration
 from .extensions import db
 from .models import ImageTag, Job, JobStatus, SkyObject, Submission, User, UserImage, utcnow
 
@@ -187,17 +188,7 @@ def calibration_values(job: Job | None) -> dict[str, float] | None:
     """nova's calibration fields (as /api/jobs/N/calibration) of a solved job, else None."""
     if job is None or job.calibration is None:
         return None
-    cal = job.calibration
-    return {
-        "ra": cal.ra,
-        "dec": cal.dec,
-        "width_arcsec": cal.width_arcsec,
-        "height_arcsec": cal.height_arcsec,
-        "radius": cal.radius,
-        "pixscale": cal.pixscale,
-        "orientation": cal.orientation,
-        "parity": cal.parity,
-    }
+    return nova_calibration(job.calibration)
 
 
 def batch_state(batch: Batch) -> dict[str, Any]:

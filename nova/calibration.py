@@ -29,6 +29,29 @@ class CalibrationNumbers:
     dec_max: float
 
 
+# nova's fields of /api/jobs/N/calibration, in its order; the status of a submission
+# (job_calibrations) and nova's web pages leave out the two sizes.
+CALIBRATION_FIELDS = (
+    "ra",
+    "dec",
+    "width_arcsec",
+    "height_arcsec",
+    "radius",
+    "pixscale",
+    "orientation",
+    "parity",
+)
+
+
+def nova_calibration(numbers: object, *, with_size: bool = True) -> dict[str, float]:
+    """nova's calibration fields of ``numbers`` (CalibrationNumbers or a Calibration row)."""
+    return {
+        name: float(getattr(numbers, name))
+        for name in CALIBRATION_FIELDS
+        if with_size or not name.endswith("_arcsec")
+    }
+
+
 def cd_matrix(header: fits.Header) -> np.ndarray:
     if "CD1_1" in header:
         return np.array(

@@ -18,21 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from . import hints, sandbox, services, solver
-from .calibration import CalibrationNumbers, compute_calibration, read_wcs_header
+from .calibration import compute_calibration, nova_calibration, read_wcs_header
 from .inputs import UnsupportedInput, prepare_input
 from .params import SolveParams
 
-# The fields of nova's /api/jobs/N/calibration, in its order.
-CALIBRATION_FIELDS = (
-    "ra",
-    "dec",
-    "width_arcsec",
-    "height_arcsec",
-    "radius",
-    "pixscale",
-    "orientation",
-    "parity",
-)
 # Products written with --outdir, as DIR/<file stem><suffix> (only the log when unsolved).
 PRODUCTS = {
     "wcs": (solver.WCS_NAME, ".wcs"),
@@ -80,10 +69,6 @@ class FileResult:
             "seconds": round(self.seconds, 3),
             "products": self.products,
         }
-
-
-def calibration_fields(numbers: CalibrationNumbers) -> dict[str, float]:
-    return {name: float(getattr(numbers, name)) for name in CALIBRATION_FIELDS}
 
 
 def solve_file(
@@ -145,7 +130,7 @@ def solve_file(
             numbers = compute_calibration(
                 header, prepared.width, prepared.height, y_axis_down=prepared.y_axis_down
             )
-            result.calibration = calibration_fields(numbers)
+            result.calibration = nova_calibration(numbers)
             if wcs_out is not None:
                 result.products["wcs"] = _copy(work_dir / solver.WCS_NAME, wcs_out)
         if outdir is not None:  # the log of a failed solve too: it says what went wrong

@@ -21,6 +21,7 @@ from sqlalchemy.orm import joinedload
 from .. import batches, services, visibility
 from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
+from ..calibration import nova_calibration
 from ..extensions import db
 from ..models import ApiSession, ImageTag, Job, Submission, User, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
@@ -324,19 +325,9 @@ def job_status(job_id: int) -> Response:
 
 
 def calibration_dict(job: Job, *, with_size: bool) -> dict[str, float] | None:
-    cal = job.calibration
-    if cal is None:
+    if job.calibration is None:
         return None
-    values = {"ra": cal.ra, "dec": cal.dec}
-    if with_size:
-        values |= {"width_arcsec": cal.width_arcsec, "height_arcsec": cal.height_arcsec}
-    values |= {
-        "radius": cal.radius,
-        "pixscale": cal.pixscale,
-        "orientation": cal.orientation,
-        "parity": cal.parity,
-    }
-    return values
+    return nova_calibration(job.calibration, with_size=with_size)
 
 
 def no_calibration(job_id: int) -> Response:
