@@ -33,6 +33,7 @@ import yaml
 from rq import Worker
 from sqlalchemy.engine import make_url
 
+from nova import gunicorn_config
 from nova.config import load_config
 
 from .conftest import free_port, wait_for
@@ -334,7 +335,10 @@ def test_dockerfile_user_init_healthcheck_volume_env() -> None:
     assert command[0] == "gunicorn" and command[-1] == "nova.wsgi:app", command
     joined = " ".join(command)
     assert f"--bind 0.0.0.0:{CONTAINER_PORT}" in joined
-    assert "--workers 2" in joined and "--access-logfile -" in joined
+    # Workers, threads, timeouts and the access log come from the one gunicorn config that
+    # `nova up` uses too.
+    assert "--config python:nova.gunicorn_config" in joined
+    assert (gunicorn_config.workers, gunicorn_config.accesslog) == (2, "-")
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
