@@ -15,7 +15,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from .auth import current_user
 from .config import load_config
-from .database import MIGRATIONS_DIR
+from .database import MIGRATIONS_DIR, tune_sqlite
 from .extensions import csrf, db, login_manager, migrate
 from .limits import init_limits
 from .logs import configure_logging
@@ -69,6 +69,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store.ensure_dirs()
     app.extensions["nova.storage"] = store
     db.init_app(app)
+    with app.app_context():
+        tune_sqlite(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -1,14 +1,16 @@
-"""Database schema: migrations and the check that the schema is current."""
+"""The database: SQLite tuning, migrations and the check that the schema is current."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from flask import has_request_context, request
 from flask_migrate import stamp, upgrade
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, event, inspect, text
 
 from .extensions import db
 
@@ -17,6 +19,37 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # schema is exactly this first revision, so such a database is stamped with it, then upgraded.
 RELEASE_0_1_REVISION = "0001"
 RELEASE_0_1_TABLES = {"users", "submissions", "user_images", "jobs", "calibrations"}
+
+
+# How long an SQLite writer waits for another's lock before "database is locked" (ms).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """Let many web threads and workers share one SQLite file without "database is locked".
+
+    WAL lets readers run beside the one writer. Left to itself, pysqlite opens every
+    transaction DEFERRED: one that reads and then writes must upgrade its lock, and when
+    another writer holds it SQLite refuses at once (waiting could deadlock), so concurrent
+    uploads failed. A transaction that may write therefore takes the write lock when it
+    begins (IMMEDIATE) and waits its turn; polls (GET and friends) stay deferred readers.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # begin() below issues BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Any) -> None:
+        reading = has_request_context() and request.method in READ_ONLY_METHODS
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 class SchemaNotCurrent(RuntimeError):

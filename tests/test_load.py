@@ -65,6 +65,7 @@ function response(status, headers, body)
     subids = subids .. subid .. ","
   else
     refused = refused + 1
+    io.stderr:write("REFUSED " .. status .. " " .. body:sub(1, 300) .. "\n")
   end
   wrk.thread:stop()
 end
@@ -133,7 +134,9 @@ def result(process: subprocess.Popen[str]) -> dict:  # type: ignore[type-arg]
     output, _ = process.communicate(timeout=180)
     match = re.search(r"^RESULT (.*)$", output, re.MULTILINE)
     assert match, output
-    return json.loads(match.group(1))
+    answer = json.loads(match.group(1))
+    answer["refusals"] = re.findall(r"^REFUSED (.*)$", output, re.MULTILINE)
+    return answer
 
 
 def test_concurrent_uploads_and_status_polls_from_wrk(tmp_path: Path, apod: Path) -> None:
@@ -195,7 +198,7 @@ def test_concurrent_uploads_and_status_polls_from_wrk(tmp_path: Path, apod: Path
         upload_result = result(uploads)
         first_polls = result(polls_during_uploads)
         submissions = upload_result["subids"]
-        assert len(submissions) == UPLOADS, upload_result
+        assert len(submissions) == UPLOADS, upload_result["refusals"]
 
         # Then 1,000 connections poll the new submissions and their jobs while they solve.
         assert wait_for(lambda: all(status_of(s) is not None for s in submissions), 60, 0.5)
