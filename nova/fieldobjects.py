@@ -219,10 +219,15 @@ class Mark:
 
     kind: str  # "constellation", "star" or "ngc"
     label: str  # the text drawn
-    listed: str  # the name objects_in_field gives it
+    line: str  # its line in the listing ("The star Merak / Mirak (β UMa / 48 UMa)")
     x: float  # FITS 1-based engine pixel coordinates
     y: float
     radius: float = 0.0  # NGC/IC objects: their size in pixels
+
+    @property
+    def listed(self) -> str:
+        """The name objects_in_field gives it: its line's first ("The star Merak")."""
+        return split_names(self.line)[0]
 
 
 @dataclass(frozen=True)
@@ -334,7 +339,7 @@ def field_objects(work_dir: Path, wcs_name: str) -> FieldObjects:
         Mark(
             "ngc",
             " / ".join(str(name) for name in annotation["names"][:2]),
-            str(annotation["names"][0]),
+            " / ".join(str(name) for name in annotation["names"]),  # as -L lists it
             float(annotation["pixelx"]),
             float(annotation["pixely"]),
             float(annotation.get("radius", 0.0)),
