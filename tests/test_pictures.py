@@ -394,7 +394,7 @@ def test_every_picture_is_an_image_of_the_right_type_and_size(
 
 @pytest.mark.engine
 def test_fits_pictures_show_the_sky_the_same_way_as_the_jpeg(
-    client: FlaskClient, apod: Path
+    client: FlaskClient, apod: Path, tmp_path: Path
 ) -> None:
     """A FITS upload is displayed y-up; its annotations must land on the same stars."""
     jpeg_job = solve(client, apod, "apod4")
@@ -410,6 +410,20 @@ def test_fits_pictures_show_the_sky_the_same_way_as_the_jpeg(
     green = [(p[:, :, 1] > 200) & (p[:, :, 0] < 80) & (p[:, :, 2] < 80) for p in pictures]
     overlap = (green[0] & green[1]).sum() / max(1, green[0].sum())
     assert overlap > 0.8, overlap
+    # The annotated pictures label the same objects at the same display pixels.
+    fits_path = tmp_path / "apod4.fits"
+    fits_path.write_bytes(buffer.getvalue())
+    placements = []
+    for job, prepared in (
+        (jpeg_job, PreparedInput("jpeg", apod / "apod4.jpg", 719, 507)),
+        (fits_job, PreparedInput("fits", fits_path, 719, 507)),
+    ):
+        labels, _ = draw_annotated(job, prepared, "display", tmp_path / f"{prepared.kind}.jpg")
+        placements.append({label.mark.listed: (label.x, label.y) for label in labels})
+    assert placements[0].keys() == placements[1].keys() and len(placements[0]) >= 8
+    for listed, (x, y) in placements[0].items():
+        fx, fy = placements[1][listed]
+        assert abs(x - fx) < 1.5 and abs(y - fy) < 1.5, (listed, (x, y), (fx, fy))
 
 
 @pytest.mark.engine
