@@ -11,7 +11,9 @@ puts it inside the image. NGC/IC objects still come from ``plot-constellations``
 
 The listing keeps nova's lines and order: constellations having at least two of their
 stars in the field ("The constellation ..." when all are), the ten brightest named stars,
-then NGC/IC objects.
+then NGC/IC objects. The annotated picture (``pictures.write_annotated``) draws exactly what
+is listed, from the same ``FieldObjects``: its ``marks`` (one per listed object, where it
+lies) and ``constellation_lines``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import math
 import subprocess
 import warnings
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,12 @@ class BrightStar:
         return [self.common_name, self.name] if self.common_name else [self.name]
 
     @property
+    def label(self) -> str:
+        """What a picture writes beside it: its first common name ("Dubhe" of "Dubhe /
+        Dubb / Ak / Dubh"), else its first designation ("κ Dra" of "κ Dra / 5 Dra")."""
+        return self.names[0].split(" / ")[0]
+
+    @property
     def listed(self) -> str:
         if self.common_name:
             return f"The star {self.common_name} ({self.name})"
@@ -69,6 +79,7 @@ class Constellation:
     short_name: str
     long_name: str
     stars: tuple[tuple[float, float], ...]  # (RA, Dec) of the stars its lines join
+    lines: tuple[tuple[int, int], ...] = ()  # pairs of indices into ``stars``
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,7 @@ def engine_catalogue() -> EngineCatalogue:
     constellations = []
     for number in range(lib.constellations_n()):
         unique: dict[int, tuple[float, float]] = {}
+        lines = []
         for line in range(lib.constellations_get_nlines(number)):
             ends = ctypes.c_int(), ctypes.c_int()
             lib.constellations_get_line(number, line, ctypes.byref(ends[0]), ctypes.byref(ends[1]))
@@ -103,11 +115,14 @@ def engine_catalogue() -> EngineCatalogue:
                 ra, dec = ctypes.c_double(), ctypes.c_double()
                 lib.constellations_get_star_radec(end.value, ctypes.byref(ra), ctypes.byref(dec))
                 unique.setdefault(end.value, (ra.value, dec.value))
+            order = list(unique)
+            lines.append((order.index(ends[0].value), order.index(ends[1].value)))
         constellations.append(
             Constellation(
                 lib.constellations_get_shortname(number).decode(),
                 lib.constellations_get_longname(number).decode(),
                 tuple(unique.values()),
+                tuple(lines),
             )
         )
     return EngineCatalogue(tuple(stars), tuple(constellations))
@@ -116,6 +131,16 @@ def engine_catalogue() -> EngineCatalogue:
 def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     ra, dec = np.radians(ra), np.radians(dec)
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+# Constellation lines are followed to this many field radii from the centre (past the
+# image's corners, so that a line leaving the picture is drawn to its edge) and no farther:
+# beyond, the SIP polynomials were never fitted and may fold far stars into the picture.
+LINE_REACH = 1.15
+LINE_STEPS_PER_RADIUS = 40  # points per field radius along a line (smooth at the edges)
+# A point whose full-WCS position strays this far (in image diagonals) from its plain TAN
+# position has been folded by the SIP polynomials: it is not drawn.
+FOLD_TOLERANCE = 0.25
 
 
 class Field:
@@ -130,49 +155,127 @@ class Field:
             warnings.simplefilter("ignore", FITSFixedWarning)
             self.wcs = WCS(header, relax=True, naxis=2)
 
-    def pixels(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-        """(N, 2) FITS 1-based pixel positions of the objects in the field; NaN for the rest:
-        farther than the radius from the centre, or placed outside the image."""
+    def _project_near(self, ra: np.ndarray, dec: np.ndarray, reach: float) -> np.ndarray:
+        """(N, 2) FITS 1-based pixel positions (full WCS) of the points within ``reach``
+        field radii of the centre; NaN for the rest."""
         ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
         result = np.full((len(ra), 2), np.nan)
         centre = _unit_vectors(np.array(self.ra), np.array(self.dec))
-        near = _unit_vectors(ra, dec) @ centre >= np.cos(np.radians(self.radius))
+        near = _unit_vectors(ra, dec) @ centre >= np.cos(
+            np.radians(min(180.0, reach * self.radius))
+        )
         if not near.any():
             return result
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            xy = self.wcs.all_world2pix(np.column_stack([ra[near], dec[near]]), 1, quiet=True)
-        inside = (
-            np.isfinite(xy).all(axis=1)
-            & (xy[:, 0] >= 0)
-            & (xy[:, 0] <= self.width)
-            & (xy[:, 1] >= 0)
-            & (xy[:, 1] <= self.height)
-        )
-        xy[~inside] = np.nan
-        result[near] = xy
+            result[near] = self.wcs.all_world2pix(
+                np.column_stack([ra[near], dec[near]]), 1, quiet=True
+            )
         return result
+
+    def pixels(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """(N, 2) FITS 1-based pixel positions of the objects in the field; NaN for the rest:
+        farther than the radius from the centre, or placed outside the image."""
+        xy = self._project_near(ra, dec, 1.0)
+        with np.errstate(invalid="ignore"):
+            inside = (
+                np.isfinite(xy).all(axis=1)
+                & (xy[:, 0] >= 0)
+                & (xy[:, 0] <= self.width)
+                & (xy[:, 1] >= 0)
+                & (xy[:, 1] <= self.height)
+            )
+        xy[~inside] = np.nan
+        return xy
+
+    def track(self, start: tuple[float, float], end: tuple[float, float]) -> np.ndarray:
+        """(N, 2) FITS 1-based pixel positions along the great circle from ``start`` to
+        ``end`` (RA, Dec): NaN where it is beyond LINE_REACH radii or folded by the SIP
+        polynomials. Points may lie outside the image, so a drawn line reaches its edge."""
+        a, b = (
+            _unit_vectors(np.array(start[0]), np.array(start[1])),
+            _unit_vectors(np.array(end[0]), np.array(end[1])),
+        )
+        angle = float(np.degrees(np.arccos(np.clip(a @ b, -1, 1))))
+        steps = max(2, min(2000, math.ceil(angle / self.radius * LINE_STEPS_PER_RADIUS) + 1))
+        fractions = np.linspace(0, 1, steps)[:, None]
+        points = a * (1 - fractions) + b * fractions  # on the chord; normalised below
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+        ra = np.degrees(np.arctan2(points[:, 1], points[:, 0])) % 360
+        dec = np.degrees(np.arcsin(np.clip(points[:, 2], -1, 1)))
+        xy = self._project_near(ra, dec, LINE_REACH)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tan = np.column_stack(self.wcs.wcs_world2pix(ra, dec, 1))
+        with np.errstate(invalid="ignore"):
+            folded = np.hypot(*(xy - tan).T) > FOLD_TOLERANCE * math.hypot(self.width, self.height)
+        xy[folded | ~np.isfinite(tan).all(axis=1)] = np.nan
+        return xy
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One listed object where it lies in the field: what the annotated picture labels."""
+
+    kind: str  # "constellation", "star" or "ngc"
+    label: str  # the text drawn
+    line: str  # its line in the listing ("The star Merak / Mirak (β UMa / 48 UMa)")
+    x: float  # FITS 1-based engine pixel coordinates
+    y: float
+    radius: float = 0.0  # NGC/IC objects: their size in pixels
+
+    @property
+    def listed(self) -> str:
+        """The name objects_in_field gives it: its line's first ("The star Merak")."""
+        return split_names(self.line)[0]
 
 
 @dataclass(frozen=True)
 class FieldObjects:
     listed: list[str]  # nova's -L lines
     annotations: list[dict]  # what /api/jobs/N/annotations serves, stars with "vmag"
+    marks: list[Mark] = dataclass_field(default_factory=list)  # one per listed object
+    # Constellation lines as polylines of FITS 1-based engine pixels (NaN: not drawn there).
+    constellation_lines: list[np.ndarray] = dataclass_field(default_factory=list)
 
 
-def constellations_in(field: Field, catalogue: EngineCatalogue) -> list[str]:
-    lines = []
+def constellations_in(
+    field: Field, catalogue: EngineCatalogue
+) -> list[tuple[str, Constellation, np.ndarray]]:
+    """The listed line, the constellation and the pixels of its stars in the field, for
+    every constellation with at least two of its stars in the field."""
+    found = []
     for constellation in catalogue.constellations:
         ra, dec = np.array(constellation.stars).T
-        inside = int(np.isfinite(field.pixels(ra, dec)[:, 0]).sum())
-        if inside < 2:
+        xy = field.pixels(ra, dec)
+        xy = xy[np.isfinite(xy[:, 0])]
+        if len(xy) < 2:
             continue
         kind = (
             "The constellation"
-            if inside == len(constellation.stars)
+            if len(xy) == len(constellation.stars)
             else "Part of the constellation"
         )
-        lines.append(f"{kind} {constellation.long_name} ({constellation.short_name})")
+        line = f"{kind} {constellation.long_name} ({constellation.short_name})"
+        found.append((line, constellation, xy))
+    return found
+
+
+def constellation_lines_in(field: Field, catalogue: EngineCatalogue) -> list[np.ndarray]:
+    """Every constellation line that crosses the image, as a polyline of engine pixels."""
+    lines = []
+    for constellation in catalogue.constellations:
+        for first, second in constellation.lines:
+            xy = field.track(constellation.stars[first], constellation.stars[second])
+            with np.errstate(invalid="ignore"):
+                inside = (
+                    (xy[:, 0] >= 0)
+                    & (xy[:, 0] <= field.width)
+                    & (xy[:, 1] >= 0)
+                    & (xy[:, 1] <= field.height)
+                )
+            if inside.any():
+                lines.append(xy)
     return lines
 
 
@@ -208,9 +311,10 @@ def field_objects(work_dir: Path, wcs_name: str) -> FieldObjects:
     listed_stars = stars
     if len(stars) > BRIGHTEST_LISTED:  # plot-constellations sorts only when it truncates
         listed_stars = sorted(stars, key=lambda item: item[0].vmag)[:BRIGHTEST_LISTED]
+    constellations = constellations_in(field, catalogue)
     ngc_lines, ngc_annotations = _plot_constellations_ngc(work_dir, wcs_name)
     listed = (
-        constellations_in(field, catalogue)
+        [line for line, _, _ in constellations]
         + [star.listed for star, _, _ in listed_stars]
         + ngc_lines
     )
@@ -225,7 +329,27 @@ def field_objects(work_dir: Path, wcs_name: str) -> FieldObjects:
         }
         for star, x, y in stars
     ]
-    return FieldObjects(listed, ngc_annotations + star_annotations)
+    marks = [
+        # The constellation's name amid its stars in the field, as plot-constellations puts it.
+        Mark("constellation", constellation.long_name, line, *map(float, xy.mean(axis=0)))
+        for line, constellation, xy in constellations
+    ]
+    marks += [Mark("star", star.label, star.listed, x, y) for star, x, y in listed_stars]
+    marks += [
+        Mark(
+            "ngc",
+            " / ".join(str(name) for name in annotation["names"][:2]),
+            " / ".join(str(name) for name in annotation["names"]),  # as -L lists it
+            float(annotation["pixelx"]),
+            float(annotation["pixely"]),
+            float(annotation.get("radius", 0.0)),
+        )
+        for annotation in ngc_annotations
+        if annotation.get("names")
+    ]
+    return FieldObjects(
+        listed, ngc_annotations + star_annotations, marks, constellation_lines_in(field, catalogue)
+    )
 
 
 def split_names(line: str) -> list[str]:

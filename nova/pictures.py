@@ -25,6 +25,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
+from . import fieldobjects
 from .inputs import RASTER_KINDS, PreparedInput, sniff
 
 DISPLAY_MAX = 640  # nova's "display" size: longest side at most 640 px
@@ -219,8 +220,9 @@ def resized(picture: PILImage.Image, scale: float, field_size: tuple[int, int]) 
     return picture.resize(size, PILImage.LANCZOS)
 
 
-def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    for path in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",):
+def font(size: int, bold: bool = False) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    face = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    for path in (f"/usr/share/fonts/truetype/dejavu/{face}",):
         if Path(path).exists():
             return ImageFont.truetype(path, size)
     return ImageFont.load_default()
@@ -252,42 +254,148 @@ def write_display_image(
 # -- pictures of a solution ----------------------------------------------------------------
 
 
-def write_annotated(field: Field, scale: float, target: Path, work_dir: Path) -> None:
-    """Constellation lines and names, NGC/IC objects (common names, Messier numbers) drawn to
-    scale, and named bright stars: drawn by Debian's plot-constellations onto the picture."""
+@dataclass(frozen=True)
+class DrawnLabel:
+    """A label the annotated picture shows: which object, the marker's pixel and the
+    text's box (0-based pixels of the picture as drawn, after scaling)."""
+
+    mark: fieldobjects.Mark
+    x: float
+    y: float
+    box: tuple[float, float, float, float]  # left, top, right, bottom
+
+
+ANNOTATION_COLOURS = {
+    "constellation": (200, 170, 235),
+    "star": (235, 215, 255),
+    "ngc": (150, 215, 255),
+}
+CONSTELLATION_LINE_COLOUR = (175, 120, 215)
+LABEL_OUTLINE = (0, 0, 0)
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0.0, width) * max(0.0, height)
+
+
+def _place_label(
+    box_size: tuple[float, float],
+    x: float,
+    y: float,
+    gap: float,
+    centred: bool,
+    picture_size: tuple[int, int],
+    taken: list[tuple[float, float, float, float]],
+) -> tuple[float, float, float, float]:
+    """Where a label goes: the first of a few places beside its marker (on it, for a
+    constellation) that lies inside the picture and clear of the labels and markers placed
+    so far; else the one overlapping them least. Always inside the picture (when it fits)."""
+    w, h = box_size
+    spots = [(x - w / 2, y - h / 2)] if centred else []
+    for reach in (gap, gap + 1.5 * h):  # beside the marker, then a little farther out
+        spots += [(x + reach, y - h / 2), (x - reach - w, y - h / 2), (x - w / 2, y - reach - h)]
+        spots += [(x - w / 2, y + reach), (x + reach, y - reach - h), (x + reach, y + reach)]
+        spots += [(x - reach - w, y - reach - h), (x - reach - w, y + reach)]
+    best: tuple[float, tuple[float, float, float, float]] | None = None
+    for left, top in spots:
+        left = min(max(0.0, left), max(0.0, picture_size[0] - w))
+        top = min(max(0.0, top), max(0.0, picture_size[1] - h))
+        box = (left, top, left + w, top + h)
+        crowding = sum(_overlap(box, other) for other in taken)
+        if crowding == 0:
+            return box
+        if best is None or crowding < best[0]:
+            best = (crowding, box)
+    assert best is not None
+    return best[1]
+
+
+def write_annotated(
+    field: Field, scale: float, target: Path, objects: fieldobjects.FieldObjects
+) -> list[DrawnLabel]:
+    """The picture with what ``objects`` lists (``fieldobjects``, the home of what is in the
+    field, so the picture names exactly what objects_in_field and annotations do): the lines
+    of the constellations crossing it, the listed constellations' names amid their stars,
+    the listed bright stars (a ring on each, with its name) and NGC/IC objects (a circle
+    their size). Drawn with Pillow straight onto the picture (no second copy of it), labels
+    outlined so that they read on any sky, kept inside the picture and clear of each other.
+    Returns the labels drawn and where."""
     picture = resized(field.picture, scale, (field.width, field.height))
-    ppm = work_dir / "picture.ppm"
-    picture.save(ppm, format="PPM")
-    wcs_path = work_dir / "display-wcs.fits"
-    fits.PrimaryHDU(header=field.header).writeto(wcs_path, overwrite=True)
-    png = work_dir / "annotated.png"
-    font_size = max(10, round(14 * max(picture.width, picture.height) / 1000))
-    subprocess.run(
-        [
-            "plot-constellations",
-            "-w",
-            str(wcs_path),
-            "-i",
-            str(ppm),
-            "-o",
-            str(png),
-            "-s",
-            repr(scale),
-            "-C",
-            "-N",
-            "-B",
-            "-b",
-            "15",
-            "-j",
-            "-f",
-            str(font_size),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    with PILImage.open(png) as annotated:
-        save(annotated, target, "JPEG")
+    draw = ImageDraw.Draw(picture)
+    longest = max(picture.width, picture.height)
+    text_size = max(11, round(longest / 60))
+    label_font = font(text_size, bold=True)
+    line_width = max(1, round(longest / 500))
+    ring = max(4.0, text_size * 0.45)
+    # Positions of this picture's pixel centres: the field's, moved to the display and scaled.
+    scale_x = picture.width / field.width
+    scale_y = picture.height / field.height
+
+    def to_picture(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dx, dy = field.engine_to_display(np.asarray(x, float), np.asarray(y, float))
+        return (dx + 0.5) * scale_x - 0.5, (dy + 0.5) * scale_y - 0.5
+
+    for polyline in objects.constellation_lines:
+        px, py = to_picture(polyline[:, 0], polyline[:, 1])
+        piece: list[tuple[float, float]] = []
+        for x, y in [*zip(px, py, strict=True), (math.nan, math.nan)]:
+            if math.isfinite(x) and math.isfinite(y):
+                piece.append((float(x), float(y)))
+                continue
+            if len(piece) > 1:
+                draw.line(piece, fill=CONSTELLATION_LINE_COLOUR, width=line_width)
+            piece = []
+    placed: list[tuple[fieldobjects.Mark, float, float, float]] = []
+    for mark in objects.marks:
+        (x,), (y,) = to_picture(np.array([mark.x]), np.array([mark.y]))
+        colour = ANNOTATION_COLOURS[mark.kind]
+        if mark.kind == "star":
+            draw.ellipse(
+                (x - ring, y - ring, x + ring, y + ring), outline=colour, width=line_width + 1
+            )
+            dot = max(1.5, ring / 3)
+            draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=colour)
+            reach = ring
+        elif mark.kind == "ngc":
+            reach = max(ring, mark.radius * (scale_x + scale_y) / 2)
+            draw.ellipse(
+                (x - reach, y - reach, x + reach, y + reach), outline=colour, width=line_width + 1
+            )
+        else:
+            reach = 0.0
+        placed.append((mark, float(x), float(y), reach))
+    # Labels after every marker, so that none is placed over a marker drawn later (a large
+    # NGC circle excepted: its labels may sit inside it).
+    taken = [(x - r, y - r, x + r, y + r) for mark, x, y, r in placed if 0 < r <= 3 * ring]
+    drawn = []
+    outline = max(1, round(text_size / 8))
+    for mark, x, y, reach in placed:
+        left, top, right, bottom = draw.textbbox(
+            (0, 0), mark.label, font=label_font, stroke_width=outline
+        )
+        box = _place_label(
+            (right - left, bottom - top),
+            x,
+            y,
+            reach + text_size * 0.3,
+            mark.kind == "constellation",
+            picture.size,
+            taken,
+        )
+        draw.text(
+            (box[0] - left, box[1] - top),
+            mark.label,
+            font=label_font,
+            fill=ANNOTATION_COLOURS[mark.kind],
+            stroke_width=outline,
+            stroke_fill=LABEL_OUTLINE,
+        )
+        taken.append(box)
+        drawn.append(DrawnLabel(mark, x, y, box))
+    save(picture, target, "JPEG")
+    return drawn
 
 
 def grid_step(radius: float) -> float:

@@ -24,7 +24,7 @@ from astropy.io import fits
 from astropy.wcs import FITSFixedWarning
 from flask import current_app
 
-from . import pictures
+from . import fieldobjects, pictures
 from .inputs import RASTER_KINDS, PreparedInput
 from .models import Job
 from .solver import AXY_NAME, RDLS_NAME, WCS_NAME
@@ -80,6 +80,11 @@ class JobContext:
     def solved_header(self) -> fits.Header:
         with fits.open(self.job_dir / WCS_NAME) as hdus:
             return hdus[0].header.copy()
+
+    @cached_property
+    def field_objects(self) -> fieldobjects.FieldObjects:
+        """What is in the field, from the one place that lists it for the API too."""
+        return fieldobjects.field_objects(self.job_dir, WCS_NAME)
 
     @cached_property
     def field(self) -> pictures.Field:
@@ -170,7 +175,7 @@ def _picture_products() -> dict[str, Product]:
             f"annotated-{size}.jpg",
             "image/jpeg",
             build=lambda ctx, t, s=size: pictures.write_annotated(
-                ctx.field, ctx.scale(s), t, ctx.work_dir
+                ctx.field, ctx.scale(s), t, ctx.field_objects
             ),
         )
         products[f"grid_{size}"] = Product(

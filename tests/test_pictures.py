@@ -16,10 +16,22 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from nova import fieldobjects, services
 from nova.inputs import PreparedInput
 from nova.models import Job
-from nova.pictures import base_picture, flip_wcs_y, make_wcs, render_scale, resized
+from nova.pictures import (
+    DrawnLabel,
+    base_picture,
+    flip_wcs_y,
+    make_wcs,
+    open_field,
+    render_scale,
+    resized,
+    scale_for,
+    write_annotated,
+)
 from nova.products import JOB_PRODUCTS
+from nova.solver import WCS_NAME
 
 from .conftest import api_call, record_figure, run_worker
 from .test_solve_apod import APOD_CENTRES, finished_job, scale_hint, upload
@@ -125,6 +137,185 @@ def test_objects_in_the_field_and_annotations_agree_with_the_wcs(
         assert "Flame Nebula" in ic434["names"]
 
 
+def draw_annotated(
+    job: Job, prepared: PreparedInput, size: str, target: Path
+) -> tuple[list[DrawnLabel], np.ndarray]:
+    """The annotated picture of a solved job drawn as its product is (same field objects,
+    same field), with the labels it drew, and the picture under the drawing."""
+    job_dir = services.storage().job_dir(job.id)
+    header = fits.getheader(job_dir / WCS_NAME)
+    field = open_field(prepared, header)
+    scale = scale_for(size, prepared.width, prepared.height)
+    labels = write_annotated(field, scale, target, fieldobjects.field_objects(job_dir, WCS_NAME))
+    plain = np.asarray(resized(field.picture, scale, (field.width, field.height)), dtype=int)
+    return labels, plain
+
+
+def angular_distance(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    ra1, dec1, ra2, dec2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    cosine = np.sin(dec1) * np.sin(dec2) + np.cos(dec1) * np.cos(dec2) * np.cos(ra1 - ra2)
+    return float(np.degrees(np.arccos(np.clip(cosine, -1, 1))))
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("name", ["apod4", "apod2"])
+def test_the_annotated_picture_labels_exactly_the_listed_objects_where_the_wcs_puts_them(
+    client: FlaskClient, apod: Path, tmp_path: Path, name: str
+) -> None:
+    """Every label drawn is an object objects_in_field lists (and every listed star and
+    constellation is drawn); each star's marker sits where astropy projects the catalogue
+    star with the stored calibration, on the API's annotation, and the pixels there (and
+    under the label) changed while the sky elsewhere did not. apod4: no phantom "39 Cyg"."""
+    job = solve(client, apod, name)
+    objects = api_call(client, f"jobs/{job.id}/objects_in_field")["objects_in_field"]
+    annotations = api_call(client, f"jobs/{job.id}/annotations")["annotations"]
+    with Image.open(apod / f"{name}.jpg") as original:
+        prepared = PreparedInput("jpeg", apod / f"{name}.jpg", original.width, original.height)
+    labels, plain = draw_annotated(job, prepared, "full", tmp_path / "annotated.jpg")
+    drawn = np.asarray(Image.open(tmp_path / "annotated.jpg").convert("RGB"), dtype=int)
+    # What the site serves is this very drawing.
+    served = fetch_picture(client, f"/annotated_full/{job.id}", "JPEG")
+    assert np.array_equal(np.asarray(served.convert("RGB"), dtype=int), drawn)
+    height, width = drawn.shape[:2]
+
+    kinds = {
+        kind: [label for label in labels if label.mark.kind == kind]
+        for kind in ("constellation", "star", "ngc")
+    }
+    assert {label.mark.listed for label in kinds["star"]} == {
+        entry for entry in objects if entry.startswith("The star ")
+    }
+    assert {label.mark.listed for label in kinds["constellation"]} == {
+        entry for entry in objects if "constellation " in entry
+    }
+    for label in labels:
+        assert label.mark.listed in objects, (label, objects)
+        if label.mark.kind == "ngc":
+            assert all(part in objects for part in label.mark.label.split(" / ")), label
+        else:
+            assert label.mark.label in label.mark.listed, label
+    drawn_text = " | ".join(label.mark.label for label in labels)
+    if name == "apod4":
+        assert "Cyg" not in drawn_text and not any("Cyg" in entry for entry in objects)
+        assert {"Dubhe", "Merak", "Alioth", "Mizar", "Ursa Major"} <= {
+            label.mark.label for label in labels
+        }
+    else:
+        assert {"IC 434 / Orion B", "NGC 2024", "Alnitak"} <= {label.mark.label for label in labels}
+
+    # Independent projection: the catalogue stars' RA/Dec through astropy and the calibration
+    # the database holds, to 0-based pixels of this (unscaled, y-down) picture.
+    calibration = job.calibration
+    wcs = make_wcs(fits.Header.fromstring(calibration.wcs_header, sep="\n"))
+    catalogue = {star.listed: star for star in fieldobjects.engine_catalogue().stars}
+    api_stars = {" / ".join(a["names"]): a for a in annotations if a["type"] == "bright"}
+    offsets = []
+    for label in kinds["star"]:
+        star = catalogue[label.mark.line]
+        assert angular_distance(star.ra, star.dec, calibration.ra, calibration.dec) <= (
+            calibration.radius
+        )
+        x, y = wcs.all_world2pix([[star.ra, star.dec]], 0)[0]
+        offsets.append(float(np.hypot(x - label.x, y - label.y)))
+        api = api_stars[" / ".join(star.names)]
+        assert abs(api["pixelx"] - 1 - label.x) < 0.01 and abs(api["pixely"] - 1 - label.y) < 0.01
+    assert offsets and max(offsets) < 2.0, offsets
+    api_nebulae = {a["names"][0]: a for a in annotations if a["type"] in ("ngc", "ic")}
+    for label in kinds["ngc"]:
+        api = api_nebulae[label.mark.listed]
+        assert abs(api["pixelx"] - 1 - label.x) < 0.01 and abs(api["pixely"] - 1 - label.y) < 0.01
+
+    # The drawing is there: pixels changed on every marker and under every label, inside
+    # the picture; labels clear of each other; most of the sky untouched.
+    change = np.abs(drawn - plain).max(axis=2)
+    for label in labels:
+        left, top, right, bottom = label.box
+        assert 0 <= left < right <= width and 0 <= top < bottom <= height, label
+        box = change[int(top) : int(np.ceil(bottom)), int(left) : int(np.ceil(right))]
+        assert (box > 100).mean() > 0.05, (label, (box > 100).mean())
+        if label.mark.kind == "star":  # a ring and a dot on the star
+            x, y = round(label.x), round(label.y)
+            around = change[max(0, y - 8) : y + 9, max(0, x - 8) : x + 9]
+            assert around.max() > 60, label  # a light ring on a bright nebula: less
+        elif label.mark.kind == "ngc":  # a circle its size around it
+            angles = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+            radius = max(label.mark.radius, 5.0)
+            xs = np.round(label.x + radius * np.cos(angles)).astype(int)
+            ys = np.round(label.y + radius * np.sin(angles)).astype(int)
+            inside = (xs >= 1) & (xs < width - 1) & (ys >= 1) & (ys < height - 1)
+            on_ring = [
+                change[y - 1 : y + 2, x - 1 : x + 2].max() > 60
+                for x, y in zip(xs[inside], ys[inside], strict=True)
+            ]
+            assert np.mean(on_ring) > 0.8, (label, np.mean(on_ring))
+    if name == "apod4":
+        for first in labels:
+            for second in labels:
+                if first is not second:
+                    a, b = first.box, second.box
+                    assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(
+                        a[1], b[1]
+                    ), (first, second)
+    assert np.median(change) < 8
+    record_figure(
+        f"{name} annotated: {len(labels)} labels, star markers within "
+        f"{max(offsets):.2f} px of astropy's projection"
+    )
+
+
+@pytest.mark.engine
+def test_constellation_lines_drawn_are_the_catalogues_lines_not_folded_ones(
+    client: FlaskClient, apod: Path, tmp_path: Path
+) -> None:
+    """Every point of a constellation line inside apod4's picture is, through the forward
+    WCS (which cannot fold), on one of the catalogue's lines; and the picture shows it."""
+    job = solve(client, apod, "apod4")
+    job_dir = services.storage().job_dir(job.id)
+    found = fieldobjects.field_objects(job_dir, WCS_NAME)
+    wcs = make_wcs(fits.Header.fromstring(job.calibration.wcs_header, sep="\n"))
+    segments = []
+    for constellation in fieldobjects.engine_catalogue().constellations:
+        for first, second in constellation.lines:
+            ends = np.radians([constellation.stars[first], constellation.stars[second]])
+            segments.append(
+                np.column_stack(
+                    [
+                        np.cos(ends[:, 1]) * np.cos(ends[:, 0]),
+                        np.cos(ends[:, 1]) * np.sin(ends[:, 0]),
+                        np.sin(ends[:, 1]),
+                    ]
+                )
+            )
+    a, b = np.array([s[0] for s in segments]), np.array([s[1] for s in segments])
+    normals = np.cross(a, b)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    prepared = PreparedInput("jpeg", apod / "apod4.jpg", 719, 507)
+    draw_annotated(job, prepared, "full", tmp_path / "annotated.jpg")
+    drawn = np.asarray(Image.open(tmp_path / "annotated.jpg").convert("RGB"), dtype=int)
+    plain = np.asarray(Image.open(apod / "apod4.jpg").convert("RGB"), dtype=int)
+    change = np.abs(drawn - plain).max(axis=2)
+    points = np.concatenate(found.constellation_lines)
+    points = points[np.isfinite(points).all(axis=1)]
+    inside = (points[:, 0] >= 2) & (points[:, 0] <= 718) & (points[:, 1] >= 2)
+    inside &= points[:, 1] <= 506
+    points = points[inside]
+    assert len(points) > 50
+    ra, dec = np.radians(wcs.all_pix2world(points, 1)).T
+    sky = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    # Off each line's great circle (degrees), and whether between its two stars (give or
+    # take 0.02 degrees: a line's end is its star, placed back on the sky by the WCS).
+    off = np.degrees(np.arcsin(np.abs(sky @ normals.T)))
+    between = ((np.cross(a, sky[:, None, :]) * normals).sum(axis=2) >= -3e-4) & (
+        (np.cross(sky[:, None, :], b) * normals).sum(axis=2) >= -3e-4
+    )
+    nearest = np.where(between, off, np.inf).min(axis=1)
+    assert nearest.max() < 0.05, (points[nearest > 0.05], nearest[nearest > 0.05])  # 1 px here
+    # And drawn: the picture changed at (nearly) every such point.
+    xs, ys = np.round(points[:, 0] - 1).astype(int), np.round(points[:, 1] - 1).astype(int)
+    shown = [change[y - 1 : y + 2, x - 1 : x + 2].max() > 40 for x, y in zip(xs, ys, strict=True)]
+    assert np.mean(shown) > 0.9, np.mean(shown)
+
+
 PICTURES = [
     ("annotated_full", "JPEG", "full"),
     ("annotated_display", "JPEG", "display"),
@@ -203,7 +394,7 @@ def test_every_picture_is_an_image_of_the_right_type_and_size(
 
 @pytest.mark.engine
 def test_fits_pictures_show_the_sky_the_same_way_as_the_jpeg(
-    client: FlaskClient, apod: Path
+    client: FlaskClient, apod: Path, tmp_path: Path
 ) -> None:
     """A FITS upload is displayed y-up; its annotations must land on the same stars."""
     jpeg_job = solve(client, apod, "apod4")
@@ -219,6 +410,20 @@ def test_fits_pictures_show_the_sky_the_same_way_as_the_jpeg(
     green = [(p[:, :, 1] > 200) & (p[:, :, 0] < 80) & (p[:, :, 2] < 80) for p in pictures]
     overlap = (green[0] & green[1]).sum() / max(1, green[0].sum())
     assert overlap > 0.8, overlap
+    # The annotated pictures label the same objects at the same display pixels.
+    fits_path = tmp_path / "apod4.fits"
+    fits_path.write_bytes(buffer.getvalue())
+    placements = []
+    for job, prepared in (
+        (jpeg_job, PreparedInput("jpeg", apod / "apod4.jpg", 719, 507)),
+        (fits_job, PreparedInput("fits", fits_path, 719, 507)),
+    ):
+        labels, _ = draw_annotated(job, prepared, "display", tmp_path / f"{prepared.kind}.jpg")
+        placements.append({label.mark.listed: (label.x, label.y) for label in labels})
+    assert placements[0].keys() == placements[1].keys() and len(placements[0]) >= 8
+    for listed, (x, y) in placements[0].items():
+        fx, fy = placements[1][listed]
+        assert abs(x - fx) < 1.5 and abs(y - fy) < 1.5, (listed, (x, y), (fx, fy))
 
 
 @pytest.mark.engine
