@@ -69,8 +69,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store.ensure_dirs()
     app.extensions["nova.storage"] = store
     db.init_app(app)
-    with app.app_context():
-        tune_sqlite(db.engine)
+    tune_sqlite(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -8,9 +8,9 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import has_request_context, request
+from flask import Flask, has_request_context, request
 from flask_migrate import stamp, upgrade
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import event, inspect, text
 
 from .extensions import db
 
@@ -26,15 +26,22 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def tune_sqlite(engine: Engine) -> None:
+def tune_sqlite(app: Flask) -> None:
     """Let many web threads and workers share one SQLite file without "database is locked".
 
-    WAL lets readers run beside the one writer. Left to itself, pysqlite opens every
-    transaction DEFERRED: one that reads and then writes must upgrade its lock, and when
-    another writer holds it SQLite refuses at once (waiting could deadlock), so concurrent
-    uploads failed. A transaction that may write therefore takes the write lock when it
-    begins (IMMEDIATE) and waits its turn; polls (GET and friends) stay deferred readers.
+    WAL lets readers run beside the one writer, and a writer waits for the lock (busy
+    timeout). But pysqlite opens every transaction DEFERRED, and one that has read and then
+    wants to write is refused at once when another writer holds the lock (SQLite will not
+    wait: it could deadlock), so concurrent uploads failed. A request that changes things
+    (any method but GET/HEAD/OPTIONS) therefore takes the write lock when its transaction
+    begins (IMMEDIATE) and waits its turn. Its body is already parsed by then (the NUL check
+    in the app factory reads every form first), so a slow client never holds the lock.
+    Everything else stays deferred: polls, and workers and commands, which may keep a
+    transaction open across a long solve and must not hold the write lock through it. The
+    lock ends with the request, even where the session outlives it (tests' app contexts).
     """
+    with app.app_context():
+        engine = db.engine
     if engine.dialect.name != "sqlite":
         return
 
@@ -48,8 +55,13 @@ def tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def begin(connection: Any) -> None:
-        reading = has_request_context() and request.method in READ_ONLY_METHODS
-        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+        writing = has_request_context() and request.method not in READ_ONLY_METHODS
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+    @app.teardown_request
+    def release_write_lock(_error: BaseException | None) -> None:
+        if request.method not in READ_ONLY_METHODS:
+            db.session.rollback()  # what the view meant to keep it has committed
 
 
 class SchemaNotCurrent(RuntimeError):
