@@ -26,7 +26,17 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 from . import products, queue, services, solver, visibility
 from .calibration import nova_calibration
 from .extensions import db
-from .models import ImageTag, Job, JobStatus, SkyObject, Submission, User, UserImage, utcnow
+from .models import (
+    ImageTag,
+    Job,
+    JobStatus,
+    SkyObject,
+    Submission,
+    User,
+    UserImage,
+    random_id,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +47,10 @@ class Batch(db.Model):
     __tablename__ = "batches"
     __table_args__ = {"sqlite_autoincrement": True}
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    # Random like submission ids: a batch's id tells nothing of how many others there are.
+    id: Mapped[int] = mapped_column(
+        primary_key=True, default=random_id(lambda: Batch.__table__.c.id)
+    )
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     publicly_visible: Mapped[str] = mapped_column(String(1), default="y")

@@ -23,7 +23,7 @@ from nova.batch_solver import AxyTemplate, Chain, Solved, extract_with_template
 from nova.batches import Batch, BatchFrame
 from nova.extensions import db
 from nova.inputs import prepare_input
-from nova.models import Submission
+from nova.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Submission
 from nova.params import parse_solve_params
 
 from .conftest import api_call, api_login, record_figure, run_worker
@@ -170,6 +170,8 @@ def test_a_private_batch_stays_private(
     owner = api_login(client, owner_key)
     answer = upload_batch(client, {"session": owner, "publicly_visible": "n"}, sequence(2, seed=1))
     batch_id = answer["batch"]
+    # Not guessable from another's: drawn at random like submission ids.
+    assert RANDOM_ID_LOW <= batch_id <= RANDOM_ID_HIGH
     mine = api_call(client, f"batches/{batch_id}", {"session": owner})
     assert mine["total"] == 2
 
