@@ -69,7 +69,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     store.ensure_dirs()
     app.extensions["nova.storage"] = store
     db.init_app(app)
-    tune_sqlite(app)
+    with app.app_context():
+        tune_sqlite(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -8,9 +8,8 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import Flask, has_request_context, request
 from flask_migrate import stamp, upgrade
-from sqlalchemy import event, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 
 from .extensions import db
 
@@ -23,45 +22,28 @@ RELEASE_0_1_TABLES = {"users", "submissions", "user_images", "jobs", "calibratio
 
 # How long an SQLite writer waits for another's lock before "database is locked" (ms).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def tune_sqlite(app: Flask) -> None:
+def tune_sqlite(engine: Engine) -> None:
     """Let many web threads and workers share one SQLite file without "database is locked".
 
-    WAL lets readers run beside the one writer, and a writer waits for the lock (busy
-    timeout). But pysqlite opens every transaction DEFERRED, and one that has read and then
-    wants to write is refused at once when another writer holds the lock (SQLite will not
-    wait: it could deadlock), so concurrent uploads failed. A request that changes things
-    (any method but GET/HEAD/OPTIONS) therefore takes the write lock when its transaction
-    begins (IMMEDIATE) and waits its turn. Its body is already parsed by then (the NUL check
-    in the app factory reads every form first), so a slow client never holds the lock.
-    Everything else stays deferred: polls, and workers and commands, which may keep a
-    transaction open across a long solve and must not hold the write lock through it. The
-    lock ends with the request, even where the session outlives it (tests' app contexts).
+    WAL: readers (status polls above all) never block the writer's commit, nor it them.
+    pysqlite opens a transaction only at a statement that writes, so reads see the newest
+    data as they always have; that transaction now begins IMMEDIATE, taking the write lock at
+    once and waiting (busy timeout) for another writer to finish. DEFERRED, as before, took
+    it only at the write, and SQLite refuses at once a transaction that must upgrade its
+    lock while another writer holds it (waiting could deadlock): concurrent uploads failed.
     """
-    with app.app_context():
-        engine = db.engine
     if engine.dialect.name != "sqlite":
         return
 
     @event.listens_for(engine, "connect")
     def configure(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # begin() below issues BEGIN itself
+        dbapi_connection.isolation_level = "IMMEDIATE"
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def begin(connection: Any) -> None:
-        writing = has_request_context() and request.method not in READ_ONLY_METHODS
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
-
-    @app.teardown_request
-    def release_write_lock(_error: BaseException | None) -> None:
-        if request.method not in READ_ONLY_METHODS:
-            db.session.rollback()  # what the view meant to keep it has committed
 
 
 class SchemaNotCurrent(RuntimeError):

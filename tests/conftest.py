@@ -369,7 +369,8 @@ def live_stack(tmp_path: Path, **settings: str) -> Iterator[LiveStack]:
 
     stack = LiveStack(base, env, process, log_path)
     try:
-        assert wait_for(serving, 60), log_path.read_text()[-3000:]
+        # Generous: on a busy machine importing the app in every process takes a while.
+        assert wait_for(serving, 180), log_path.read_text()[-3000:]
         yield stack
     finally:
         if process.poll() is None:

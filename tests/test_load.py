@@ -243,4 +243,7 @@ def test_concurrent_uploads_and_status_polls_from_wrk(tmp_path: Path, apod: Path
         )
         assert errors == 0, (upload_result, first_polls, polls)
         assert all_ended, outcomes
-        assert outcomes.count("success") == UPLOADS, outcomes
+        failures = [
+            line for line in stack.log_path.read_text().splitlines() if "fail" in line.lower()
+        ]
+        assert outcomes.count("success") == UPLOADS, (outcomes, failures[-20:])
