@@ -65,13 +65,13 @@ def test_bands_split_wide_ranges_at_the_measured_width(tmp_path: Path) -> None:
     )
 
 
-def test_engine_processes_share_the_cpus_among_the_workers() -> None:
+def test_engine_processes_share_the_cpus_among_the_workers(tmp_path: Path) -> None:
     cpus = len(os.sched_getaffinity(0))
     assert default_engine_processes({}) == 1  # worker count unknown: never oversubscribe
     assert default_engine_processes({"NOVA_WORKERS": "1"}) == cpus
     assert default_engine_processes({"NOVA_WORKERS": str(cpus)}) == 1
     assert default_engine_processes({"NOVA_WORKERS": str(cpus * 4)}) == 1
-    config = load_config({"NOVA_ENGINE_PROCESSES": "3", "NOVA_DATA_DIR": "/tmp/nova-race-cfg"})
+    config = load_config({"NOVA_ENGINE_PROCESSES": "3", "NOVA_DATA_DIR": str(tmp_path)})
     assert config["ENGINE_PROCESSES"] == 3
 
 
