@@ -249,7 +249,8 @@ def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
     redis_process = _start_redis(config["REDIS_URL"], Path(config["DATA_DIR"]))
     if redis_process is not None:
         processes.append(redis_process)
-    env = dict(os.environ, NOVA_DATA_DIR=str(config["DATA_DIR"]))
+    # NOVA_WORKERS: each worker's share of the CPUs (NOVA_ENGINE_PROCESSES' default).
+    env = dict(os.environ, NOVA_DATA_DIR=str(config["DATA_DIR"]), NOVA_WORKERS=str(workers))
     processes.append(
         subprocess.Popen(
             [

@@ -85,6 +85,14 @@ def _secret_key(env: Mapping[str, str], environment: str, data_dir: Path) -> str
     return key
 
 
+def default_engine_processes(env: Mapping[str, str]) -> int:
+    """CPUs per worker when NOVA_WORKERS says how many workers share this host, else 1."""
+    workers = _int(env, "NOVA_WORKERS", 0, minimum=0)
+    if workers <= 0:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from ``env`` (default: ``os.environ``)."""
     env = os.environ if env is None else env
@@ -113,6 +121,11 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Off by default: measured no faster than astrometry-engine here (README, Performance).
         "WARM_ENGINE": _flag(env, "NOVA_WARM_ENGINE", False),
         "FAST_EXTRACTION": _flag(env, "NOVA_FAST_EXTRACTION", True),  # stage 1 in-process
+        # Engine processes one job may run at once (blind and wide-hinted solves race scale
+        # bands in them): by default the CPUs shared out among NOVA_WORKERS workers on this
+        # host (``nova up`` sets it), so concurrent jobs never oversubscribe the cores; 1
+        # when the worker count is not known.
+        "ENGINE_PROCESSES": _int(env, "NOVA_ENGINE_PROCESSES", default_engine_processes(env)),
         # Missing hints from the file's header (FITS, XISF, EXIF) as a first attempt.
         "USE_HEADER_HINTS": _flag(env, "NOVA_USE_HEADER_HINTS", True),
         "MAX_CONTENT_LENGTH": max_upload_mb * 1024 * 1024,

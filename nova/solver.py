@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from astropy.io import fits
 from flask import current_app, has_app_context
@@ -69,6 +71,14 @@ HEADER_ATTEMPT_MAX_SECONDS = 15.0
 # instead of searching every quad near a wrong position (minutes on a 1.5-degree field).
 HEADER_ATTEMPT_DEPTH = 30
 JOB_AXY_BASE_NAME = "job-unhinted.axy"
+# Blind and wide-hinted solves race scale bands in parallel engines (race_bands): only a
+# range at least RACE_MIN_RATIO wide (high / low) is split -- a +-20 % hint (1.5x) solves in
+# 0.1-0.3 s and a second engine would only add CPU; the first split is at the measured
+# RACE_SPLIT_DEGREES of field width; neighbouring bands overlap by RACE_BAND_OVERLAP.
+RACE_MIN_RATIO = 4.0
+RACE_SPLIT_DEGREES = (10.0,)
+RACE_BAND_OVERLAP = 1.1
+BAND_DIR_PREFIX = "band-"
 VERIFY_WCS_NAME = "header-wcs.fits"
 # solve-field's option to leave a FITS image's own WCS alone: with header hints on, Nova
 # checks that WCS itself and asks the engine to verify it only when it is sound.
@@ -183,21 +193,7 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
     if remaining <= 0:
         raise SolveTimeout()
     with log_path.open("ab") as log:
-        log.write(("$ " + " ".join(cmd) + "\n").encode())
-        log.flush()
-        if SETPRIV and shutil.which(cmd[0]):
-            argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *cmd], None
-        else:  # a missing program still raises FileNotFoundError here, as it always did
-            argv, preexec = cmd, _die_with_parent
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
+        process = spawn(cmd, cwd, log)
         try:
             return process.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
@@ -207,6 +203,26 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
             # The worker itself is being stopped (RQ timeout, SIGTERM): take the engine along.
             kill_process_group(process)
             raise
+
+
+def spawn(cmd: list[str], cwd: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own process group, output to ``log`` (the command line first),
+    with SIGKILL as its death signal should the worker die."""
+    log.write(("$ " + " ".join(cmd) + "\n").encode())
+    log.flush()
+    if SETPRIV and shutil.which(cmd[0]):
+        argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *cmd], None
+    else:  # a missing program still raises FileNotFoundError here, as it always did
+        argv, preexec = cmd, _die_with_parent
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=preexec,
+    )
 
 
 def _die_with_parent() -> None:
@@ -281,6 +297,7 @@ def solve(
     deadline: float | None = None,
     header_attempts: Sequence[Attempt] = (),
     ignore_file_wcs: bool = False,
+    engine_processes: int | None = None,
 ) -> SolveOutcome:
     """Extract sources and solve in ``work_dir``; never runs longer than ``time_limit``.
 
@@ -303,6 +320,8 @@ def solve(
         deadline = time.monotonic() + time_limit
     if fast_extraction is None:
         fast_extraction = fast_extraction_setting()
+    if engine_processes is None:
+        engine_processes = engine_processes_setting()
     log_path = work_dir / LOG_NAME
     config_path = work_dir / "engine.cfg"
     config_path.write_text(engine_config(index_dirs, int(time_limit) + 1))
@@ -329,6 +348,7 @@ def solve(
                 warm=warm,
                 fast_extraction=fast_extraction,
                 header=header,
+                engine_processes=engine_processes,
             )
         except SolveTimeout:
             return SolveOutcome(
@@ -431,6 +451,7 @@ def _solve_once(
     warm: warm_engine.WarmEngine | None = None,
     fast_extraction: bool = True,
     header: _HeaderPlan | None = None,
+    engine_processes: int = 1,
 ) -> SolveOutcome:
     header = header or _HeaderPlan((), 0.0, False)
     for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
@@ -465,10 +486,12 @@ def _solve_once(
         )
     on_stage("solving")
     if header.attempts:
-        solved_by = _solve_header_attempts(header, work_dir, config_path, log_path, deadline, warm)
+        solved_by = _solve_header_attempts(
+            header, work_dir, config_path, log_path, deadline, warm, engine_processes
+        )
         if solved_by is not None:
             return SolveOutcome(True, None, sources, solved_by=solved_by)
-    code = _run_stage2(work_dir, config_path, log_path, deadline, warm)
+    code = _run_stage2(work_dir, config_path, log_path, deadline, warm, engine_processes)
     if (work_dir / WCS_NAME).exists():
         return SolveOutcome(True, None, sources)
     if code != 0:
@@ -489,14 +512,150 @@ def _run_stage2(
     log_path: Path,
     deadline: float,
     warm: warm_engine.WarmEngine | None,
+    processes: int = 1,
 ) -> int:
-    """Solve ``job.axy``: the warm engine when it can, else ``astrometry-engine``."""
+    """Solve ``job.axy``: scale bands raced in ``processes`` engines when its scale range is
+    wide (``race_bands``), else the warm engine when it can, else ``astrometry-engine``."""
+    bands = race_bands(work_dir / AXY_NAME, processes)
+    if len(bands) > 1:
+        return race_engines(bands, work_dir, config_path, log_path, deadline)
     solved = None if warm is None else solve_warm(warm, work_dir, log_path, deadline)
     if solved is not None:
         return 0
     return run_with_deadline(
         ["astrometry-engine", "-c", str(config_path), AXY_NAME], work_dir, log_path, deadline
     )
+
+
+def engine_processes_setting() -> int:
+    """NOVA_ENGINE_PROCESSES of the running app: engine processes one job may run at once;
+    outside an app, one per CPU (the caller is alone, e.g. the benchmark's warm path)."""
+    if has_app_context():
+        return int(current_app.config.get("ENGINE_PROCESSES", 1))
+    return len(os.sched_getaffinity(0))
+
+
+def race_bands(axy_path: Path, processes: int) -> list[tuple[float, float]]:
+    """The scale bands (arcsec per pixel) to race for ``axy_path``: one per process, or the
+    job's own range alone when it is narrow, has no upper bound, or there is one process.
+
+    A band's engine tries only the index files of its scales, so it reaches deeper into
+    the source list sooner: blind apod5 (64 degrees, 856 sources) solved in 5.3 s with
+    10-180 degrees against 22-27 s with 0.1-180, while the 0.1-10 band searched on without
+    end; apod1-3 (1.5-8.4 degrees) are solved by the 0.1-10 band and apod4-5 (33, 64) by
+    the 10-180 one (bench/RESULTS.md, "Racing scale bands"). Splits: first at the measured
+    RACE_SPLIT_DEGREES inside the range, then the widest band at its geometric middle.
+    Neighbours overlap by RACE_BAND_OVERLAP so a field at a boundary is in both.
+    """
+    if processes < 2:
+        return []
+    with fits.open(axy_path) as hdus:
+        header = hdus[0].header
+        low, high, width = header.get("ANAPPL1"), header.get("ANAPPU1"), header.get("IMAGEW")
+    if low is None or high is None or not width or low <= 0 or high / low < RACE_MIN_RATIO:
+        return []
+    to_degrees = float(width) / 3600.0  # arcsec per pixel -> field width in degrees
+    edges = [float(low) * to_degrees, float(high) * to_degrees]
+    for split in RACE_SPLIT_DEGREES:
+        if len(edges) - 1 < processes and edges[0] * RACE_MIN_RATIO**0.5 < split:
+            if split * RACE_MIN_RATIO**0.5 < edges[-1]:
+                edges = sorted({*edges, split})
+    while len(edges) - 1 < processes:
+        ratios = [edges[i + 1] / edges[i] for i in range(len(edges) - 1)]
+        widest = max(range(len(ratios)), key=ratios.__getitem__)
+        if ratios[widest] < RACE_MIN_RATIO:
+            break
+        edges.insert(widest + 1, (edges[widest] * edges[widest + 1]) ** 0.5)
+    bands = []
+    for number in range(len(edges) - 1):
+        band_low = edges[number] / (RACE_BAND_OVERLAP if number > 0 else 1.0)
+        band_high = edges[number + 1] * (RACE_BAND_OVERLAP if number < len(edges) - 2 else 1.0)
+        bands.append((band_low / to_degrees, band_high / to_degrees))
+    return bands
+
+
+def race_engines(
+    bands: Sequence[tuple[float, float]],
+    work_dir: Path,
+    config_path: Path,
+    log_path: Path,
+    deadline: float,
+) -> int:
+    """Solve ``job.axy`` once per scale band, all at once, each in its own directory and
+    process group; the first solution is moved into ``work_dir`` and the other engines'
+    groups are killed at once. Returns 0 (solved, or every band searched in vain) or the
+    first failing exit status; raises SolveTimeout at the deadline, every engine killed."""
+    racers: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+    winner: Path | None = None
+    try:
+        with fits.open(work_dir / AXY_NAME) as hdus:
+            for number, (low, high) in enumerate(bands, start=1):
+                band_dir = work_dir / f"{BAND_DIR_PREFIX}{number}"
+                shutil.rmtree(band_dir, ignore_errors=True)
+                band_dir.mkdir()
+                hdus[0].header["ANAPPL1"] = low
+                hdus[0].header["ANAPPU1"] = high
+                hdus.writeto(band_dir / AXY_NAME)
+                with (band_dir / LOG_NAME).open("wb") as band_log:
+                    process = spawn(
+                        ["astrometry-engine", "-c", str(config_path), AXY_NAME],
+                        band_dir,
+                        band_log,
+                    )
+                racers.append((process, os.pidfd_open(process.pid), band_dir))
+        running = {fd: (process, band_dir) for process, fd, band_dir in racers}
+        failure = 0
+        while running and winner is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SolveTimeout()
+            ready, _, _ = select.select(list(running), [], [], remaining)
+            for fd in ready:
+                process, band_dir = running.pop(fd)
+                code = process.wait()
+                if (band_dir / WCS_NAME).exists():
+                    winner = band_dir
+                    break
+                failure = failure or code
+        _stop_racers(racers)
+        if winner is not None:
+            for name in (CORR_NAME, RDLS_NAME, WCS_NAME):  # wcs.fits last: it means solved
+                if (winner / name).exists():
+                    os.replace(winner / name, work_dir / name)
+        return 0 if winner is not None else failure
+    finally:
+        _stop_racers(racers)
+        with log_path.open("a") as log:
+            for number, (process, fd, band_dir) in enumerate(racers, start=1):
+                os.close(fd)
+                low, high = bands[number - 1]
+                if band_dir == winner:
+                    end = "solved first"
+                elif process.returncode is not None and process.returncode < 0:
+                    end = "stopped"
+                else:
+                    end = f"searched to the end, exit status {process.returncode}"
+                log.write(
+                    f"\n--- scale band {number} of {len(racers)}: {low:g}-{high:g} arcsec/pix "
+                    f"({end}) ---\n"
+                )
+                band_log = band_dir / LOG_NAME
+                if band_log.exists():
+                    log.write(band_log.read_text(errors="replace"))
+                shutil.rmtree(band_dir, ignore_errors=True)
+
+
+def _stop_racers(racers: Sequence[tuple[subprocess.Popen[bytes], int, Path]]) -> None:
+    """SIGKILL every engine of the race still running, all groups at once, then reap them:
+    a loser's search has nothing worth a grace period."""
+    for process, _, _ in racers:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for process, _, _ in racers:
+        process.wait()
 
 
 def _solve_header_attempts(
@@ -506,6 +665,7 @@ def _solve_header_attempts(
     log_path: Path,
     deadline: float,
     warm: warm_engine.WarmEngine | None,
+    processes: int = 1,
 ) -> Attempt | None:
     """Solve the extracted sources with each header attempt on its short budget; return the
     one that solved, or None with ``job.axy`` as extraction wrote it (the job's own hints).
@@ -528,7 +688,7 @@ def _solve_header_attempts(
             try:
                 solved = _solve_attempt(
                     attempt, base, width, height, work_dir, config_path, log_path,
-                    attempt_deadline, warm,
+                    attempt_deadline, warm, processes,
                 )  # fmt: skip
             except SolveTimeout:
                 if time.monotonic() >= deadline:
@@ -559,6 +719,7 @@ def _solve_attempt(
     log_path: Path,
     deadline: float,
     warm: warm_engine.WarmEngine | None,
+    processes: int = 1,
 ) -> bool:
     """Write ``job.axy`` for one header attempt (the same sources, its hints) and solve it."""
     command = [
@@ -583,7 +744,7 @@ def _solve_attempt(
     (work_dir / AXY_NAME).unlink(missing_ok=True)
     if run_with_deadline([*command, str(base)], work_dir, log_path, deadline) != 0:
         return False
-    _run_stage2(work_dir, config_path, log_path, deadline, warm)
+    _run_stage2(work_dir, config_path, log_path, deadline, warm, processes)
     return (work_dir / WCS_NAME).exists()
 
 
