@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any, NoReturn
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
@@ -23,6 +23,7 @@ from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..calibration import nova_calibration
 from ..extensions import db
+from ..metrics import refuse
 from ..models import ApiSession, ImageTag, Job, Submission, User, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
 from ..solver import ANNOTATIONS_NAME
@@ -59,6 +60,7 @@ def api_error(error: ApiError) -> Response:
 
 @bp.errorhandler(services.QueueFull)
 def queue_full(error: services.QueueFull) -> Response:
+    refuse("queue_full")
     # HTTP 200 with the envelope, as for every refusal clients are to show (nova-clients.md).
     return reply({"status": "error", "errormessage": str(error)})
 
@@ -100,6 +102,7 @@ def _storable(value: object) -> bool:
 
 
 def require_session(args: dict[str, Any]) -> ApiSession:
+    refuse("not_signed_in")  # counted only if an upload is refused for it
     if "session" not in args:
         fail('no "session" in JSON.')
     key = args["session"]
@@ -113,6 +116,7 @@ def require_login(args: dict[str, Any]) -> User:
     user = session_user(require_session(args).key)
     if user is None:  # the session exists but has expired
         fail("user is not authenticated.")
+    g.pop("nova_refusal_reason", None)  # signed in: a later refusal names its own reason
     return user
 
 
@@ -154,12 +158,14 @@ def upload_options(args: dict[str, Any], user: User) -> services.SubmissionOptio
             "allow_modifications", args.get("allow_modifications"), ("y", "sa", "n", "d"), "d"
         )
     except ParamError as exc:
+        refuse("invalid_argument")
         fail(f"invalid {exc.field}: {exc.message}")
     album = None
     if args.get("album") is not None:
         title = str(args["album"])
         album = services.find_album(user, title)
         if album is None:
+            refuse("invalid_argument")
             fail(f'Failed to find an Album with title "{title}"')
     return services.SubmissionOptions(
         params=params,
@@ -184,6 +190,7 @@ def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
         return floats if all(math.isfinite(v) for v in floats) else None
 
     xs, ys = numbers(x), numbers(y)
+    refuse("invalid_argument")  # counted only if one of the checks below fails
     if xs is None or ys is None:
         fail('Failed to parse JSON "x" and "y" values -- should be lists of floats')
     if len(xs) != len(ys):
@@ -203,12 +210,14 @@ def upload() -> Response:
     else:
         file = request.files.get("file")
         if file is None:
+            refuse("no_input")
             fail('no file: send the image as a "file" part, or "x" and "y" lists')
         work_dir = services.storage().make_work_dir("upload-")
         try:
             path = work_dir / "upload"
             file.save(path)
             if path.stat().st_size == 0:
+                refuse("empty_file")
                 fail("the uploaded file is empty")
             submission = services.submit_file(path, client_filename(file), options)
         finally:
@@ -227,10 +236,12 @@ def url_upload() -> Response:
         return reply({"status": "success", "subid": submission.id, "hash": submission.upload_hash})
     url = args.get("url")
     if not isinstance(url, str) or not url.strip():
+        refuse("no_input")
         fail('need "url" (or "x" and "y" lists)')
     try:
         url = services.validate_url(url)
     except ValueError as exc:
+        refuse("invalid_url")
         fail(str(exc))
     submission = services.submit_url(url, options)
     return reply({"status": "success", "subid": submission.id})
