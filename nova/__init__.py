@@ -74,7 +74,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from .views import account, admin, api, batches, files, pages, web
+    from .views import account, admin, api, apidocs, batches, files, pages, web
     from .views import metrics as metrics_views
     from .views.common import QuoteBareBoundaries
 
@@ -86,6 +86,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(metrics_views.bp)
+    app.register_blueprint(apidocs.bp)
     # nova's API clients post forms without CSRF tokens; they authenticate by session key.
     csrf.exempt(api.bp)
     init_limits(app)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hmac
 
 from flask import Blueprint, Response, abort, current_app, request
-from prometheus_client import CONTENT_TYPE_LATEST  # views load in the workers only
 
 from .. import metrics
 
 bp = Blueprint("metrics", __name__)
+# The text format every Prometheus version reads (the names are all plain ASCII, so the
+# newer 1.0.0 format would be the same text).
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _token_matches(expected: str) -> bool:
@@ -32,6 +34,6 @@ def scrape() -> Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         response.mimetype = "text/plain"
         return response
-    response = Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+    response = Response(metrics.exposition(), content_type=TEXT_FORMAT)
     response.headers["Cache-Control"] = "no-store"
     return response
