@@ -6,13 +6,18 @@
   var root = document.getElementById("api-docs");
   if (!root) return;
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (name) { node.setAttribute(name, attrs[name]); });
+  // Add children (nodes, or strings as text) to a node.
+  function append(node, children) {
     (children || []).forEach(function (child) {
       node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
     });
     return node;
+  }
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (name) { node.setAttribute(name, attrs[name]); });
+    return append(node, children);
   }
 
   // The small Markdown the document uses: paragraphs, "- " lists, `code` and **bold**.
@@ -87,7 +92,7 @@
       if (prop.exclusiveMinimum !== undefined) notes.push("> " + prop.exclusiveMinimum);
       if (prop.maximum !== undefined) notes.push("≤ " + prop.maximum);
       var cell = el("td", {}, notes.length ? [notes.join(", ") + (prop.description ? ". " : "")] : []);
-      if (prop.description) inline(prop.description).forEach(function (n) { cell.appendChild(n); });
+      if (prop.description) append(cell, inline(prop.description));
       body.appendChild(el("tr", {}, [el("td", {}, [el("code", {}, [name])]), el("td", {}, typeNodes(prop)), cell]));
     });
     table.appendChild(body);
@@ -107,7 +112,7 @@
       var list = el("ul");
       params.forEach(function (p) {
         var item = el("li", {}, [el("code", {}, [p.name]), " (" + p.in + (p.required ? ", required" : "") + "): "]);
-        typeNodes(p.schema).forEach(function (n) { item.appendChild(n); });
+        append(item, typeNodes(p.schema));
         if (p.description) item.appendChild(document.createTextNode(" — " + p.description));
         list.appendChild(item);
       });
@@ -118,6 +123,12 @@
       var form = body.content["multipart/form-data"] || body.content["application/x-www-form-urlencoded"];
       section.appendChild(el("h4", {}, ["Form fields"]));
       section.appendChild(propertiesTable(form.schema));
+      var json = form.schema.properties["request-json"];
+      var argsName = json && refName(json.contentSchema);
+      if (argsName) {
+        section.appendChild(el("h4", {}, [el("code", {}, ["request-json"]), " (" + argsName + ")"]));
+        section.appendChild(propertiesTable(spec.components.schemas[argsName]));
+      }
     }
     section.appendChild(el("h4", {}, ["Answers"]));
     var answers = el("ul");
@@ -125,11 +136,9 @@
       var response = operation.responses[code];
       if (response.$ref) response = spec.components.responses[refName(response)];
       var item = el("li", {}, [el("strong", {}, [code]), " "]);
-      inline(response.description || "").forEach(function (n) { item.appendChild(n); });
+      append(item, inline(response.description || ""));
       Object.keys(response.content || {}).forEach(function (type) {
-        item.appendChild(document.createTextNode(" (" + type + ": "));
-        typeNodes(response.content[type].schema).forEach(function (n) { item.appendChild(n); });
-        item.appendChild(document.createTextNode(")"));
+        append(item, [" (" + type + ": "].concat(typeNodes(response.content[type].schema), [")"]));
       });
       answers.appendChild(item);
     });
