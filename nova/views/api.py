@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any, NoReturn
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
@@ -102,12 +102,13 @@ def _storable(value: object) -> bool:
 
 
 def require_session(args: dict[str, Any]) -> ApiSession:
-    refuse("not_signed_in")  # counted only if an upload is refused for it
     if "session" not in args:
+        refuse("not_signed_in")
         fail('no "session" in JSON.')
     key = args["session"]
     api_session = db.session.get(ApiSession, key) if isinstance(key, str) and key else None
     if api_session is None:
+        refuse("not_signed_in")
         fail(f'no session with key "{key}"')
     return api_session
 
@@ -115,8 +116,8 @@ def require_session(args: dict[str, Any]) -> ApiSession:
 def require_login(args: dict[str, Any]) -> User:
     user = session_user(require_session(args).key)
     if user is None:  # the session exists but has expired
+        refuse("not_signed_in")
         fail("user is not authenticated.")
-    g.pop("nova_refusal_reason", None)  # signed in: a later refusal names its own reason
     return user
 
 
@@ -190,12 +191,14 @@ def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
         return floats if all(math.isfinite(v) for v in floats) else None
 
     xs, ys = numbers(x), numbers(y)
-    refuse("invalid_argument")  # counted only if one of the checks below fails
     if xs is None or ys is None:
+        refuse("invalid_argument")
         fail('Failed to parse JSON "x" and "y" values -- should be lists of floats')
     if len(xs) != len(ys):
+        refuse("invalid_argument")
         fail('"x" and "y" lists must be the same length')
     if len(xs) > current_app.config["MAX_STARS"]:
+        refuse("invalid_argument")
         fail(f'"x" and "y" lists are longer than the limit of {current_app.config["MAX_STARS"]}')
     return xs, ys
 
