@@ -353,7 +353,7 @@ class Endpoint:
     also: tuple[str, ...] = ()  # more SCHEMAS the 200 answer may be (e.g. NoCalibration)
     not_found: str | None = None  # the 404 message when the id is missing or private
     too_large: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more "parameters", "responses"
 
 
 READ = ("GET", "POST")
@@ -596,6 +596,49 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
+def _file(name: str, what: str, media: str, *, solve_result: bool = False) -> Endpoint:
+    """A job's file, outside /api/ as on nova: the owner's (the cookie `login` sets, or a
+    web session), anyone's for a public image; 404 is a page, not JSON."""
+    return Endpoint(
+        f"/{name}/{{job_id}}",
+        READ,
+        what,
+        {
+            "description": f"The file ({media}).",
+            "content": {media: {"schema": {"type": "string", "contentMediaType": media}}},
+        },
+        SOLVE_RESULT.strip() if solve_result else "",
+        tag="files",
+        refusals=False,
+        extra={
+            "responses": {
+                "404": {
+                    "description": "No such job, not visible to the caller, or no such file "
+                    "(an unsolved job has no WCS).",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                "503": {
+                    "description": "The database is unavailable; try again after Retry-After.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+            }
+        },
+    )
+
+
+FITS = "application/fits"
+FILE_ENDPOINTS: tuple[Endpoint, ...] = (
+    _file("wcs_file", "The solution: wcs.fits (TAN and SIP header)", FITS, solve_result=True),
+    _file("new_fits_file", "The image as FITS with the solution's header", FITS),
+    _file("rdls_file", "Index stars in the field (RA, Dec): rdls.fits", FITS),
+    _file("axy_file", "Extracted sources (x, y): axy.fits", FITS),
+    _file("corr_file", "Matched field and index stars: corr.fits", FITS),
+    _file("image_rd_file", "Extracted sources in RA, Dec: image-radec.fits", FITS),
+    _file("kml_file", "The field for Google Earth's sky mode", "application/vnd.google-earth.kmz"),
+    _file("joblog", "The engine's log", "text/plain"),
+)
+
+
 def _request_body(endpoint: Endpoint) -> dict[str, Any]:
     assert endpoint.request is not None
     request_json = {
@@ -682,7 +725,8 @@ def _operation(endpoint: Endpoint, method: str) -> dict[str, Any]:
         )
     if endpoint.too_large:
         responses["413"] = _answer(ref("Error"), "The request is larger than the upload limit.")
-    responses["503"] = {"$ref": "#/components/responses/Unavailable"}
+    responses.update(endpoint.extra.get("responses", {}))
+    responses.setdefault("503", {"$ref": "#/components/responses/Unavailable"})
     operation["responses"] = responses
     return operation
 
@@ -694,7 +738,7 @@ def _path_names(path: str) -> list[str]:
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
     paths: dict[str, Any] = {}
-    for endpoint in ENDPOINTS:
+    for endpoint in ENDPOINTS + FILE_ENDPOINTS:
         item = paths.setdefault(endpoint.path, {})
         for method in endpoint.methods:
             item[method.lower()] = _operation(endpoint, method)
@@ -710,6 +754,10 @@ def document() -> dict[str, Any]:
         "tags": [
             {"name": "nova", "description": "nova.astrometry.net's API, as its clients use it."},
             {"name": "time series", "description": "Nova's own: many frames in one request."},
+            {
+                "name": "files",
+                "description": "A job's files, outside /api/ (nova's paths): GET or POST.",
+            },
             {"name": "documentation", "description": "This document."},
         ],
         "paths": paths,
