@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from playwright.sync_api import expect, sync_playwright
 
-from .conftest import api_call, api_login, live_stack
+from .conftest import api_call, api_login, live_stack, run_worker
 from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 MakeUser = Callable[[str], tuple[int, str]]
@@ -70,11 +70,24 @@ def test_the_document_is_valid_openapi_and_lists_every_api_route(
                 assert "$ref" in field["properties"]["request-json"]["contentSchema"]
 
 
+def closed(schema: Any) -> Any:
+    """The schema with every object closed to keys it does not name (unless it says it is
+    open): an answer key missing from the document fails, not only a wrong one."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {name: closed(value) for name, value in schema.items()}
+    if isinstance(schema.get("properties"), dict):
+        result.setdefault("additionalProperties", False)
+    return result
+
+
 class Answers:
-    """Checks real answers against the document's schemas."""
+    """Checks real answers against the document's schemas, closed (see ``closed``)."""
 
     def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
+        self.document = {**document, "components": closed(document["components"])}
 
     def check(self, path: str, answer: object, code: str = "200", method: str = "post") -> None:
         response = self.document["paths"][path][method]["responses"][code]
@@ -92,7 +105,10 @@ class Answers:
         self.check(path, answer)  # the envelope is among the documented 200 answers
 
 
-def test_the_schemas_describe_the_real_answers(client: FlaskClient, make_user: MakeUser) -> None:
+@pytest.mark.engine
+def test_the_schemas_describe_the_real_answers(
+    client: FlaskClient, make_user: MakeUser, apod: Path
+) -> None:
     answers = Answers(fetch_document(client))
     _, key = make_user("ann@example.org")
     login = api_call(client, "login", {"apikey": key})
@@ -123,6 +139,37 @@ def test_the_schemas_describe_the_real_answers(client: FlaskClient, make_user: M
     answers.check("/api/upload_batch", batch_answer)
     state = api_call(client, f"batches/{batch_answer['batch']}", None, "GET")
     answers.check("/api/batches/{batch_id}", state, method="get")
+
+    # A photo solved for real, and a star list that cannot be: every job answer of both.
+    with (apod / "apod4.jpg").open("rb") as photo:
+        response = client.post(
+            "/api/upload",
+            data={
+                "request-json": json.dumps(
+                    {"session": session, "scale_lower": 25, "scale_upper": 40}
+                ),
+                "file": (photo, "apod4.jpg"),
+            },
+        )
+    photo_subid = json.loads(response.data)["subid"]
+    run_worker()
+    for submission_id in (photo_subid, subid):
+        status = api_call(client, f"submissions/{submission_id}")
+        answers.check("/api/submissions/{submission_id}", status)
+        (job_id,) = status["jobs"]
+        for path in (
+            "/api/jobs/{job_id}",
+            "/api/jobs/{job_id}/calibration",
+            "/api/jobs/{job_id}/info",
+            "/api/jobs/{job_id}/tags",
+            "/api/jobs/{job_id}/machine_tags",
+            "/api/jobs/{job_id}/objects_in_field",
+            "/api/jobs/{job_id}/annotations",
+        ):
+            endpoint = path.removeprefix("/api/").replace("{job_id}", str(job_id))
+            answers.check(path, api_call(client, endpoint, {"session": session}))
+    solved = api_call(client, f"jobs/{api_call(client, f'submissions/{photo_subid}')['jobs'][0]}")
+    assert solved == {"status": "success"}
 
 
 @pytest.fixture(scope="module")
