@@ -19,6 +19,7 @@ from .database import MIGRATIONS_DIR, tune_sqlite
 from .extensions import csrf, db, login_manager, migrate
 from .limits import init_limits
 from .logs import configure_logging
+from .metrics import init_metrics, refuse
 from .params import MAX_ROW_ID
 from .services import QueueFull
 from .storage import Storage
@@ -75,7 +76,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from .views import account, admin, api, batches, files, pages, web
+    from .views import account, admin, api, apidocs, batches, files, pages, web
+    from .views import metrics as metrics_views
     from .views.common import QuoteBareBoundaries
 
     app.register_blueprint(web.bp)
@@ -85,9 +87,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(batches.bp)
+    app.register_blueprint(metrics_views.bp)
+    app.register_blueprint(apidocs.bp)
     # nova's API clients post forms without CSRF tokens; they authenticate by session key.
     csrf.exempt(api.bp)
     init_limits(app)
+    init_metrics(app)
     app.wsgi_app = QuoteBareBoundaries(app.wsgi_app)  # type: ignore[method-assign]
     hops = app.config["PROXY_HOPS"]
     if hops:
@@ -132,6 +137,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> tuple[str, int]:
+        refuse("too_large")
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
         length = request.content_length
         if length is not None and length <= app.config["MAX_CONTENT_LENGTH"]:
@@ -146,10 +152,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(QueueFull)
     def queue_full(error: QueueFull) -> tuple[str, int]:
+        refuse("queue_full")
         return render_template("error.html", code=429, message=str(error)), 429
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> tuple[str, int]:
+        refuse("form_expired")
         message = "The form expired or was not sent by this site; reload the page and try again."
         return render_template("error.html", code=400, message=message), 400
 

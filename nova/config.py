@@ -190,4 +190,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "BATCH_MAX_BYTES": _int(env, "NOVA_BATCH_MAX_MB", max_upload_mb) * 1024 * 1024,
         # Days after which anonymous and failed uploads are deleted (0: keep everything).
         "RETENTION_DAYS": _int(env, "NOVA_RETENTION_DAYS", 0, minimum=0),
+        # /metrics (Prometheus text format): off by default (404); with a token, only a
+        # scraper sending "Authorization: Bearer <token>" is answered.
+        "METRICS": _flag(env, "NOVA_METRICS", False),
+        "METRICS_TOKEN": env.get("NOVA_METRICS_TOKEN", "").strip(),
     }

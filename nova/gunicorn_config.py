@@ -9,11 +9,23 @@ of them free. gevent workers would hold a slow client in a greenlet instead, but
 decoding child forked from a gevent worker carries copies of the other requests' greenlets
 and would run them at its first cooperative wait (nova.sandbox forks per picture), so the
 web server stays on threads; Caddy (the https profile) reads requests before passing them on.
+
+With NOVA_METRICS on, the web workers' counts (nova.metrics) go to files in one directory
+that every worker's /metrics adds up: PROMETHEUS_MULTIPROC_DIR when the operator sets it
+(emptied at start, as prometheus-client requires), else a fresh temporary one per server.
+It is set in the master before any worker starts (prometheus-client reads it at import).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nova.config import _flag
 
 worker_class = "gthread"
 workers = int(os.environ.get("NOVA_WEB_WORKERS", "2"))
@@ -25,3 +37,38 @@ timeout = 120
 graceful_timeout = 30
 keepalive = 5
 accesslog = "-"
+
+
+_own_metrics_dir: str | None = None
+
+
+def on_starting(server: Any) -> None:
+    global _own_metrics_dir
+    if not _flag(os.environ, "NOVA_METRICS", False):
+        return
+    if "prometheus_client.values" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Imported already, it would count in each worker's memory: every scrape would see
+        # one worker's counts only.
+        raise RuntimeError("prometheus_client was imported before its directory was set")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for stale in Path(directory).glob("*.db"):  # counts of an earlier run
+            stale.unlink()
+    else:
+        directory = _own_metrics_dir = tempfile.mkdtemp(prefix="nova-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # A worker that stopped (restarted after a timeout, or killed) keeps its counts in the
+    # directory; only its live gauges, if any, are dropped.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _own_metrics_dir is not None:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

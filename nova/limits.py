@@ -17,6 +17,7 @@ from flask import Flask, Response, render_template, request
 from flask_limiter import Limiter, RequestLimit
 
 from .auth import current_user
+from .metrics import refuse
 
 # Endpoints that accept uploads: nova's API and the upload form (POST only).
 UPLOAD_ENDPOINTS = ("api.upload", "api.url_upload", "batches.upload_batch", "web.upload")
@@ -56,6 +57,7 @@ def retry_after_seconds(limit: RequestLimit) -> int:
 def limit_reached(limit: RequestLimit) -> Response:
     """The answer to a request over a limit: nova's JSON envelope on the API, a page else."""
     wait = retry_after_seconds(limit)
+    refuse("rate_limited")  # counted when the request was an upload
     if "/account:" in limit.key:  # keys read LIMITER/<prefix>/<key>/<scope>/...
         message = (
             f"Too many failed sign-ins for this account from your address; try again in {wait} s."

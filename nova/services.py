@@ -20,7 +20,7 @@ from astropy.io import fits
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from . import archives, logs, queue, sandbox, urlsafety
+from . import archives, logs, metrics, queue, sandbox, urlsafety
 from .calibration import CalibrationNumbers
 from .extensions import db
 from .inputs import (
@@ -272,6 +272,7 @@ def _fail_submission(submission: Submission, message: str, file_hash: str | None
         )
     )
     db.session.commit()
+    metrics.job_ended(JobStatus.FAILURE)
 
 
 def process_submission(submission_id: int) -> list[int]:
@@ -562,9 +563,11 @@ def finish_job(
     sources: int | None,
     objects: Sequence[str] = (),
     hints: dict[str, Any] | None = None,
+    stage_seconds: Mapping[str, float] | None = None,
 ) -> None:
     """Record the end of a job: a calibration and the objects in the field on success,
-    the reason on failure; where its hints came from either way."""
+    the reason on failure; where its hints came from either way. ``stage_seconds``: the
+    time spent in each stage, for the metrics."""
     job = db.session.get(Job, job_id)
     assert job is not None
     job.finished_at = utcnow()
@@ -586,6 +589,13 @@ def finish_job(
         job.stage = "failed"
         job.failure_reason = failure_reason or "The solve failed."
     db.session.commit()
+    metrics.job_ended(
+        job.status,
+        queued_at=job.queued_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        stage_seconds=stage_seconds,
+    )
     with logs.bind(job_id=job_id, submission_id=job.user_image.submission_id):
         log.info(
             "job %s ended: %s%s (attempt %s, %s sources)",
@@ -697,6 +707,7 @@ def reuse_solution(submission: Submission) -> bool:
     )
     storage().publish_job_dir(work_dir, job.id)
     db.session.commit()
+    metrics.job_ended(JobStatus.SUCCESS)
     return True
 
 
@@ -734,6 +745,9 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
                 )
             ).rowcount
             counts["failed"] += changed
+            if changed:
+                db.session.commit()
+                metrics.job_ended(JobStatus.FAILURE)
         else:
             changed = db.session.execute(
                 update(Job)

@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from . import hints, logs, queue, services, solver, warm_engine
+from . import hints, logs, metrics, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
 from .inputs import PreparedInput, UnsupportedInput
@@ -118,6 +118,12 @@ def _solve_claimed(
     sources = None
     objects: list[str] = []
     hints_record: dict[str, Any] | None = None
+    clock = metrics.StageClock("preparing")  # the stage claim_job set is "starting"
+
+    def on_stage(stage: str) -> None:
+        clock.enter(stage)
+        services.set_job_stage(job_id, stage)
+
     try:
         try:
             prepared = prepare(image, work_dir, deadline - time.monotonic())
@@ -133,13 +139,14 @@ def _solve_claimed(
                 work_dir,
                 index_dirs=current_app.config["INDEX_DIRS"],
                 time_limit=time_limit,
-                on_stage=lambda stage: services.set_job_stage(job_id, stage),
+                on_stage=on_stage,
                 warm=_warm_engine(),
                 deadline=deadline,
                 header_attempts=attempts,
                 ignore_file_wcs=use_header,
             )
             sources, reason = outcome.sources, outcome.reason
+            clock.enter("products")  # the WCS read, objects in the field, files kept
             hints_record = hints.job_record(
                 params, header, outcome.solved_by, outcome.header_tried, notes
             )
@@ -162,6 +169,7 @@ def _solve_claimed(
             wcs_header=None,
             sources=sources,
             failure_reason="Internal error while solving; see the worker log.",
+            stage_seconds=clock.totals(),
         )
         raise
     services.finish_job(
@@ -172,6 +180,7 @@ def _solve_claimed(
         sources=sources,
         objects=objects,
         hints=hints_record,
+        stage_seconds=clock.totals(),
     )
 
 

@@ -23,6 +23,7 @@ from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..calibration import nova_calibration
 from ..extensions import db
+from ..metrics import refuse
 from ..models import ApiSession, ImageTag, Job, Submission, User, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
 from ..solver import ANNOTATIONS_NAME
@@ -59,6 +60,7 @@ def api_error(error: ApiError) -> Response:
 
 @bp.errorhandler(services.QueueFull)
 def queue_full(error: services.QueueFull) -> Response:
+    refuse("queue_full")
     # HTTP 200 with the envelope, as for every refusal clients are to show (nova-clients.md).
     return reply({"status": "error", "errormessage": str(error)})
 
@@ -101,10 +103,12 @@ def _storable(value: object) -> bool:
 
 def require_session(args: dict[str, Any]) -> ApiSession:
     if "session" not in args:
+        refuse("not_signed_in")
         fail('no "session" in JSON.')
     key = args["session"]
     api_session = db.session.get(ApiSession, key) if isinstance(key, str) and key else None
     if api_session is None:
+        refuse("not_signed_in")
         fail(f'no session with key "{key}"')
     return api_session
 
@@ -112,6 +116,7 @@ def require_session(args: dict[str, Any]) -> ApiSession:
 def require_login(args: dict[str, Any]) -> User:
     user = session_user(require_session(args).key)
     if user is None:  # the session exists but has expired
+        refuse("not_signed_in")
         fail("user is not authenticated.")
     return user
 
@@ -154,12 +159,14 @@ def upload_options(args: dict[str, Any], user: User) -> services.SubmissionOptio
             "allow_modifications", args.get("allow_modifications"), ("y", "sa", "n", "d"), "d"
         )
     except ParamError as exc:
+        refuse("invalid_argument")
         fail(f"invalid {exc.field}: {exc.message}")
     album = None
     if args.get("album") is not None:
         title = str(args["album"])
         album = services.find_album(user, title)
         if album is None:
+            refuse("invalid_argument")
             fail(f'Failed to find an Album with title "{title}"')
     return services.SubmissionOptions(
         params=params,
@@ -185,10 +192,13 @@ def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
 
     xs, ys = numbers(x), numbers(y)
     if xs is None or ys is None:
+        refuse("invalid_argument")
         fail('Failed to parse JSON "x" and "y" values -- should be lists of floats')
     if len(xs) != len(ys):
+        refuse("invalid_argument")
         fail('"x" and "y" lists must be the same length')
     if len(xs) > current_app.config["MAX_STARS"]:
+        refuse("invalid_argument")
         fail(f'"x" and "y" lists are longer than the limit of {current_app.config["MAX_STARS"]}')
     return xs, ys
 
@@ -203,12 +213,14 @@ def upload() -> Response:
     else:
         file = request.files.get("file")
         if file is None:
+            refuse("no_input")
             fail('no file: send the image as a "file" part, or "x" and "y" lists')
         work_dir = services.storage().make_work_dir("upload-")
         try:
             path = work_dir / "upload"
             file.save(path)
             if path.stat().st_size == 0:
+                refuse("empty_file")
                 fail("the uploaded file is empty")
             submission = services.submit_file(path, client_filename(file), options)
         finally:
@@ -227,10 +239,12 @@ def url_upload() -> Response:
         return reply({"status": "success", "subid": submission.id, "hash": submission.upload_hash})
     url = args.get("url")
     if not isinstance(url, str) or not url.strip():
+        refuse("no_input")
         fail('need "url" (or "x" and "y" lists)')
     try:
         url = services.validate_url(url)
     except ValueError as exc:
+        refuse("invalid_url")
         fail(str(exc))
     submission = services.submit_url(url, options)
     return reply({"status": "success", "subid": submission.id})

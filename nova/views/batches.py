@@ -15,6 +15,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .. import batches, services
 from ..auth import current_user
 from ..extensions import csrf
+from ..metrics import refuse
 from ..params import _bool
 from . import api
 from .common import client_filename
@@ -39,6 +40,7 @@ def batch_request_limits() -> Response | None:
     try:
         request.form  # noqa: B018 -- parse now, so that a refusal is nova's error envelope
     except RequestEntityTooLarge:
+        refuse("too_large")
         limit = config["BATCH_MAX_BYTES"] // (1024 * 1024)
         return api.reply(
             {
@@ -59,11 +61,13 @@ def upload_batch() -> Response:
     try:
         chain = _bool("chain", args.get("chain"))
     except ValueError:
+        refuse("invalid_argument")
         api.fail("invalid chain: must be true or false")
     files = request.files.getlist("file")
     try:
         batches.check_frame_count(len(files))
     except batches.BatchRefused as exc:
+        refuse("frame_count")
         api.fail(str(exc))
     work_dir = services.storage().make_work_dir("batch-")
     try:

@@ -26,6 +26,7 @@ from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
 from ..inputs import UnsupportedInput
 from ..limits import client_address
+from ..metrics import refuse
 from ..models import Album, Job, Submission, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
 from .common import client_filename
@@ -154,6 +155,7 @@ def upload_page() -> Any:
 def upload() -> BaseResponse | Any:
     user = current_user()
     if user is None and not current_app.config["ALLOW_ANONYMOUS_UPLOADS"]:
+        refuse("not_signed_in")
         return _upload_form(
             "Sign in to upload: this server does not take anonymous uploads.", "file", 403
         )
@@ -161,6 +163,7 @@ def upload() -> BaseResponse | Any:
         params = parse_solve_params(_form_params())
         options = _submission_options(params, user)
     except ParamError as exc:
+        refuse("invalid_argument")
         label = exc.field.replace("_", " ")
         return _upload_form(f"Invalid {label}: {exc.message}.", exc.field, 400)
     files = [file for file in request.files.getlist("file") if file.filename]
@@ -179,6 +182,7 @@ def upload() -> BaseResponse | Any:
                 try:
                     services.quick_check_upload(path)
                 except UnsupportedInput as exc:
+                    refuse("unrecognised_file")
                     name = services.basename(client_filename(file))
                     return _upload_form(f"{name}: {exc}", "file", 400)
                 paths.append((path, services.basename(client_filename(file))))
@@ -186,6 +190,7 @@ def upload() -> BaseResponse | Any:
                 try:
                     batch, _ = batches.create_batch(paths, options, chain=True)
                 except batches.BatchRefused as exc:
+                    refuse("frame_count")
                     return _upload_form(f"{str(exc).capitalize()}.", "file", 400)
                 return redirect(url_for("batches.batch_page", batch_id=batch.id), code=303)
             if len(paths) == 1:
@@ -200,9 +205,11 @@ def upload() -> BaseResponse | Any:
         try:
             url = services.validate_url(url)
         except ValueError as exc:
+            refuse("invalid_url")
             return _upload_form(str(exc), "url", 400)
         submission = services.submit_url(url, options)
     else:
+        refuse("no_input")
         return _upload_form("Choose a file to upload or enter a URL.", "file", 400)
     return redirect(url_for("web.status", submission_id=submission.id), code=303)
 
