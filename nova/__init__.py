@@ -73,7 +73,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from .views import account, admin, api, batches, files, pages, web
+    from .views import account, admin, api, batches, events, files, pages, web
     from .views.common import QuoteBareBoundaries
 
     app.register_blueprint(web.bp)
@@ -83,6 +83,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(batches.bp)
+    app.register_blueprint(events.bp)
     # nova's API clients post forms without CSRF tokens; they authenticate by session key.
     csrf.exempt(api.bp)
     init_limits(app)
