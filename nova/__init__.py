@@ -76,7 +76,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from .views import account, admin, api, apidocs, batches, files, pages, web
+    from .views import account, admin, api, apidocs, batches, events, files, pages, web
     from .views import metrics as metrics_views
     from .views.common import QuoteBareBoundaries
 
@@ -89,6 +89,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(batches.bp)
     app.register_blueprint(metrics_views.bp)
     app.register_blueprint(apidocs.bp)
+    app.register_blueprint(events.bp)
     # nova's API clients post forms without CSRF tokens; they authenticate by session key.
     csrf.exempt(api.bp)
     init_limits(app)

@@ -102,7 +102,8 @@ def worker_command(burst: bool) -> None:
         # Queues in priority order: submissions, then hinted solves, then blind ones.
         worker = Worker(list(queue.ALL_QUEUES), connection=connection)
         try:
-            worker.work(burst=burst, logging_level="INFO")
+            # The scheduler puts webhook retries (RQ's Retry intervals) back on their queue.
+            worker.work(burst=burst, logging_level="INFO", with_scheduler=True)
             return  # burst finished, or asked to stop (SIGTERM, SIGINT)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             # RQ quits when redis goes away while a job runs. Nothing is lost: the job's row

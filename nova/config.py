@@ -50,6 +50,20 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default
     return value
 
 
+def _seconds_list(env: Mapping[str, str], name: str, default: str) -> list[int]:
+    """Comma-separated whole seconds, e.g. "60,120,240"."""
+    raw = env.get(name, "").strip() or default
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be whole seconds separated by commas, got {raw!r}"
+        ) from None
+    if not values or any(value < 0 for value in values):
+        raise ConfigError(f"{name} must name at least one interval of 0 s or more, got {raw!r}")
+    return values
+
+
 def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
     """A rate limit in the limits library's notation, e.g. "60/minute;1000/hour"."""
     from limits import parse_many
@@ -188,6 +202,23 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Time series (/api/upload_batch): most frames, and most bytes in one batch request.
         "BATCH_MAX_FRAMES": _int(env, "NOVA_BATCH_MAX_FRAMES", 1000),
         "BATCH_MAX_BYTES": _int(env, "NOVA_BATCH_MAX_MB", max_upload_mb) * 1024 * 1024,
+        # Webhooks (callback_url): seconds between a failed delivery and its next try, one
+        # per retry (the default: 5 tries over 15 minutes), and each try's time limit.
+        "WEBHOOK_RETRY_INTERVALS": _seconds_list(
+            env, "NOVA_WEBHOOK_RETRY_INTERVALS", "60,120,240,480"
+        ),
+        # The site's address as its users reach it: the "url" of a webhook names the result
+        # page under it (a worker has no request to learn it from).
+        "PUBLIC_URL": env.get("NOVA_PUBLIC_URL", "").strip().rstrip("/")
+        or f"http://localhost:{env.get('NOVA_PORT', '8000').strip() or '8000'}",
+        "WEBHOOK_TIMEOUT": _int(env, "NOVA_WEBHOOK_TIMEOUT", 10),
+        # Live event streams (/api/jobs/J/events) held open at once by one web process: each
+        # holds one of its gunicorn threads; more are refused at once with 503 (poll instead).
+        "EVENTS_MAX_WATCHERS": _int(env, "NOVA_EVENTS_MAX_WATCHERS", 16, minimum=0),
+        # A stream ends after this long (the browser reconnects with Last-Event-ID), and says
+        # it is alive in between (proxies close silent connections).
+        "EVENTS_MAX_SECONDS": _int(env, "NOVA_EVENTS_MAX_SECONDS", 300),
+        "EVENTS_KEEPALIVE_SECONDS": _int(env, "NOVA_EVENTS_KEEPALIVE_SECONDS", 15),
         # Days after which anonymous and failed uploads are deleted (0: keep everything).
         "RETENTION_DAYS": _int(env, "NOVA_RETENTION_DAYS", 0, minimum=0),
         # /metrics (Prometheus text format): off by default (404); with a token, only a

@@ -77,6 +77,9 @@ class User(db.Model):
     # password change, API key reset) ends them all, wherever they are. None before the
     # first such event.
     session_token: Mapped[str | None] = mapped_column(String(64))
+    # Key of the HMAC that signs this user's webhook deliveries (nova.webhooks); shown with
+    # the API key. None until first needed (accounts made before webhooks).
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
 
     # Flask-Login's protocol.
     is_active = True
@@ -176,6 +179,10 @@ class Submission(db.Model):
     use_header_hints: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     album_id: Mapped[int | None] = mapped_column(ForeignKey("albums.id"))
+    # Where to POST the end of each of its jobs (nova.webhooks), and for an anonymous upload
+    # the key that signs those posts (an account's uploads use the account's webhook secret).
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_secret: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User | None] = relationship()
     user_images: Mapped[list[UserImage]] = relationship(
@@ -319,3 +326,21 @@ class Calibration(db.Model):
     wcs_header: Mapped[str] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="calibration")
+
+
+class WebhookDelivery(db.Model):
+    """One try to POST a job's end to its submission's callback_url (nova.webhooks)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The receiver's HTTP status, or None when no answer came (refused address, timeout).
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300

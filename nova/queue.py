@@ -26,9 +26,11 @@ SOLVE_QUEUE = "solve"
 # Solves that are quick by nature: a scale or position hint, or a star list (no extraction).
 # They have a queue of their own so that a slow blind solve never holds them up.
 QUICK_SOLVE_QUEUE = "solve-quick"
-# Workers take queues in this order: submissions (quick to recognise), then hinted solves,
-# then blind ones.
-ALL_QUEUES = (SUBMISSIONS_QUEUE, QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
+# Webhook deliveries (nova.webhooks): a few seconds each at most, never behind a solve.
+WEBHOOK_QUEUE = "webhooks"
+# Workers take queues in this order: submissions (quick to recognise), webhooks, then hinted
+# solves, then blind ones.
+ALL_QUEUES = (SUBMISSIONS_QUEUE, WEBHOOK_QUEUE, QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
 SOLVE_QUEUES = (QUICK_SOLVE_QUEUE, SOLVE_QUEUE)
 # While a work horse runs, its worker refreshes the entry's heartbeat every monitoring
 # interval. A "started" entry silent for longer lost its worker (killed, or redis went away

@@ -26,6 +26,7 @@ from .models import (
     SkyObject,
     Submission,
     UserImage,
+    WebhookDelivery,
     album_images,
     utcnow,
 )
@@ -56,6 +57,7 @@ def _forget_image(image: UserImage, removal: Removal) -> None:
     job_ids = [job.id for job in image.jobs]
     if job_ids:
         db.session.execute(delete(Calibration).where(Calibration.job_id.in_(job_ids)))
+        db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id.in_(job_ids)))
         db.session.execute(delete(Job).where(Job.id.in_(job_ids)))
     for model in (ImageTag, SkyObject, Comment):
         db.session.execute(delete(model).where(model.user_image_id == image.id))

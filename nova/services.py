@@ -20,7 +20,7 @@ from astropy.io import fits
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from . import archives, logs, metrics, queue, sandbox, urlsafety
+from . import archives, events, logs, metrics, queue, sandbox, urlsafety, webhooks
 from .calibration import CalibrationNumbers
 from .extensions import db
 from .inputs import (
@@ -62,6 +62,7 @@ class SubmissionOptions:
     via_api: bool = False
     album: Album | None = None
     client_address: str | None = None  # the uploader's address (kept for anonymous ones)
+    callback_url: str | None = None  # where to POST each job's end (nova.webhooks)
 
 
 class QueueFull(Exception):
@@ -120,7 +121,11 @@ def _new_submission(options: SubmissionOptions, **fields: object) -> Submission:
     if waiting + 1 > current_app.config["MAX_QUEUED_JOBS"]:
         raise QueueFull(queue_full_message(waiting))
     visible = "y" if options.user is None else options.publicly_visible  # anonymous: public
+    # An account signs its webhooks with its own secret; an anonymous upload gets one.
+    anonymous_callback = options.callback_url is not None and options.user is None
     return Submission(
+        callback_url=options.callback_url,
+        callback_secret=webhooks.new_secret() if anonymous_callback else None,
         user_id=user_id,
         client_address=address,
         via_api=options.via_api,
@@ -273,6 +278,7 @@ def _fail_submission(submission: Submission, message: str, file_hash: str | None
     )
     db.session.commit()
     metrics.job_ended(JobStatus.FAILURE)
+    _announce_ended(submission)
 
 
 def process_submission(submission_id: int) -> list[int]:
@@ -397,6 +403,7 @@ def _process_submission(submission: Submission) -> list[int]:
         jobs.append(job)
     submission.processing_finished = utcnow()
     db.session.commit()
+    events.submission_changed(submission.id)
     return [job.id for job in jobs]
 
 
@@ -546,12 +553,16 @@ def claim_job(job_id: int) -> bool:
         )
     )
     db.session.commit()
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    events.job_changed(job_id)
+    return True
 
 
 def set_job_stage(job_id: int, stage: str) -> None:
     db.session.execute(update(Job).where(Job.id == job_id).values(stage=stage))
     db.session.commit()
+    events.job_changed(job_id)
 
 
 def finish_job(
@@ -596,6 +607,7 @@ def finish_job(
         finished_at=job.finished_at,
         stage_seconds=stage_seconds,
     )
+    job_ended(job_id)
     with logs.bind(job_id=job_id, submission_id=job.user_image.submission_id):
         log.info(
             "job %s ended: %s%s (attempt %s, %s sources)",
@@ -605,6 +617,22 @@ def finish_job(
             job.attempts,
             sources,
         )
+
+
+def job_ended(job_id: int) -> None:
+    """After the commit that ended a job: tell its watchers, queue its webhook. Every end of
+    a job (solved, failed, given up, cancelled) comes through here."""
+    events.job_changed(job_id)
+    webhooks.job_ended(job_id)
+
+
+def _announce_ended(submission: Submission) -> None:
+    """``job_ended`` for the jobs a submission was born with, already ended (a refused
+    upload's failed job, an answer reused from an earlier solve)."""
+    for image in submission.user_images:
+        for job in image.jobs:
+            job_ended(job.id)
+    events.submission_changed(submission.id)
 
 
 def prepare_image(image: UserImage, work_dir: Path, wall_seconds: float) -> PreparedInput:
@@ -708,6 +736,7 @@ def reuse_solution(submission: Submission) -> bool:
     storage().publish_job_dir(work_dir, job.id)
     db.session.commit()
     metrics.job_ended(JobStatus.SUCCESS)
+    _announce_ended(submission)
     return True
 
 
@@ -757,7 +786,10 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
             counts["retried"] += changed
         db.session.commit()
         if changed and retry:
+            events.job_changed(job.id)
             queue.enqueue_solve(job.id, force=True)
+        elif changed:
+            job_ended(job.id)
     from . import batches  # batches builds on this module
 
     # Frames of a batch are its tasks' work (batches.reconcile), never queued one by one.

@@ -324,14 +324,20 @@ def _request(
     remaining: float,
     watchdog: _Watchdog,
     tls_context: ssl.SSLContext | None,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    """GET ``target`` from the first of ``addresses`` that accepts a connection."""
+    """Send ``method`` (GET, or POST of ``body``) to ``target`` at the first of
+    ``addresses`` that accepts a connection."""
     headers = {
         "Host": target.host_header,
         "User-Agent": USER_AGENT,
         "Accept": "*/*",
         "Accept-Encoding": "identity",
         "Connection": "close",
+        **(extra_headers or {}),
     }
     last_error: Exception | None = None
     for address in addresses:
@@ -356,7 +362,7 @@ def _request(
             last_error = exc
             continue
         try:
-            connection.request("GET", target.path, headers=headers)
+            connection.request(method, target.path, body=body, headers=headers)
             return connection, connection.getresponse()
         except BaseException:
             connection.close()
@@ -424,6 +430,51 @@ def open_url(
             yield Body(current, response, watchdog, deadline, timeout, max_bytes)
             return
         raise DownloadError(f"the server redirected more than {MAX_REDIRECTS} times")
+    finally:
+        watchdog.cancel()
+        if connection is not None:
+            connection.close()
+
+
+def post(
+    url: str,
+    body: bytes,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+    allow_private: bool = False,
+    resolver: Resolver = socket.getaddrinfo,
+    tls_context: ssl.SSLContext | None = None,
+) -> int:
+    """POST ``body`` to ``url`` under the download rules (addresses checked and pinned, a
+    total time limit; redirects are not followed) and return the HTTP status. Raises
+    DownloadError (UnsafeURL, DownloadTimeout) when no answer came."""
+    watchdog = _Watchdog(timeout)
+    connection: http.client.HTTPConnection | None = None
+    try:
+        target = parse_url(url)
+        addresses = resolve(
+            target.host, target.port, allow_private=allow_private, resolver=resolver
+        )
+        try:
+            connection, response = _request(
+                target,
+                addresses,
+                timeout,
+                watchdog,
+                tls_context,
+                method="POST",
+                body=body,
+                extra_headers=headers,
+            )
+            response.read(64 * 1024)  # a little of the answer; the status is what counts
+        except DownloadError:
+            raise
+        except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
+            if watchdog.expired or isinstance(exc, TimeoutError):
+                raise DownloadTimeout(f"no answer within {timeout:g} s") from None
+            raise DownloadError(f"the request to {target.host} failed: {exc}") from None
+        return int(response.status)
     finally:
         watchdog.cancel()
         if connection is not None:

@@ -1,5 +1,6 @@
-// Poll the submission's state and redraw the status until every job has ended; a single
-// solved image then opens its result page.
+// Follow the submission's live event stream (/api/submissions/S/events), redrawing the
+// status at each event until every job has ended; a single solved image then opens its
+// result page. Polls the state instead when the stream is unavailable.
 (function () {
   "use strict";
   const root = document.getElementById("status");
@@ -51,22 +52,54 @@
     }
   }
 
-  async function poll() {
-    let state;
-    try {
-      const response = await fetch(stateUrl, { cache: "no-store" });
-      state = await response.json();
-    } catch (err) {
-      setTimeout(poll, 2000);
-      return;
-    }
+  // Fetch the state and draw it; true once every job has ended (a single solved image
+  // then opens its result page).
+  async function refresh() {
+    const response = await fetch(stateUrl, { cache: "no-store" });
+    const state = await response.json();
     render(state);
     if (state.finished) {
       const solved = state.images.filter((i) => i.job && i.job.status === "success");
       if (state.images.length === 1 && solved.length === 1) window.location = solved[0].result_url;
+    }
+    return state.finished;
+  }
+
+  // Polling: only when the live event stream is unavailable (no EventSource, the server's
+  // cap on watchers reached, a proxy that buffers streams).
+  async function poll() {
+    let finished = false;
+    try {
+      finished = await refresh();
+    } catch (err) {
+      setTimeout(poll, 2000);
       return;
     }
-    setTimeout(poll, 1000);
+    if (!finished) setTimeout(poll, 1000);
   }
-  poll();
+
+  function follow() {
+    if (!root.dataset.eventsUrl || !window.EventSource) return poll();
+    const source = new EventSource(root.dataset.eventsUrl);
+    let ended = false;
+    root.dataset.updates = "events";
+    const onEvent = async () => {
+      try {
+        ended = (await refresh()) || ended;
+      } catch (err) { /* the next event or the fallback draws it */ }
+      if (ended) source.close();
+    };
+    for (const name of ["queued", "extracting", "solving", "success", "failure"]) {
+      source.addEventListener(name, onEvent);
+    }
+    source.addEventListener("error", () => {
+      // EventSource reconnects by itself after a stream ends; it gives up (CLOSED) on a
+      // refusal such as 503, or when the stream has said everything (204).
+      if (source.readyState === EventSource.CLOSED && !ended) {
+        root.dataset.updates = "polling";
+        poll();
+      }
+    });
+  }
+  follow();
 })();

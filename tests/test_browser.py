@@ -159,3 +159,66 @@ def test_the_pages_fit_a_phone(site: str, browser: Browser) -> None:
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, (path, width)  # nothing wider than the screen
     shot(page, "phone-signin")
+
+
+def upload_apod4_with_hint(page: Page, site: str, apod: Path) -> None:
+    page.goto(f"{site}/upload")
+    page.set_input_files("input[name=file]", str(apod / "apod4.jpg"))
+    page.click("text=Advanced options")
+    page.check("input[name=scale_hint]")
+    page.fill("input[name=scale_lower]", "25")
+    page.fill("input[name=scale_upper]", "40")
+    page.click("button:has-text('Solve')")
+
+
+def test_the_status_page_follows_the_live_event_stream(
+    site: str, browser: Browser, apod: Path
+) -> None:
+    page = browser.new_context().new_page()
+    sign_up(page, site, "cleo@example.org")
+    streams: list[tuple[str, int, str]] = []
+    state_fetches: list[str] = []
+    page.on(
+        "response",
+        lambda response: (
+            streams.append(
+                (response.url, response.status, response.headers.get("content-type", ""))
+            )
+            if "/events" in response.url
+            else None
+        ),
+    )
+    page.on(
+        "request",
+        lambda request: state_fetches.append(request.url) if "/state" in request.url else None,
+    )
+    upload_apod4_with_hint(page, site, apod)
+    page.wait_for_url(re.compile(r".*/status/\d+$"))
+    submission_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_url(re.compile(r".*/user_images/\d+$"), timeout=120_000)
+    expect(page.locator("table.calibration")).to_contain_text("12h 2")
+    # The page opened the submission's stream and drew the state at its events: one fetch
+    # per event (a submission's solve has at most six), not one a second.
+    assert any(
+        url.endswith(f"/api/submissions/{submission_id}/events")
+        and status == 200
+        and kind.startswith("text/event-stream")
+        for url, status, kind in streams
+    ), streams
+    assert 1 <= len(state_fetches) <= 6, state_fetches
+
+
+def test_the_status_page_polls_when_the_stream_is_refused(
+    site: str, browser: Browser, apod: Path
+) -> None:
+    page = browser.new_context().new_page()
+    sign_up(page, site, "dan@example.org")
+    # As when every watcher place is taken: the server answers 503.
+    page.route(
+        re.compile(r".*/api/submissions/\d+/events$"),
+        lambda route: route.fulfill(status=503, headers={"Retry-After": "10"}, body="busy"),
+    )
+    upload_apod4_with_hint(page, site, apod)
+    page.wait_for_url(re.compile(r".*/status/\d+$"))
+    page.wait_for_url(re.compile(r".*/user_images/\d+$"), timeout=120_000)
+    expect(page.locator("table.calibration")).to_contain_text("12h 2")

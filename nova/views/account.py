@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
+from .. import webhooks
 from ..accounts import create_user, reset_api_key, revoke_sessions
 from ..auth import COOKIE_SESSION_FIELD, web_user_for
 from ..extensions import db, login_manager
@@ -114,7 +115,12 @@ def signup() -> Any:
             user.password_hash = generate_password_hash(form.password.data)
             db.session.commit()
             flask_login.login_user(user)
-            return render_template("account/api_key.html", key=key, new_account=True)
+            return render_template(
+                "account/api_key.html",
+                key=key,
+                new_account=True,
+                webhook_secret=webhooks.user_secret(user),
+            )
     return render_template("account/signup.html", form=form)
 
 
@@ -190,7 +196,10 @@ def profile() -> Any:
         flash("Profile saved.")
         return redirect(url_for("account.profile"))
     return render_template(
-        "account/profile.html", form=form, api_url=request.url_root.rstrip("/") + "/api/"
+        "account/profile.html",
+        form=form,
+        api_url=request.url_root.rstrip("/") + "/api/",
+        webhook_secret=webhooks.user_secret(user),
     )
 
 
@@ -201,4 +210,9 @@ def regenerate_api_key() -> Any:
     key = reset_api_key(user.email)  # ends every session, this one too...
     flask_login.login_user(user, remember=True)  # ...which continues with the new token
     current_app.logger.info("user %s regenerated their API key", user.id)
-    return render_template("account/api_key.html", key=key, new_account=False)
+    return render_template(
+        "account/api_key.html",
+        key=key,
+        new_account=False,
+        webhook_secret=webhooks.user_secret(user),
+    )

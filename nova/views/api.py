@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from .. import batches, services, visibility
+from .. import batches, services, visibility, webhooks
 from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..calibration import nova_calibration
@@ -169,6 +169,7 @@ def upload_options(args: dict[str, Any], user: User) -> services.SubmissionOptio
             refuse("invalid_argument")
             fail(f'Failed to find an Album with title "{title}"')
     return services.SubmissionOptions(
+        callback_url=callback_url(args),
         params=params,
         user=user,
         publicly_visible=visibility,
@@ -177,6 +178,19 @@ def upload_options(args: dict[str, Any], user: User) -> services.SubmissionOptio
         via_api=True,
         album=album,
     )
+
+
+def callback_url(args: dict[str, Any]) -> str | None:
+    """The upload's optional ``callback_url`` (nova.webhooks), checked before anything is stored."""
+    value = args.get("callback_url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        fail("invalid callback_url: must be an http:// or https:// URL")
+    try:
+        return webhooks.check_callback_url(value)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
@@ -396,6 +410,9 @@ def job_info(job_id: int) -> Response:
     if job.hints is not None:
         # Nova's own key: where the solve's scale and position hints came from.
         payload["hints"] = job.hints
+    if job.user_image.submission.callback_url:
+        # Nova's own key: the tries to POST this job's end to the upload's callback_url.
+        payload["webhook_deliveries"] = webhooks.deliveries(job)
     return reply(payload)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import (
@@ -9,6 +10,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    flash,
     jsonify,
     redirect,
     render_template,
@@ -20,7 +22,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import batches, hints, licences, queue, services, site, visibility
+from .. import batches, hints, licences, queue, services, site, visibility, webhooks
 from ..auth import current_user
 from ..calibration import format_dec_dms, format_ra_hms, format_size
 from ..extensions import db
@@ -114,6 +116,18 @@ def _submission_options(params: Any, user: Any) -> services.SubmissionOptions:
     )
 
 
+def _form_callback_url() -> str | None:
+    """The advanced form's webhook address (nova.webhooks), or None when left empty."""
+    value = request.form.get("callback_url", "").strip()
+    if not value:
+        return None
+    try:
+        return webhooks.check_callback_url(value)
+    except ValueError as exc:
+        reason = str(exc).removeprefix("The callback_url ").rstrip(".")
+        raise ParamError("callback_url", reason) from None
+
+
 def _upload_form(error: str | None = None, field: str | None = None, status: int = 200) -> Any:
     user = current_user()
     albums = []
@@ -161,7 +175,7 @@ def upload() -> BaseResponse | Any:
         )
     try:
         params = parse_solve_params(_form_params())
-        options = _submission_options(params, user)
+        options = replace(_submission_options(params, user), callback_url=_form_callback_url())
     except ParamError as exc:
         refuse("invalid_argument")
         label = exc.field.replace("_", " ")
@@ -211,6 +225,13 @@ def upload() -> BaseResponse | Any:
     else:
         refuse("no_input")
         return _upload_form("Choose a file to upload or enter a URL.", "file", 400)
+    if submission.callback_secret:
+        # An anonymous upload's webhook key: told once, here, to whoever uploaded it.
+        flash(
+            f"The webhooks of this upload are signed with the secret {submission.callback_secret}"
+            " (X-Nova-Signature); keep it, it is not shown again.",
+            "notice",
+        )
     return redirect(url_for("web.status", submission_id=submission.id), code=303)
 
 
@@ -333,6 +354,7 @@ def user_image(image_id: int) -> Any:
         formatted=formatted,
         hints_text=hints.describe_source(job.hints) if job and job.hints else None,
         hint_notes=(job.hints.get("notes") or []) if job and job.hints else [],
+        deliveries=webhooks.deliveries(job) if job and submission.callback_url else [],
         log_text=log_text,
         is_owner=user is not None and user.id == image.user_id,
         user=user,
