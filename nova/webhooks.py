@@ -21,9 +21,9 @@ from typing import Any
 import redis
 from flask import current_app, url_for
 from rq import Queue, Retry
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from . import queue, urlsafety
+from . import metrics, queue, urlsafety
 from .calibration import nova_calibration
 from .extensions import db
 from .models import Job, Submission, User, WebhookDelivery
@@ -166,6 +166,12 @@ def _deliver(job_id: int) -> None:
         error = f"the receiver answered {status}"
     db.session.add(WebhookDelivery(job_id=job_id, status_code=status, error=error))
     db.session.commit()
+    if error is None:
+        metrics.callback_delivery("delivered")
+    else:
+        tries = db.session.scalar(select(func.count()).where(WebhookDelivery.job_id == job_id))
+        last = (tries or 0) > len(current_app.config["WEBHOOK_RETRY_INTERVALS"])
+        metrics.callback_delivery("gave_up" if last else "retrying")
     if error is not None:
         log.info("webhook of job %s not delivered: %s", job_id, error)
         raise DeliveryFailed(error)

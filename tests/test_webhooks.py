@@ -13,11 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import redis
 from astropy.io import fits
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from nova import metrics
 from nova.extensions import db
 from nova.models import Submission, User, WebhookDelivery
 
@@ -172,6 +174,13 @@ def test_a_500_is_retried_and_every_try_is_recorded(
     apod: Path,
 ) -> None:
     receiver.answers = [500, 500]
+    counted = redis.Redis.from_url(app.config["REDIS_URL"])
+    counter = metrics.CALLBACK_DELIVERIES.key
+
+    def deliveries_counted() -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in counted.hgetall(counter).items()}
+
+    before = deliveries_counted()
     _, key = make_user("ann@example.org")
     session = api_login(client, key)
     answer = upload_stars(client, session, apod, callback_url=receiver.url)
@@ -192,6 +201,10 @@ def test_a_500_is_retried_and_every_try_is_recorded(
     page = client.get(f"/user_images/{image_id}").get_data(as_text=True)
     assert "Webhook deliveries" in page
     assert page.count('data-delivered="no"') == 2 and page.count('data-delivered="yes"') == 1
+    # /metrics counts the tries by outcome (nova_callback_deliveries_total).
+    after = deliveries_counted()
+    gained = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert gained == {"delivered": 1, "retrying": 2}, gained
 
 
 @pytest.mark.parametrize(
