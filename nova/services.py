@@ -20,7 +20,7 @@ from astropy.io import fits
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from . import archives, logs, queue, sandbox, urlsafety
+from . import archives, logs, queue, sandbox, status, urlsafety
 from .calibration import CalibrationNumbers
 from .extensions import db
 from .inputs import (
@@ -586,6 +586,14 @@ def finish_job(
         job.stage = "failed"
         job.failure_reason = failure_reason or "The solve failed."
     db.session.commit()
+    if job.started_at is not None:
+        # The queue-position estimates (nova.status) come from recent durations per queue.
+        image = job.user_image
+        quick = queue.is_quick(SolveParams.from_row(image.submission), image.kind)
+        status.record_duration(
+            queue.QUICK_SOLVE_QUEUE if quick else queue.SOLVE_QUEUE,
+            (job.finished_at - job.started_at).total_seconds(),
+        )
     with logs.bind(job_id=job_id, submission_id=job.user_image.submission_id):
         log.info(
             "job %s ended: %s%s (attempt %s, %s sources)",
