@@ -265,8 +265,9 @@ def progress(job: dict[str, Any]) -> dict[str, int | None]:
     """``queue_position`` and ``eta_seconds`` of an unfinished job's facts ({} once it has
     ended). The position counts the solves ahead of it in the order workers take them (every
     hinted solve before the blind ones), 0 once solving; None (and no estimate) for a job
-    not on a queue (a frame of a time series, solved by its batch's tasks, or an entry the
-    reconciler is about to put back). The estimate is the recent mean duration of its
+    not on a queue (a frame of a time series, solved by its batch's tasks; a job in the
+    moment between its commit and its enqueueing; an entry the reconciler is about to put
+    back). The estimate is the recent mean duration of its
     queue times the rounds of the workers it waits for, less what it has run: seconds until
     it ends, None until a solve of its queue has ended."""
     if job["status"] in (JobStatus.SUCCESS, JobStatus.FAILURE):
@@ -279,7 +280,9 @@ def progress(job: dict[str, Any]) -> dict[str, int | None]:
         pipe.llen(_queue_key(queue.QUICK_SOLVE_QUEUE))
         pipe.scard("rq:workers")
         pipe.lrange(_durations_key(job["queue"] or queue.SOLVE_QUEUE), 0, -1)
-        quick_at, blind_at, quick_length, workers, durations = pipe.execute()
+        for name in queue.SOLVE_QUEUES:  # RQ's started registries: a worker has it
+            pipe.zrange(f"rq:wip:{name}", 0, -1)
+        quick_at, blind_at, quick_length, workers, durations, *started = pipe.execute()
     except redis.exceptions.RedisError:
         return {"queue_position": None, "eta_seconds": None}
     mean = _mean(durations)
@@ -289,7 +292,14 @@ def progress(job: dict[str, Any]) -> dict[str, int | None]:
         started = _parse_time(job["started_at"])
         ran = (utcnow() - started).total_seconds() if started else 0.0
         return {"queue_position": 0, "eta_seconds": max(1, math.ceil(mean - ran))}
-    if quick_at is not None:
+    # Members are "<entry id>:<execution id>". A worker that took the entry has not claimed
+    # the job yet: it is next, whatever a duplicate entry (a reconciler's) further back says.
+    taken = any(
+        member.decode().split(":", 1)[0] == rq_id for members in started for member in members
+    )
+    if taken:
+        ahead = 0
+    elif quick_at is not None:
         ahead = int(quick_at)
     elif blind_at is not None:
         ahead = int(quick_length) + int(blind_at)
