@@ -367,8 +367,9 @@ def run_bare(
 class Stack:
     """``python -m nova up`` on free loopback ports, with its own data directory and redis."""
 
-    def __init__(self, root: Path, workers: int, reuse: bool = False) -> None:
+    def __init__(self, root: Path, workers: int, reuse: bool = False, repo: Path = REPO) -> None:
         self.root = root
+        self.repo = repo  # the checkout it runs (bench/polls.py runs an older one too)
         self.workers = workers
         self.data_dir = root / "data"
         self.log_path = root / "stack.log"
@@ -396,7 +397,7 @@ class Stack:
         return subprocess.run(
             [sys.executable, "-m", "nova", *args],
             env=self.env,
-            cwd=REPO,
+            cwd=self.repo,
             check=True,
             capture_output=True,
             text=True,
@@ -416,7 +417,7 @@ class Stack:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nova", "up"],
                 env=self.env,
-                cwd=REPO,
+                cwd=self.repo,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

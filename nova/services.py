@@ -20,7 +20,7 @@ from astropy.io import fits
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from . import archives, events, logs, metrics, queue, sandbox, urlsafety, webhooks
+from . import archives, events, logs, metrics, queue, sandbox, status, urlsafety, webhooks
 from .calibration import CalibrationNumbers
 from .extensions import db
 from .inputs import (
@@ -600,6 +600,14 @@ def finish_job(
         job.stage = "failed"
         job.failure_reason = failure_reason or "The solve failed."
     db.session.commit()
+    if job.started_at is not None:
+        # The queue-position estimates (nova.status) come from recent durations per queue.
+        image = job.user_image
+        quick = queue.is_quick(SolveParams.from_row(image.submission), image.kind)
+        status.record_duration(
+            queue.QUICK_SOLVE_QUEUE if quick else queue.SOLVE_QUEUE,
+            (job.finished_at - job.started_at).total_seconds(),
+        )
     metrics.job_ended(
         job.status,
         queued_at=job.queued_at,

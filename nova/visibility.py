@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from flask import current_app
@@ -36,7 +37,17 @@ class OwnedColumns(Protocol):
 
 def can_view(item: Owned, user: User | None) -> bool:
     """Public rows are visible to all; private ones only to their owner."""
-    return item.publicly_visible == "y" or (user is not None and item.user_id == user.id)
+    return owner_or_public(item.publicly_visible, item.user_id, lambda: user.id if user else None)
+
+
+def owner_or_public(
+    publicly_visible: str, owner_id: int | None, caller_id: Callable[[], int | None]
+) -> bool:
+    """``can_view`` on a row's two facts; ``caller_id`` is asked only for a private row
+    (the status answers, nova.status, look the caller up only when it matters)."""
+    if publicly_visible == "y":
+        return True
+    return owner_id is not None and caller_id() == owner_id
 
 
 def visible_clause(model: type[OwnedColumns], user: User | None) -> ColumnElement[bool]:
@@ -54,24 +65,36 @@ def _id_access_window() -> timedelta | None:
 
 def id_opens_job(job: Job) -> bool:
     """Whether the job's id alone opens its solve result: running, or ended recently."""
+    return id_opens_job_ended(job.finished_at)
+
+
+def id_opens_job_ended(finished_at: datetime | None) -> bool:
+    """``id_opens_job`` on the job's end time (None: not ended)."""
     window = _id_access_window()
     if window is None:
         return False
-    return job.finished_at is None or job.finished_at >= utcnow() - window
+    return finished_at is None or finished_at >= utcnow() - window
 
 
 def id_opens_submission(submission: Submission) -> bool:
     """Whether the submission's id alone opens its status: being processed, a job of it
     opened by its id, or (no job yet) processed recently."""
+    jobs = [job for image in submission.user_images for job in image.jobs]
+    return id_opens_submission_ended(submission.processing_finished, [j.finished_at for j in jobs])
+
+
+def id_opens_submission_ended(
+    processing_finished: datetime | None, jobs_finished_at: list[datetime | None]
+) -> bool:
+    """``id_opens_submission`` on the submission's and its jobs' end times."""
     window = _id_access_window()
     if window is None:
         return False
-    if submission.processing_finished is None:
+    if processing_finished is None:
         return True
-    jobs = [job for image in submission.user_images for job in image.jobs]
-    if jobs:
-        return any(id_opens_job(job) for job in jobs)
-    return submission.processing_finished >= utcnow() - window
+    if jobs_finished_at:
+        return any(id_opens_job_ended(ended) for ended in jobs_finished_at)
+    return processing_finished >= utcnow() - window
 
 
 def can_read_result(job: Job, user: User | None) -> bool:

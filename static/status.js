@@ -18,6 +18,16 @@
     return node;
   }
 
+  // The API's queue keys (nova.status): "3 ahead of you, about 20 s".
+  function waitText(job) {
+    const parts = [];
+    if (job.status === "queued" && job.queue_position != null) {
+      parts.push(job.queue_position === 0 ? "next" : `${job.queue_position} ahead of you`);
+    }
+    if (job.eta_seconds != null) parts.push(`about ${job.eta_seconds} s`);
+    return parts.join(", ");
+  }
+
   function render(state) {
     root.replaceChildren();
     if (state.error_message) root.append(el("p", { class: "error" }, state.error_message));
@@ -32,7 +42,8 @@
       if (job) {
         const stage = el("p", { class: "stage", "data-stage": job.stage }, `Job ${job.id}: `);
         let label = labels[job.stage] || job.stage;
-        if (job.stage === "queued" && job.queue_position) label += ` (position ${job.queue_position})`;
+        const wait = waitText(job);
+        if (wait) label += ` (${wait})`;
         stage.append(el("strong", {}, label));
         if (job.sources_detected != null) stage.append(` · ${job.sources_detected} stars detected`);
         section.append(stage);

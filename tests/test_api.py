@@ -341,6 +341,9 @@ def test_a_solve_seen_through_every_endpoint(
         "images": [],
         "jobs": [],
         "job_calibrations": [],
+        # Nova's keys until it ends (nova.status): first among the uploads to be read.
+        "queue_position": 0,
+        "eta_seconds": None,
     }
     run_worker()
     status = api_call(client, f"submissions/{subid}", method="GET")

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from .. import batches, services, visibility, webhooks
+from .. import batches, services, status, visibility, webhooks
 from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..calibration import nova_calibration
@@ -31,12 +31,6 @@ from .common import client_filename
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 ANY_METHOD = ["GET", "POST"]
-JOB_STATUS_BLURB = {
-    "queued": "processing",
-    "solving": "solving",
-    "success": "success",
-    "failure": "failure",
-}
 
 
 class ApiError(Exception):
@@ -272,22 +266,12 @@ def nova_time(value: object) -> str:
     return str(value)
 
 
-def status_submission(submission_id: int) -> Submission:
-    """The submission, for its owner, anyone if public, or whoever holds a private one's id
-    (nova.visibility)."""
-    # The caller first: it reads the request body, which a keep-alive connection needs read
-    # before the next request, even when the id turns out missing.
-    user = current_user()
-    submission = db.session.get(Submission, submission_id)
-    if submission is None or not visibility.can_read_status(submission, user):
-        raise ApiError("submission does not exist", 404)
-    return submission
-
-
 def visible_job(job_id: int, *, solve_result: bool = True) -> tuple[Job, bool]:
     """(job, whether the caller sees its image) when the caller may see the image or, for
     the solve result (``solve_result``), holds the id; a JSON 404 otherwise."""
-    user = current_user()  # first, as in status_submission
+    # The caller first: it reads the request body, which a keep-alive connection needs read
+    # before the next request, even when the id turns out missing.
+    user = current_user()
     # One query with its image: clients poll this several times a second per job.
     job = db.session.get(Job, job_id, options=[joinedload(Job.user_image)])
     if job is None:
@@ -319,37 +303,35 @@ def submission_images() -> Response:
     return reply({"status": "success", "image_ids": [i.id for i in submission.user_images]})
 
 
+def _caller_id() -> int | None:
+    """The caller's user id, looked up only when an answer depends on it (a private row)."""
+    user = current_user()
+    return user.id if user is not None else None
+
+
+def _status_reply(payload: dict[str, Any] | None, missing: str) -> Response:
+    # The body is read in any case: a keep-alive connection needs it read before the next
+    # request, even when the id turns out missing.
+    request.get_data()
+    if payload is None:
+        raise ApiError(missing, 404)
+    response = reply(payload)
+    # It changes as the job runs, and may be one an id opens: never kept by a cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.route("/submissions/<int:submission_id>", methods=ANY_METHOD)
 def submission_status(submission_id: int) -> Response:
-    submission = status_submission(submission_id)
-    images = submission.user_images
-    best_jobs = [image.best_job for image in images]
-    payload: dict[str, Any] = {
-        "user": submission.user_id,
-        "processing_started": nova_time(submission.processing_started),
-        "processing_finished": nova_time(submission.processing_finished),
-        "user_images": [image.id for image in images],
-        "images": [image.id for image in images],
-        "jobs": [job.id if job else None for job in best_jobs],
-        "job_calibrations": [
-            [job.id, job.calibration.id]
-            for job in best_jobs
-            if job is not None and job.calibration is not None
-        ],
-    }
-    if submission.error_message:
-        payload["error_message"] = submission.error_message
-    return reply(payload)
-
-
-def blurb(job: Job) -> str:
-    return JOB_STATUS_BLURB.get(job.status, "?")
+    # Built from cached facts (nova.status), as the event streams build theirs.
+    return _status_reply(
+        status.submission_answer(submission_id, _caller_id), "submission does not exist"
+    )
 
 
 @bp.route("/jobs/<int:job_id>", methods=ANY_METHOD)
 def job_status(job_id: int) -> Response:
-    job, _ = visible_job(job_id)
-    return reply({"status": blurb(job)})
+    return _status_reply(status.job_answer(job_id, _caller_id), "job does not exist")
 
 
 def calibration_dict(job: Job, *, with_size: bool) -> dict[str, float] | None:
@@ -394,26 +376,8 @@ def job_objects(job_id: int) -> Response:
 
 @bp.route("/jobs/<int:job_id>/info", methods=ANY_METHOD)
 def job_info(job_id: int) -> Response:
-    job, sees_image = visible_job_with_objects(job_id)
-    image = job.user_image
-    payload: dict[str, Any] = {
-        "objects_in_field": [obj.name for obj in image.sky_objects],
-        "machine_tags": tag_texts(image, machine_only=True),
-        # An id-holder who may not see the image gets the machine's tags only.
-        "tags": tag_texts(image, machine_only=not sees_image),
-        "status": blurb(job),
-        "original_filename": image.original_filename,
-    }
-    calibration = calibration_dict(job, with_size=False)
-    if calibration is not None:
-        payload["calibration"] = calibration
-    if job.hints is not None:
-        # Nova's own key: where the solve's scale and position hints came from.
-        payload["hints"] = job.hints
-    if job.user_image.submission.callback_url:
-        # Nova's own key: the tries to POST this job's end to the upload's callback_url.
-        payload["webhook_deliveries"] = webhooks.deliveries(job)
-    return reply(payload)
+    # N.I.N.A. polls this one: cached facts too (nova.status).
+    return _status_reply(status.job_info_answer(job_id, _caller_id), "job does not exist")
 
 
 @bp.route("/jobs/<int:job_id>/annotations", methods=ANY_METHOD)

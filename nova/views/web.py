@@ -31,6 +31,7 @@ from ..limits import client_address
 from ..metrics import refuse
 from ..models import Album, Job, Submission, UserImage
 from ..params import ParamError, parse_choice, parse_solve_params, row_id
+from ..status import job_progress
 from .common import client_filename
 
 bp = Blueprint("web", __name__)
@@ -260,8 +261,9 @@ def _job_state(job: Job | None) -> dict[str, Any] | None:
         "started_at": job.started_at.isoformat() + "Z" if job.started_at else None,
         "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
     }
-    if job.status == "queued":
-        state["queue_position"] = queue.queue_position(job.id)
+    if not job.is_finished:
+        # The API's queue keys (nova.status): solves ahead, seconds until it ends.
+        state.update(job_progress(job.id))
     if job.is_finished:
         state["log_tail"] = _log_tail(job)
     return state
