@@ -162,15 +162,17 @@ def test_nul_characters_are_refused_without_a_server_error(client: FlaskClient, 
     assert db.session.scalars(select(Submission)).all() == []
 
 
-def test_users_never_see_server_paths(app: Flask, client: FlaskClient) -> None:
+def test_users_never_see_server_paths(app: Flask, client: FlaskClient, apod: Path) -> None:
     data_dir = str(app.config["DATA_DIR"])
     refused = form_file(client, b"\x89PNG\r\n\x1a\n" + b"garbage" * 100, "broken.png")
     assert refused.status_code == 303
-    assert form_file(client, STARS).status_code == 303
+    # A real star list, which the engine solves in about a second (made-up stars would
+    # keep it searching until the job's time limit).
+    assert form_file(client, (apod / "apod4.xyls").read_bytes(), "stars.xyls").status_code == 303
     run_worker()
     db.session.rollback()
     by_name = {row.original_filename: row for row in db.session.scalars(select(Submission))}
-    broken, stars = by_name["broken.png"], by_name["stars.txt"]
+    broken, stars = by_name["broken.png"], by_name["stars.xyls"]
     assert broken.error_message and data_dir not in broken.error_message
     assert "'/" not in broken.error_message
     job = stars.user_images[0].jobs[0]
@@ -226,7 +228,9 @@ def test_form_fields_as_large_as_the_star_limit_needs(client: FlaskClient, make_
     assert "form field is larger than" in huge.get_data(as_text=True)
 
 
-def test_security_headers_and_private_caching(app: Flask, client: FlaskClient) -> None:
+def test_security_headers_and_private_caching(
+    app: Flask, client: FlaskClient, apod: Path
+) -> None:
     page = client.get("/upload")
     policy = page.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
@@ -237,7 +241,9 @@ def test_security_headers_and_private_caching(app: Flask, client: FlaskClient) -
     sign_up(client, "ann@example.org")
     upload = client.post(
         "/upload",
-        data={"file": (io.BytesIO(STARS), "s.txt"), "publicly_visible": "n"},
+        # A real star list: solved in about a second, so the job has its log at once.
+        data={"file": (io.BytesIO((apod / "apod4.xyls").read_bytes()), "s.xyls"),
+              "publicly_visible": "n"},
         content_type="multipart/form-data",
     )
     assert upload.status_code == 303
