@@ -20,6 +20,7 @@ from .extensions import csrf, db, login_manager, migrate
 from .limits import init_limits
 from .logs import configure_logging
 from .params import MAX_ROW_ID
+from .remember import init_remember
 from .services import QueueFull
 from .storage import Storage
 
@@ -71,6 +72,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     login_manager.init_app(app)
+    init_remember(app)
     csrf.init_app(app)
 
     from .views import account, admin, api, batches, files, pages, web

@@ -114,7 +114,10 @@ def test_reading_a_submission_counts_an_attempt(
 ) -> None:
     # A real star list, solved in about a second: the made-up STARS would keep the worker
     # searching blind until the job's time limit.
-    assert form_upload(client, (apod / "apod4.xyls").read_bytes(), name="stars.xyls").status_code == 303
+    assert (
+        form_upload(client, (apod / "apod4.xyls").read_bytes(), name="stars.xyls").status_code
+        == 303
+    )
     run_worker()
     db.session.rollback()
     assert db.session.scalars(select(Submission.attempts)).one() == 1
