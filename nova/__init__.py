@@ -21,6 +21,7 @@ from .limits import init_limits
 from .logs import configure_logging
 from .metrics import init_metrics, refuse
 from .params import MAX_ROW_ID
+from .remember import init_remember
 from .services import QueueFull
 from .storage import Storage
 
@@ -74,6 +75,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         tune_sqlite(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     login_manager.init_app(app)
+    init_remember(app)
     csrf.init_app(app)
 
     from .views import account, admin, api, apidocs, batches, events, files, pages, web

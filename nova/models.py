@@ -73,9 +73,8 @@ class User(db.Model):
     default_visibility: Mapped[str] = mapped_column(String(1), default="y")
     default_commercial_use: Mapped[str] = mapped_column(String(1), default="y")
     default_modifications: Mapped[str] = mapped_column(String(2), default="y")
-    # Named by every web session and remember cookie (``get_id``); a new one (sign-out,
-    # password change, API key reset) ends them all, wherever they are. None before the
-    # first such event.
+    # Named by every web session (``get_id``); a new one (sign-out, password change, API key
+    # reset) ends them all, wherever they are. None before the first such event.
     session_token: Mapped[str | None] = mapped_column(String(64))
     # Key of the HMAC that signs this user's webhook deliveries (nova.webhooks); shown with
     # the API key. None until first needed (accounts made before webhooks).
@@ -101,6 +100,22 @@ class ApiSession(db.Model):
     __tablename__ = "api_sessions"
 
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+    user: Mapped[User] = relationship()
+
+
+class RememberToken(db.Model):
+    """One browser's "remember me" cookie (nova.remember): it signs in once, and that
+    sign-in replaces it with a new one, so a copied cookie works until either is used."""
+
+    __tablename__ = "remember_tokens"
+
+    # The cookie holds ``<selector>.<validator>``; only the validator's SHA-256 is stored.
+    selector: Mapped[str] = mapped_column(String(32), primary_key=True)
+    validator_hash: Mapped[str] = mapped_column(String(64))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

@@ -227,12 +227,14 @@ def app(nova_env: dict[str, str]) -> Iterator[Flask]:
     # Form posts from the test client carry no CSRF token; test_site.py checks the protection.
     app = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False})
 
-    @app.before_request
     def fresh_g() -> None:
         # The test's app context outlives each request, and with it flask.g; in production
-        # every request has its own. Clear it so one client's sign-in never leaks to another.
+        # every request has its own. Clear it so one client's sign-in never leaks to another,
+        # first of all (nova.remember's hook already asks who is signed in).
         for name in list(g):
             g.pop(name)
+
+    app.before_request_funcs.setdefault(None, []).insert(0, fresh_g)
 
     with app.app_context():
         drop_everything()  # a shared PostgreSQL database starts empty for every test

@@ -354,6 +354,14 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
 
         assert wait_for(lambda: registered(), 30), "the worker did not register in redis"
         [worker] = registered()
+
+        # RQ registers a worker as "started", then sets it idle once it listens: on a busy
+        # machine the page can be asked in between.
+        def idle() -> bool:
+            worker.refresh()  # get_state() answers what was last read from redis
+            return worker.get_state() == "idle"
+
+        assert wait_for(idle, 30), worker.get_state()
         page = client.get("/admin").get_data(as_text=True)
         row = re.search(r'<tr class="worker">(.*?)</tr>', page, re.S)
         assert row, page

@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 import time
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -23,10 +24,12 @@ from .conftest import api_call, api_login, run_worker
 STARS = b"".join(f"{10 + 7 * i % 500} {20 + 11 * i % 400}\n".encode() for i in range(40))
 
 
-def form_upload(client: FlaskClient, data: bytes = STARS, address: str = "198.51.100.7"):  # type: ignore[no-untyped-def]
+def form_upload(
+    client: FlaskClient, data: bytes = STARS, address: str = "198.51.100.7", name: str = "stars.txt"
+):  # type: ignore[no-untyped-def]
     return client.post(
         "/upload",
-        data={"file": (io.BytesIO(data), "stars.txt")},
+        data={"file": (io.BytesIO(data), name)},
         content_type="multipart/form-data",
         environ_base={"REMOTE_ADDR": address},
     )
@@ -106,11 +109,19 @@ def test_a_submission_that_keeps_killing_its_worker_is_given_up(
     assert state["finished"] and state["images"][0]["job"]["status"] == "failure"
 
 
-def test_reading_a_submission_counts_an_attempt(app: Flask, client: FlaskClient) -> None:
-    assert form_upload(client).status_code == 303
+def test_reading_a_submission_counts_an_attempt(
+    app: Flask, client: FlaskClient, apod: Path
+) -> None:
+    # A real star list, solved in about a second: the made-up STARS would keep the worker
+    # searching blind until the job's time limit.
+    assert (
+        form_upload(client, (apod / "apod4.xyls").read_bytes(), name="stars.xyls").status_code
+        == 303
+    )
     run_worker()
     db.session.rollback()
     assert db.session.scalars(select(Submission.attempts)).one() == 1
+    assert db.session.scalars(select(Job.status)).one() == "success"
 
 
 def test_what_killed_work_leaves_in_tmp_is_swept(app: Flask) -> None:

@@ -133,6 +133,7 @@ class Compose:
     """``docker compose`` on docker-compose.yml, for one project with its own ports."""
 
     def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
         self.project = f"novatest{uuid.uuid4().hex[:10]}"
         self.web_port = free_port()
         self.https_port = free_port()
@@ -376,3 +377,40 @@ def test_postgres_profile_solves_with_the_documented_url(stack: Compose, apod: P
     assert psql("SHOW server_encoding").strip() == "UTF8"
     assert int(psql("SELECT count(*) FROM jobs WHERE status = 'success'")) >= 1
     assert psql("SELECT email FROM users").split() == ["pg@example.org"]
+
+
+def test_slow_clients_do_not_starve_the_stack_and_https_sends_hsts(stack: Compose) -> None:
+    """Issue 16 (M1, L10) behind compose: with 16 slowloris connections on the web port,
+    /healthz and the API answer within 1 s; over the https profile, Caddy adds HSTS to
+    Nova's own security headers."""
+    from .test_slow_clients import ANSWER_WITHIN, SLOW_CONNECTIONS, slowest_answer
+
+    stack.profiles = ["https"]
+    stack.env["NOVA_PROXY_HOPS"] = "1"
+    stack.env.pop("NOVA_DATABASE_URL", None)
+    stack.up()
+    for body in (False, True):
+        slowest = slowest_answer(stack.base, body)
+        record_figure(
+            f"slowloris behind compose ({SLOW_CONNECTIONS} connections trickling their "
+            f"{'body' if body else 'headers'}): slowest /healthz or API answer "
+            f"{slowest * 1000:.0f} ms"
+        )
+        assert slowest < ANSWER_WITHIN, slowest
+    root = Path(stack.work_dir) / "hsts-root.crt"
+    copy = ("cp", "caddy:/data/caddy/pki/authorities/local/root.crt", str(root))
+    assert wait_for(lambda: stack.run(*copy).returncode == 0, 60, interval=1), stack("logs")
+    base = f"https://localhost:{stack.https_port}"
+
+    def answered() -> bool:
+        try:
+            return requests.get(base + "/upload", verify=str(root), timeout=10).ok
+        except requests.RequestException:
+            return False
+
+    assert wait_for(answered, 60)
+    page = requests.get(base + "/upload", verify=str(root), timeout=10)
+    assert page.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "<script>" not in page.text and " onclick=" not in page.text

@@ -1,6 +1,6 @@
 """Sessions that end (issue 16: M3, M5, M6): sign-out, a new password and a new API key end
-every web session, remember cookie and API session at once, and /api/login never signs a
-browser in on another site's behalf."""
+every web session, remember cookie and API session at once, remember cookies rotate on use,
+and /api/login never signs a browser in on another site's behalf."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from nova.models import Submission
 
 from .test_site import sign_in, sign_up
 
-REMEMBER = "remember_token"
+REMEMBER = "NovaRemember"
 SESSION = "NovaSession"
 
 
@@ -63,9 +63,8 @@ def test_sign_out_ends_every_session_and_old_cookies_sign_nobody_in(app: Flask) 
     laptop = app.test_client()
     sign_in(laptop, "ann@example.org")
     copied_session = cookie(browser, SESSION)
-    copied_remember = cookie(browser, REMEMBER)
+    copied_remember = cookie(laptop, REMEMBER)  # unused: it still signs in
     assert signed_in(browser_with(app, **{SESSION: copied_session}))
-    assert signed_in(browser_with(app, **{REMEMBER: copied_remember}))
     assert api_session_works(app.test_client(), api_key_session)
 
     browser.post("/signout")
@@ -74,6 +73,7 @@ def test_sign_out_ends_every_session_and_old_cookies_sign_nobody_in(app: Flask) 
     assert not signed_in(browser_with(app, **{SESSION: copied_session}))
     assert not signed_in(browser_with(app, **{REMEMBER: copied_remember}))
     assert not signed_in(laptop), "signing out signs out everywhere"
+    assert browser.get_cookie(REMEMBER) is None, "and the remember cookie is cleared"
     assert not api_session_works(app.test_client(), api_key_session)
     # The API session cookie is gone with it: the API answers this browser anonymously.
     answer = browser.post("/api/myjobs", data={"request-json": json.dumps({})})
@@ -154,3 +154,36 @@ def test_a_cross_site_api_login_never_makes_a_browser_upload_the_attackers(
     owners = db.session.scalars(select(Submission.user_id)).all()
     assert owners == [None, None], "the uploads are the victim's (anonymous), never Mallory's"
     assert attacker_id not in owners
+
+
+def test_a_remember_cookie_signs_in_once_and_is_replaced(app: Flask) -> None:
+    """Remember tokens rotate: signing in with one gives the browser a new one, and the old
+    one (a stolen copy, say) then signs nobody in; other browsers' cookies are unaffected."""
+    browser = app.test_client()
+    sign_up(browser, "ann@example.org")
+    laptop = app.test_client()
+    sign_in(laptop, "ann@example.org")
+    first = cookie(browser, REMEMBER)
+    assert first != cookie(laptop, REMEMBER), "one token per browser"
+    # The browser restarts: its session cookie is gone, the remember cookie signs it in.
+    restarted = browser_with(app, **{REMEMBER: first})
+    assert signed_in(restarted)
+    second = cookie(restarted, REMEMBER)
+    assert second != first, "a new token for the next time"
+    assert signed_in(restarted), "signed in by its session now"
+    assert not signed_in(browser_with(app, **{REMEMBER: first})), "the used one is void"
+    again = browser_with(app, **{REMEMBER: second})
+    assert signed_in(again)
+    third = cookie(again, REMEMBER)
+    assert third not in (first, second)
+    assert not signed_in(browser_with(app, **{REMEMBER: second}))
+    # Another browser's cookie still works, once.
+    assert signed_in(browser_with(app, **{REMEMBER: cookie(laptop, REMEMBER)}))
+    # A made-up or malformed cookie signs nobody in and is cleared.
+    for forged in ("0" * 32 + ".x", "not a token", first.split(".")[0] + ".guess"):
+        stranger = browser_with(app, **{REMEMBER: forged})
+        assert not signed_in(stranger)
+        assert stranger.get_cookie(REMEMBER) is None, forged
+    # A new password or API key ends every remember cookie too.
+    reset_api_key("ann@example.org")
+    assert not signed_in(browser_with(app, **{REMEMBER: third}))

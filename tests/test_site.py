@@ -21,7 +21,8 @@ from .test_solve_apod import finished_job, scale_hint, upload
 
 
 def sign_up(client: FlaskClient, email: str, password: str = "correct horse") -> str:
-    """Create an account through the form; return the API key the page shows once."""
+    """Create an account through the form and sign in with it for the first time, which
+    shows its API key once; return the key."""
     response = client.post(
         "/signup",
         data={
@@ -31,9 +32,12 @@ def sign_up(client: FlaskClient, email: str, password: str = "correct horse") ->
             "confirm": password,
         },
     )
-    assert response.status_code == 200, response.get_data(as_text=True)[:500]
-    match = re.search(r'<code id="api-key">([a-z0-9]+)</code>', response.get_data(as_text=True))
-    assert match, "the new API key is shown once"
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    assert response.headers["Location"] == "/signin"
+    first = client.post("/signin", data={"email": email, "password": password})
+    assert first.status_code == 200, first.get_data(as_text=True)[:500]
+    match = re.search(r'<code id="api-key">([a-z0-9]+)</code>', first.get_data(as_text=True))
+    assert match, "the new API key is shown once, at the first sign-in"
     return match.group(1)
 
 
@@ -54,10 +58,16 @@ def test_sign_up_in_out_and_the_api_key(client: FlaskClient) -> None:
     page = client.post("/signin", data={"email": "ann@example.org", "password": "wrong one"})
     assert "Wrong email or password." in page.get_data(as_text=True)
     sign_in(client, "ANN@example.org")  # emails are case-insensitive
+    # Signing up again with the email changes nothing: the old password still signs in,
+    # the one given now does not, and no second key is shown.
+    client.post("/signout")
     again = client.post(
         "/signup", data={"email": "ann@example.org", "password": "x" * 9, "confirm": "x" * 9}
     )
-    assert "No account can be made with this email" in again.get_data(as_text=True)
+    assert again.status_code == 302 and again.headers["Location"] == "/signin"
+    page = client.post("/signin", data={"email": "ann@example.org", "password": "x" * 9})
+    assert "Wrong email or password." in page.get_data(as_text=True)
+    sign_in(client, "ann@example.org")
     short = client.post(
         "/signup", data={"email": "bob@example.org", "password": "short", "confirm": "short"}
     )

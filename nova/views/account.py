@@ -26,12 +26,14 @@ from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from .. import webhooks
-from ..accounts import create_user, reset_api_key, revoke_sessions
+from ..accounts import first_api_key, reset_api_key, revoke_sessions, sign_up
 from ..auth import COOKIE_SESSION_FIELD, web_user_for
 from ..extensions import db, login_manager
 from ..models import User, utcnow
+from ..remember import forget, remember
 
 bp = Blueprint("account", __name__)
+SIGN_IN_EMAIL_FIELD = "sign_in_email"  # in the session: the sign-in form starts with it
 
 VISIBILITY_CHOICES = [("y", "public: anyone can see my images"), ("n", "private: only me")]
 COMMERCIAL_CHOICES = [("y", "allow commercial use"), ("n", "no commercial use")]
@@ -101,32 +103,32 @@ def _decoy_hash() -> str:
 
 @bp.route("/signup", methods=["GET", "POST"])
 def signup() -> Any:
+    """One answer whether or not the email has an account (no account enumeration): the
+    password is hashed either way, and the browser is sent to sign in. A new account works
+    with the password just chosen, and its first sign-in shows its API key; an existing
+    account is left as it was, so its owner signs in with their own password."""
     form = SignUpForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
-        if db.session.scalar(select(User).where(User.email == email)) is not None:
-            # Not "this email has an account": sign-ups are limited per address
-            # (NOVA_LOGIN_RATE_LIMIT), and the answer names no account.
-            form.email.errors.append(
-                "No account can be made with this email. If it is yours, sign in."
-            )
-        else:
-            user, key = create_user(email, display_name=(form.display_name.data or "").strip())
-            user.password_hash = generate_password_hash(form.password.data)
-            db.session.commit()
-            flask_login.login_user(user)
-            return render_template(
-                "account/api_key.html",
-                key=key,
-                new_account=True,
-                webhook_secret=webhooks.user_secret(user),
-            )
+        sign_up(
+            email,
+            display_name=(form.display_name.data or "").strip(),
+            password_hash=generate_password_hash(form.password.data),
+        )
+        session[SIGN_IN_EMAIL_FIELD] = email
+        flash(
+            "Sign in with the password you chose. (If this email already had an account, "
+            "nothing about it changed: sign in with its own password.)"
+        )
+        return redirect(url_for("account.signin"))
     return render_template("account/signup.html", form=form)
 
 
 @bp.route("/signin", methods=["GET", "POST"])
 def signin() -> Any:
     form = SignInForm()
+    if request.method == "GET" and not form.email.data:
+        form.email.data = session.pop(SIGN_IN_EMAIL_FIELD, None)  # just signed up
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         user = db.session.scalar(select(User).where(User.email == email))
@@ -137,11 +139,25 @@ def signin() -> Any:
         if stored is None or not matches:
             form.password.errors.append("Wrong email or password.")
         else:
-            flask_login.login_user(user, remember=True)
+            sign_in_here(user)
             user.last_login = utcnow()
             db.session.commit()
+            key = first_api_key(user)
+            if key is not None:
+                return render_template(
+                    "account/api_key.html",
+                    key=key,
+                    new_account=True,
+                    webhook_secret=webhooks.user_secret(user),
+                )
             return redirect(_safe_next(url_for("pages.dashboard")))
     return render_template("account/signin.html", form=form)
+
+
+def sign_in_here(user: User) -> None:
+    """Sign this browser in as ``user``, remembered for REMEMBER_DAYS (nova.remember)."""
+    flask_login.login_user(user)
+    remember(user)
 
 
 @bp.post("/signout")
@@ -151,6 +167,7 @@ def signout() -> Response:
     if flask_login.current_user.is_authenticated:
         revoke_sessions(signed_in_user())
     flask_login.logout_user()
+    forget()
     session.pop(COOKIE_SESSION_FIELD, None)
     flash("You are signed out.")
     return redirect(url_for("web.upload_page"))
@@ -176,7 +193,7 @@ def change_password() -> Any:
         else:
             user.password_hash = generate_password_hash(form.password.data)
             revoke_sessions(user)
-            flask_login.login_user(user, remember=True)  # with the new session token
+            sign_in_here(user)  # with the new session token
             flash("Password changed; every other session is signed out.")
             return redirect(url_for("account.profile"))
     return render_template("account/password.html", form=form)
@@ -208,7 +225,7 @@ def profile() -> Any:
 def regenerate_api_key() -> Any:
     user = signed_in_user()
     key = reset_api_key(user.email)  # ends every session, this one too...
-    flask_login.login_user(user, remember=True)  # ...which continues with the new token
+    sign_in_here(user)  # ...which continues with the new token
     current_app.logger.info("user %s regenerated their API key", user.id)
     return render_template(
         "account/api_key.html",
