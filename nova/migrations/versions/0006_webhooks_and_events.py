@@ -1,6 +1,6 @@
 """webhooks: callback URLs, signing secrets and delivery attempts
 
-Revision ID: 0006_events18
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-03 12:30:00
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0006_events18"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None

@@ -3,8 +3,8 @@
 One row per browser's remember cookie, replaced at each use (issue 16: remember tokens
 rotate).
 
-Revision ID: 0006_hostile16
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-03 12:40:00
 
 """
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0006_hostile16"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
