@@ -112,6 +112,13 @@ UPLOAD_OPTIONS: dict[str, Any] = {
     "crpix_center": {"type": "boolean", "default": False, "description": FLAG},
     "invert": {"type": "boolean", "default": False, "description": FLAG},
     "use_sextractor": {"type": "boolean", "default": False, "description": FLAG},
+    "callback_url": {
+        "type": "string",
+        "format": "uri",
+        "description": "Nova's own option: POST the job's end here (a webhook signed with "
+        "X-Nova-Signature: sha256=HMAC-SHA256 of the body, keyed by the account's webhook "
+        "secret); the same address rules as URL uploads.",
+    },
     "use_header_hints": {
         "type": "boolean",
         "default": True,
@@ -157,6 +164,16 @@ def _object(
         schema["required"] = required
     return schema
 
+
+# Nova's own keys in the status answers while a job waits or runs; absent once it ends.
+PROGRESS: dict[str, Any] = {
+    "queue_position": _nullable(
+        {"type": "integer", "minimum": 0, "description": "Solves ahead of it; 0 when solving."}
+    ),
+    "eta_seconds": _nullable(
+        {"type": "number", "description": "Seconds until it ends, from recent solves."}
+    ),
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _object(
@@ -239,12 +256,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "string",
                 "description": "Present only when the submission failed as a whole.",
             },
+            **PROGRESS,
         },
         ["user", "processing_started", "processing_finished", "user_images", "jobs"],
         description="No status key (as nova).",
     ),
     "JobStatus": _object(
-        {"status": {"enum": ["processing", "solving", "success", "failure"]}}, ["status"]
+        {"status": {"enum": ["processing", "solving", "success", "failure"]}, **PROGRESS},
+        ["status"],
     ),
     "Calibration": _object(
         {**CALIBRATION_FIELDS, **SIZE_FIELDS}, [*CALIBRATION_FIELDS, *SIZE_FIELDS]
@@ -271,6 +290,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "header_tried, notes).",
                 additionalProperties=True,
             ),
+            "webhook_deliveries": {
+                "type": "array",
+                "description": "Nova's own key, when the upload gave a callback_url: each try.",
+                "items": _object(
+                    {
+                        "attempted_at": {"type": "string"},
+                        "status_code": _nullable({"type": "integer"}),
+                        "delivered": {"type": "boolean"},
+                        "error": _nullable({"type": "string"}),
+                    },
+                    ["attempted_at", "status_code", "delivered", "error"],
+                ),
+            },
+            **PROGRESS,
         },
         ["objects_in_field", "machine_tags", "tags", "status", "original_filename"],
     ),
@@ -574,6 +607,26 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         refusals=False,
         not_found="batch does not exist",
     ),
+    *(
+        Endpoint(
+            f"/api/{kind}s/{{{kind}_id}}/events",
+            ("GET",),
+            f"Live events of a {kind} (server-sent events)",
+            {
+                "description": "text/event-stream: one event per change, named queued, "
+                f"extracting, solving, success or failure, its data the {kind}'s status "
+                "answer; closed after the final one. Last-Event-ID resumes. 204 when "
+                "nothing newer will come.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "The status answer's visibility rules apply. Over NOVA_EVENTS_MAX_WATCHERS "
+            "streams per web process: 503 with Retry-After (poll instead).",
+            tag="events",
+            refusals=False,
+            not_found=f"{kind} does not exist",
+        )
+        for kind in ("job", "submission")
+    ),
     Endpoint(
         "/api/openapi.json",
         ("GET",),
@@ -754,6 +807,8 @@ def document() -> dict[str, Any]:
         "tags": [
             {"name": "nova", "description": "nova.astrometry.net's API, as its clients use it."},
             {"name": "time series", "description": "Nova's own: many frames in one request."},
+            {"name": "events", "description": "Nova's own: live events instead of polling."},
+            {"name": "control", "description": "Nova's own: the owner cancels and deletes."},
             {
                 "name": "files",
                 "description": "A job's files, outside /api/ (nova's paths): GET or POST.",
