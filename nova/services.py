@@ -562,17 +562,23 @@ def finish_job(
     sources: int | None,
     objects: Sequence[str] = (),
     hints: dict[str, Any] | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> None:
-    """Record the end of a job: a calibration and the objects in the field on success,
-    the reason on failure; where its hints came from either way."""
+    """Record the end of a job: a calibration, its quality and the objects in the field on
+    success, the reason on failure; where its hints came from either way. A job that ended
+    already (cancelled by its owner while solving) keeps its end."""
     job = db.session.get(Job, job_id)
-    assert job is not None
+    if job is None or job.is_finished:
+        log.info("job %s ended already (cancelled or deleted); result not recorded", job_id)
+        db.session.rollback()
+        return
     job.finished_at = utcnow()
     job.sources_detected = sources
     job.hints = hints
     if numbers is not None and wcs_header is not None:
         job.status = JobStatus.SUCCESS
         job.stage = "done"
+        job.quality = quality
         db.session.add(Calibration(job=job, wcs_header=wcs_header, **numbers.__dict__))
         image = job.user_image
         # A re-solve replaces what the machine said about the field before.

@@ -45,6 +45,8 @@ LOG_NAME = "log"
 WCS_NAME = "wcs.fits"
 CORR_NAME = "corr.fits"
 RDLS_NAME = "rdls.fits"
+# The engine's best match (log-odds, stars matched, index): the solution's quality.
+MATCH_NAME = "match.fits"
 ANNOTATIONS_NAME = "annotations.json"
 KILL_GRACE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -133,7 +135,7 @@ def augment_options(params: SolveParams, work_dir: Path) -> list[str]:
         "--rdls",
         RDLS_NAME,
         "--match",
-        "none",
+        MATCH_NAME,
         "--solved",
         "none",
         "--new-fits",
@@ -433,7 +435,7 @@ def _solve_once(
     header: _HeaderPlan | None = None,
 ) -> SolveOutcome:
     header = header or _HeaderPlan((), 0.0, False)
-    for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
+    for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME, MATCH_NAME):
         (work_dir / name).unlink(missing_ok=True)
     on_stage("extracting")
     code = extract_sources(
@@ -540,7 +542,7 @@ def _solve_header_attempts(
                 return attempt
             if attempt not in header.tried:  # tried again at full resolution: listed once
                 header.tried.append(attempt)
-            for name in (WCS_NAME, CORR_NAME, RDLS_NAME):
+            for name in (WCS_NAME, CORR_NAME, RDLS_NAME, MATCH_NAME):
                 (work_dir / name).unlink(missing_ok=True)
         with log_path.open("a") as log:
             log.write("\nThe header's hints did not solve; solving with the job's own.\n")
@@ -605,7 +607,7 @@ def solve_warm(
     except warm_engine.WarmEngineTimeout:
         raise SolveTimeout() from None
     except warm_engine.WarmEngineCrashed as exc:
-        for name in (WCS_NAME, CORR_NAME, RDLS_NAME):
+        for name in (WCS_NAME, CORR_NAME, RDLS_NAME, MATCH_NAME):
             (work_dir / name).unlink(missing_ok=True)
         with log_path.open("a") as log:
             log.write(f"\n{exc}; solving with astrometry-engine instead.\n")

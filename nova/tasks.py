@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from . import hints, logs, queue, services, solver, warm_engine
+from . import hints, logs, quality, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
 from .inputs import PreparedInput, UnsupportedInput
@@ -118,6 +118,7 @@ def _solve_claimed(
     sources = None
     objects: list[str] = []
     hints_record: dict[str, Any] | None = None
+    quality_record: dict[str, Any] | None = None
     try:
         try:
             prepared = prepare(image, work_dir, deadline - time.monotonic())
@@ -149,6 +150,7 @@ def _solve_claimed(
                     header, image.width, image.height, y_axis_down=prepared.y_axis_down
                 )
                 wcs_text = header.tostring(sep="\n")
+                quality_record = _quality(work_dir)
                 if list_objects:
                     objects = _objects_in_field(work_dir)
         _remove_engine_temporaries(work_dir)
@@ -172,6 +174,7 @@ def _solve_claimed(
         sources=sources,
         objects=objects,
         hints=hints_record,
+        quality=quality_record,
     )
 
 
@@ -181,6 +184,15 @@ def _warm_engine() -> warm_engine.WarmEngine | None:
     if not config["WARM_ENGINE"]:
         return None
     return warm_engine.loaded(config["INDEX_DIRS"])
+
+
+def _quality(work_dir: Path) -> dict[str, Any] | None:
+    """The solution's quality is a bonus too: unreadable engine files never fail the solve."""
+    try:
+        return quality.read_quality(work_dir)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        log.warning("reading the solution's quality failed: %s", exc)
+        return None
 
 
 def _objects_in_field(work_dir: Path) -> list[str]:
@@ -199,6 +211,7 @@ KEEP = frozenset(
         solver.WCS_NAME,
         solver.CORR_NAME,
         solver.RDLS_NAME,
+        solver.MATCH_NAME,
         solver.ANNOTATIONS_NAME,
     }
 )

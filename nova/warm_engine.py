@@ -519,9 +519,27 @@ def write_products(
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(corr_columns)]).writeto(
         work_dir / "corr.fits.tmp", overwrite=True
     )
+    _write_match(job, match, len(chosen), work_dir / "match.fits.tmp")
     # wcs.fits last: its presence means "solved" to solver.solve and the products.
-    for name in ("rdls.fits", "corr.fits", "wcs.fits"):
+    for name in ("rdls.fits", "corr.fits", "match.fits", "wcs.fits"):
         os.replace(work_dir / f"{name}.tmp", work_dir / name)
+
+
+def _write_match(job: AxyJob, match: dict[str, Any], matched: int, path: Path) -> None:
+    """match.fits as the engine's, with the columns nova.quality reads: the library says
+    the log-odds, the index and its stars in the field; the pairs of corr.fits are the
+    matched stars."""
+    index_id = int(fits.getheader(match["index_path"]).get("INDEXID", -1))
+    columns = [
+        fits.Column(name="LOGODDS", format="E", array=[match["logodds"]]),
+        fits.Column(name="NMATCH", format="J", array=[matched]),
+        fits.Column(name="NFIELD", format="J", array=[len(job.x)]),
+        fits.Column(name="NINDEX", format="J", array=[len(match["stars"])]),
+        fits.Column(name="INDEXID", format="J", array=[index_id]),
+    ]
+    hdus = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns)])
+    hdus[1].header["AN_FILE"] = ("MATCH", "Astrometry.net file type")
+    hdus.writeto(path, overwrite=True)
 
 
 _loaded: WarmEngine | None = None

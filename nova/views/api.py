@@ -382,6 +382,8 @@ def job_info(job_id: int) -> Response:
     if job.hints is not None:
         # Nova's own key: where the solve's scale and position hints came from.
         payload["hints"] = job.hints
+    # Nova's own key: how good the solution is (nova.quality); null when none was recorded.
+    payload["quality"] = job.quality
     return reply(payload)
 
 
