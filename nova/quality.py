@@ -38,9 +38,9 @@ def rms_arcsec(corr_path: Path) -> float | None:
         ra1, dec1 = np.radians(data["field_ra"]), np.radians(data["field_dec"])
         ra2, dec2 = np.radians(data["index_ra"]), np.radians(data["index_dec"])
     # Haversine: exact for the sub-arcsecond distances where the cosine formula is not.
-    half = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin(
-        (ra2 - ra1) / 2
-    ) ** 2
+    half = (
+        np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+    )
     distance = 2 * np.arcsin(np.sqrt(np.clip(half, 0.0, 1.0)))
     return float(math.degrees(math.sqrt(float(np.mean(distance**2)))) * 3600.0)
 

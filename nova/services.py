@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import redis
 from astropy.io import fits
 from flask import current_app
 from sqlalchemy import func, select, update
@@ -601,6 +602,35 @@ def finish_job(
             job.attempts,
             sources,
         )
+
+
+def cancel_job(job: Job) -> bool:
+    """End a queued or solving job as cancelled by its owner, and stop its solve
+    (queue.cancel_solve). False when it had ended already (nothing to cancel)."""
+    from .cancellation import CANCEL_REASON
+
+    changed = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_((JobStatus.QUEUED, JobStatus.SOLVING)))
+        .values(
+            status=JobStatus.FAILURE,
+            stage="failed",
+            finished_at=utcnow(),
+            failure_reason=CANCEL_REASON,
+        )
+    ).rowcount
+    db.session.commit()
+    db.session.refresh(job)
+    if not changed:
+        return False
+    try:
+        queue.cancel_solve(job.id)
+    except redis.exceptions.RedisError as exc:
+        # The row has ended: a worker that takes the entry finds it so and does nothing.
+        log.warning("could not tell the queue to stop job %s: %s", job.id, exc)
+    with logs.bind(job_id=job.id, submission_id=job.user_image.submission_id):
+        log.info("job %s ended: %s", job.id, CANCEL_REASON)
+    return True
 
 
 def prepare_image(image: UserImage, work_dir: Path, wall_seconds: float) -> PreparedInput:

@@ -34,7 +34,7 @@ from pathlib import Path
 from astropy.io import fits
 from flask import current_app, has_app_context
 
-from . import extraction, fieldobjects, warm_engine
+from . import cancellation, extraction, fieldobjects, warm_engine
 from .hints import Attempt
 from .inputs import PreparedInput
 from .params import SolveParams
@@ -184,6 +184,7 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise SolveTimeout()
+    cancellation.check()
     with log_path.open("ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
@@ -200,8 +201,10 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
             start_new_session=True,
             preexec_fn=preexec,
         )
+        # Its own session, so its pid is its group: a cancel kills the group at once.
+        cancellation.track_group(process.pid)
         try:
-            return process.wait(timeout=remaining)
+            code = process.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
             kill_process_group(process)
             raise SolveTimeout() from None
@@ -209,6 +212,10 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
             # The worker itself is being stopped (RQ timeout, SIGTERM): take the engine along.
             kill_process_group(process)
             raise
+        finally:
+            cancellation.forget(process.pid)
+    cancellation.check()  # killed by a cancel: no failure to work around
+    return code
 
 
 def _die_with_parent() -> None:

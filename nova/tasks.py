@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from . import hints, logs, quality, queue, services, solver, warm_engine
+from . import cancellation, hints, logs, quality, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
 from .inputs import PreparedInput, UnsupportedInput
@@ -64,7 +64,11 @@ def solve_job(job_id: int) -> None:
         )
         beating.start()
         try:
-            _solve(job_id)
+            with cancellation.watching(queue.redis_connection(), job_id):
+                _solve(job_id)
+        except cancellation.JobCancelled:
+            # services.cancel_job ended the row already; the engine's processes are gone.
+            log.info("job %s stopped: %s", job_id, cancellation.CANCEL_REASON)
         finally:
             stop.set()
             beating.join(timeout=5)

@@ -44,6 +44,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from . import cancellation
+
 try:
     import astrometry
 except ImportError:  # the subprocess engine is used instead
@@ -290,12 +292,14 @@ class WarmEngine:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WarmEngineTimeout()
+        cancellation.check()
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the fork: solve, send the answer, never return into the caller
             os.close(read_end)
             _child(self, job, log_path, remaining, write_end)
         os.close(write_end)
+        cancellation.track_pid(pid)  # in the horse's group: a cancel kills it by pid
         chunks: list[bytes] = []
         hard_deadline = deadline + HARD_KILL_GRACE_SECONDS
         try:
@@ -319,6 +323,8 @@ class WarmEngine:
         finally:
             os.close(read_end)
         _, status = os.waitpid(pid, 0)
+        cancellation.forget(pid)
+        cancellation.check()
         if os.WIFSIGNALED(status):
             raise WarmEngineCrashed(
                 f"the warm engine's process was killed by signal {os.WTERMSIG(status)} "
