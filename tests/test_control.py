@@ -52,6 +52,13 @@ def job_of(submission_id: int) -> Job:
     return submission.user_images[0].jobs[0]
 
 
+def solving(submission_id: int) -> bool:
+    """The submission's job is being solved (False while the upload is still being read)."""
+    db.session.expire_all()
+    images = db.session.get(Submission, submission_id).user_images
+    return bool(images and images[0].jobs and images[0].jobs[0].status == JobStatus.SOLVING)
+
+
 def engine_pids(job_id: int) -> set[int]:
     """Live processes (the process table, not Nova's own bookkeeping) working in the job's
     work directory: every command the solver starts names it (``--dir``, ``-c``)."""
@@ -95,7 +102,7 @@ def test_a_running_blind_solve_is_cancelled_within_two_seconds(
     # apod5 blind: extraction, a full-resolution retry, then a blind search of well over 20 s.
     submission_id = upload_photo(client, ann, apod / "apod5.jpg")
     worker_process()
-    assert wait_for(lambda: job_of(submission_id).status == JobStatus.SOLVING, 120)
+    assert wait_for(lambda: solving(submission_id), 120)
     job_id = job_of(submission_id).id
     assert wait_for(lambda: engine_running(job_id), 120), "the engine never started"
     pids = engine_pids(job_id)
@@ -288,7 +295,7 @@ def test_deleting_a_submission_being_solved_cancels_it_first(
     session = api_login(client, key)
     submission_id = upload_photo(client, session, apod / "apod5.jpg")
     worker_process()
-    assert wait_for(lambda: job_of(submission_id).status == JobStatus.SOLVING, 120)
+    assert wait_for(lambda: solving(submission_id), 120)
     job_id = job_of(submission_id).id
     assert wait_for(lambda: engine_running(job_id), 120)
     answer = api_call(client, f"submissions/{submission_id}/delete", {"session": session})
