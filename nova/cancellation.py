@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
@@ -44,13 +44,29 @@ _cancelled = threading.Event()
 
 
 def track_group(pgid: int) -> None:
+    """Kill this group on a cancel (at once when one came while it was starting)."""
     with _lock:
         _groups.add(pgid)
+        late = _cancelled.is_set()
+    if late:
+        _kill(os.killpg, pgid)
 
 
 def track_pid(pid: int) -> None:
+    """Kill this process on a cancel (at once when one came while it was starting)."""
     with _lock:
         _pids.add(pid)
+        late = _cancelled.is_set()
+    if late:
+        _kill(os.kill, pid)
+
+
+def _kill(kill: Callable[[int, int], None], target: int) -> bool:
+    try:
+        kill(target, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def forget(pid: int) -> None:
@@ -68,17 +84,10 @@ def check() -> None:
 
 def kill_all() -> int:
     """SIGKILL every tracked process group and fork; how many were still there."""
-    _cancelled.set()
-    with _lock:
+    with _lock:  # flag and snapshot together: a process tracked later sees the flag
+        _cancelled.set()
         targets = [(os.killpg, pgid) for pgid in _groups] + [(os.kill, pid) for pid in _pids]
-    killed = 0
-    for kill, target in targets:
-        try:
-            kill(target, signal.SIGKILL)
-            killed += 1
-        except (ProcessLookupError, PermissionError):
-            pass
-    return killed
+    return sum(_kill(kill, target) for kill, target in targets)
 
 
 class Watcher:

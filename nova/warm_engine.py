@@ -322,8 +322,8 @@ class WarmEngine:
             raise
         finally:
             os.close(read_end)
+            cancellation.forget(pid)  # its pipe is closed: it has ended or been killed
         _, status = os.waitpid(pid, 0)
-        cancellation.forget(pid)
         cancellation.check()
         if os.WIFSIGNALED(status):
             raise WarmEngineCrashed(
