@@ -304,6 +304,8 @@ class Job(db.Model):
     # Where the solve's hints came from (nova.hints): source, keywords, scale and position
     # used, header attempts that did not solve, header values ignored and why.
     hints: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # How good the solution is (nova.quality): log-odds, stars matched, index, RMS, SIP order.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     user_image: Mapped[UserImage] = relationship(back_populates="jobs")
     calibration: Mapped[Calibration | None] = relationship(back_populates="job")

@@ -10,7 +10,7 @@ import redis
 from flask import Flask, current_app
 from rq import Queue, Worker
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
@@ -206,3 +206,31 @@ def batch_task_alive(batch_id: int) -> bool:
 
 def worker_count() -> int:
     return int(Worker.count(connection=redis_connection()))
+
+
+def cancel_solve(job_id: int) -> None:
+    """Stop a cancelled job's solve: its waiting entries are cancelled in RQ (moved to its
+    canceled registry, never run), and a horse solving it is told through redis
+    (nova.cancellation) to kill what it runs. Raises RedisError when redis is away."""
+    from . import cancellation  # the horse's side; imported here to keep queue light
+
+    connection = redis_connection()
+    # Longer than any solve may still run: the horse polls it until the job ends.
+    cancellation.request(connection, job_id, current_app.config["SOLVE_TIME_LIMIT"] + 600)
+    for name in SOLVE_QUEUES:
+        for rq_id in get_queue(name).get_job_ids():
+            if not _is_entry_of(rq_id, job_id):
+                continue
+            try:
+                RQJob.fetch(rq_id, connection=connection).cancel()
+            except (NoSuchJobError, InvalidJobOperation):
+                pass  # taken or ended meanwhile: the horse's watcher or claim_job stops it
+
+
+def solve_running(job_id: int) -> bool:
+    """True while a worker runs one of this job's solve entries."""
+    for name in SOLVE_QUEUES:
+        for rq_id in StartedJobRegistry(queue=get_queue(name)).get_job_ids():
+            if _is_entry_of(rq_id, job_id) and is_waiting_or_running(rq_id):
+                return True
+    return False

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import redis
 from sqlalchemy import delete, exists, or_, select
 
 from .extensions import db
@@ -34,6 +36,8 @@ from .services import storage
 
 log = logging.getLogger(__name__)
 ENDED = (JobStatus.SUCCESS, JobStatus.FAILURE)
+# A cancelled job's horse stops within about a second; a delete waits at most this long.
+CANCEL_WAIT_SECONDS = 10.0
 
 
 class StillRunning(Exception):
@@ -143,6 +147,40 @@ def delete_submission(submission: Submission, removal: Removal) -> None:
     db.session.flush()
     removal.submissions += 1
     removal._paths.extend(_unused_uploads({h for h in hashes if h}))
+
+
+def delete_submission_now(submission: Submission) -> Removal:
+    """The owner's delete: cancel the submission's unfinished jobs (their horses kill the
+    engine), wait until no worker runs them any more (so none publishes a job directory
+    after its files are gone), then delete everything as retention does. Commits."""
+    from . import queue, services  # services builds on this module's neighbours
+
+    unfinished = [job for image in submission.user_images for job in image.jobs]
+    unfinished = [job for job in unfinished if job.status not in ENDED]
+    for job in unfinished:
+        services.cancel_job(job)
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    for job in unfinished:
+        while time.monotonic() < deadline:
+            try:
+                if not queue.solve_running(job.id):
+                    break
+            except redis.exceptions.RedisError:
+                break  # no queue to ask: the row has ended, a late horse records nothing
+            time.sleep(0.1)
+    removal = Removal()
+    submission_id = submission.id
+    delete_submission(submission, removal)
+    db.session.commit()
+    _remove_files(removal)
+    log.info(
+        "deleted submission %s (%d images, %d jobs, %d files)",
+        submission_id,
+        removal.images,
+        removal.jobs,
+        removal.files,
+    )
+    return removal
 
 
 def purge_candidates(days: int) -> list[Submission]:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from . import cancellation
+
 T = TypeVar("T")
 MB = 1 << 20
 # Pickled results larger than this are a bug of the caller, never a real answer.
@@ -103,12 +105,15 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
     """
     if limits.wall_seconds <= 0:
         raise DecodeLimitExceeded("No time was left to read the file within the time limit.")
+    cancellation.check()
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child process
         os.close(reader)
         _child(func, args, limits, writer)
     os.close(writer)
+    # The child makes its own group (os.setpgid in _child); a cancel may come first.
+    cancellation.track_pid(pid)
     deadline = time.monotonic() + limits.wall_seconds
     chunks: list[bytes] = []
     timed_out = False
@@ -130,6 +135,8 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
         if timed_out:
             _kill(pid)
         _, status = _wait(pid, deadline)
+        cancellation.forget(pid)
+    cancellation.check()
     if timed_out:
         raise DecodeLimitExceeded(
             f"Reading the file took longer than the {limits.wall_seconds:.0f} s it had."

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import redis
 from astropy.io import fits
 from flask import current_app
 from sqlalchemy import func, select, update
@@ -575,18 +576,24 @@ def finish_job(
     objects: Sequence[str] = (),
     hints: dict[str, Any] | None = None,
     stage_seconds: Mapping[str, float] | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> None:
-    """Record the end of a job: a calibration and the objects in the field on success,
-    the reason on failure; where its hints came from either way. ``stage_seconds``: the
+    """Record the end of a job: a calibration, its quality and the objects in the field on
+    success, the reason on failure; where its hints came from either way. A job that ended
+    already (cancelled by its owner while solving) keeps its end. ``stage_seconds``: the
     time spent in each stage, for the metrics."""
     job = db.session.get(Job, job_id)
-    assert job is not None
+    if job is None or job.is_finished:
+        log.info("job %s ended already (cancelled or deleted); result not recorded", job_id)
+        db.session.rollback()
+        return
     job.finished_at = utcnow()
     job.sources_detected = sources
     job.hints = hints
     if numbers is not None and wcs_header is not None:
         job.status = JobStatus.SUCCESS
         job.stage = "done"
+        job.quality = quality
         db.session.add(Calibration(job=job, wcs_header=wcs_header, **numbers.__dict__))
         image = job.user_image
         # A re-solve replaces what the machine said about the field before.
@@ -641,6 +648,39 @@ def _announce_ended(submission: Submission) -> None:
         for job in image.jobs:
             job_ended(job.id)
     events.submission_changed(submission.id)
+
+
+def cancel_job(job: Job) -> bool:
+    """End a queued or solving job as cancelled by its owner, and stop its solve
+    (queue.cancel_solve). False when it had ended already (nothing to cancel)."""
+    from .cancellation import CANCEL_REASON
+
+    changed = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_((JobStatus.QUEUED, JobStatus.SOLVING)))
+        .values(
+            status=JobStatus.FAILURE,
+            stage="failed",
+            finished_at=utcnow(),
+            failure_reason=CANCEL_REASON,
+        )
+    ).rowcount
+    db.session.commit()
+    db.session.refresh(job)
+    if not changed:
+        return False
+    try:
+        queue.cancel_solve(job.id)
+    except redis.exceptions.RedisError as exc:
+        # The row has ended: a worker that takes the entry finds it so and does nothing.
+        log.warning("could not tell the queue to stop job %s: %s", job.id, exc)
+    with logs.bind(job_id=job.id, submission_id=job.user_image.submission_id):
+        log.info("job %s ended: %s", job.id, CANCEL_REASON)
+    metrics.job_ended(
+        job.status, queued_at=job.queued_at, started_at=job.started_at, finished_at=job.finished_at
+    )
+    job_ended(job.id)
+    return True
 
 
 def prepare_image(image: UserImage, work_dir: Path, wall_seconds: float) -> PreparedInput:

@@ -36,7 +36,7 @@ from typing import BinaryIO
 from astropy.io import fits
 from flask import current_app, has_app_context
 
-from . import extraction, fieldobjects, warm_engine
+from . import cancellation, extraction, fieldobjects, warm_engine
 from .hints import Attempt
 from .inputs import PreparedInput
 from .params import SolveParams
@@ -47,6 +47,8 @@ LOG_NAME = "log"
 WCS_NAME = "wcs.fits"
 CORR_NAME = "corr.fits"
 RDLS_NAME = "rdls.fits"
+# The engine's best match (log-odds, stars matched, index): the solution's quality.
+MATCH_NAME = "match.fits"
 ANNOTATIONS_NAME = "annotations.json"
 KILL_GRACE_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -143,7 +145,7 @@ def augment_options(params: SolveParams, work_dir: Path) -> list[str]:
         "--rdls",
         RDLS_NAME,
         "--match",
-        "none",
+        MATCH_NAME,
         "--solved",
         "none",
         "--new-fits",
@@ -192,10 +194,13 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise SolveTimeout()
+    cancellation.check()
     with log_path.open("ab") as log:
         process = spawn(cmd, cwd, log)
+        # Its own session, so its pid is its group: a cancel kills the group at once.
+        cancellation.track_group(process.pid)
         try:
-            return process.wait(timeout=remaining)
+            code = process.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
             kill_process_group(process)
             raise SolveTimeout() from None
@@ -203,6 +208,10 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
             # The worker itself is being stopped (RQ timeout, SIGTERM): take the engine along.
             kill_process_group(process)
             raise
+        finally:
+            cancellation.forget(process.pid)
+    cancellation.check()  # killed by a cancel: no failure to work around
+    return code
 
 
 def spawn(cmd: list[str], cwd: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
@@ -454,7 +463,7 @@ def _solve_once(
     engine_processes: int = 1,
 ) -> SolveOutcome:
     header = header or _HeaderPlan((), 0.0, False)
-    for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME):
+    for name in (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME, MATCH_NAME):
         (work_dir / name).unlink(missing_ok=True)
     on_stage("extracting")
     code = extract_sources(
@@ -587,6 +596,7 @@ def race_engines(
     first failing exit status; raises SolveTimeout at the deadline, every engine killed."""
     racers: list[tuple[subprocess.Popen[bytes], int, Path]] = []
     winner: Path | None = None
+    cancellation.check()
     try:
         with fits.open(work_dir / AXY_NAME) as hdus:
             for number, (low, high) in enumerate(bands, start=1):
@@ -602,6 +612,7 @@ def race_engines(
                         band_dir,
                         band_log,
                     )
+                cancellation.track_group(process.pid)  # a cancel kills every band at once
                 racers.append((process, os.pidfd_open(process.pid), band_dir))
         running = {fd: (process, band_dir) for process, fd, band_dir in racers}
         failure = 0
@@ -618,13 +629,16 @@ def race_engines(
                     break
                 failure = failure or code
         _stop_racers(racers)
+        cancellation.check()  # killed by a cancel: no failure to work around
         if winner is not None:
-            for name in (CORR_NAME, RDLS_NAME, WCS_NAME):  # wcs.fits last: it means solved
+            for name in (CORR_NAME, RDLS_NAME, MATCH_NAME, WCS_NAME):  # wcs.fits last: solved
                 if (winner / name).exists():
                     os.replace(winner / name, work_dir / name)
         return 0 if winner is not None else failure
     finally:
         _stop_racers(racers)
+        for process, _, _ in racers:
+            cancellation.forget(process.pid)
         with log_path.open("a") as log:
             for number, (process, fd, band_dir) in enumerate(racers, start=1):
                 os.close(fd)
@@ -700,7 +714,7 @@ def _solve_header_attempts(
                 return attempt
             if attempt not in header.tried:  # tried again at full resolution: listed once
                 header.tried.append(attempt)
-            for name in (WCS_NAME, CORR_NAME, RDLS_NAME):
+            for name in (WCS_NAME, CORR_NAME, RDLS_NAME, MATCH_NAME):
                 (work_dir / name).unlink(missing_ok=True)
         with log_path.open("a") as log:
             log.write("\nThe header's hints did not solve; solving with the job's own.\n")
@@ -766,7 +780,7 @@ def solve_warm(
     except warm_engine.WarmEngineTimeout:
         raise SolveTimeout() from None
     except warm_engine.WarmEngineCrashed as exc:
-        for name in (WCS_NAME, CORR_NAME, RDLS_NAME):
+        for name in (WCS_NAME, CORR_NAME, RDLS_NAME, MATCH_NAME):
             (work_dir / name).unlink(missing_ok=True)
         with log_path.open("a") as log:
             log.write(f"\n{exc}; solving with astrometry-engine instead.\n")

@@ -232,6 +232,7 @@ def _info_facts(job_id: int) -> dict[str, Any] | None:
         "original_filename": image.original_filename,
         "calibration": nova_calibration(calibration, with_size=False) if calibration else None,
         "hints": job.hints,
+        "quality": job.quality,
         "webhook_deliveries": (webhooks.deliveries(job) if image.submission.callback_url else None),
     }
 
@@ -404,6 +405,8 @@ def job_info_answer(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
     if info["hints"] is not None:
         # Nova's own key: where the solve's scale and position hints came from.
         payload["hints"] = info["hints"]
+    # Nova's own key: how good the solution is (nova.quality); null when none was recorded.
+    payload["quality"] = info["quality"]
     if info["webhook_deliveries"] is not None:
         # Nova's own key: the tries to POST this job's end to the upload's callback_url.
         payload["webhook_deliveries"] = info["webhook_deliveries"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
-from . import hints, logs, metrics, queue, services, solver, warm_engine
+from . import cancellation, hints, logs, metrics, quality, queue, services, solver, warm_engine
 from .calibration import compute_calibration, read_wcs_header
 from .extensions import db
 from .inputs import PreparedInput, UnsupportedInput
@@ -64,7 +64,11 @@ def solve_job(job_id: int) -> None:
         )
         beating.start()
         try:
-            _solve(job_id)
+            with cancellation.watching(queue.redis_connection(), job_id):
+                _solve(job_id)
+        except cancellation.JobCancelled:
+            # services.cancel_job ended the row already; the engine's processes are gone.
+            log.info("job %s stopped: %s", job_id, cancellation.CANCEL_REASON)
         finally:
             stop.set()
             beating.join(timeout=5)
@@ -124,6 +128,7 @@ def _solve_claimed(
         clock.enter(stage)
         services.set_job_stage(job_id, stage)
 
+    quality_record: dict[str, Any] | None = None
     try:
         try:
             prepared = prepare(image, work_dir, deadline - time.monotonic())
@@ -156,6 +161,7 @@ def _solve_claimed(
                     header, image.width, image.height, y_axis_down=prepared.y_axis_down
                 )
                 wcs_text = header.tostring(sep="\n")
+                quality_record = _quality(work_dir)
                 if list_objects:
                     objects = _objects_in_field(work_dir)
         _remove_engine_temporaries(work_dir)
@@ -181,6 +187,7 @@ def _solve_claimed(
         objects=objects,
         hints=hints_record,
         stage_seconds=clock.totals(),
+        quality=quality_record,
     )
 
 
@@ -190,6 +197,15 @@ def _warm_engine() -> warm_engine.WarmEngine | None:
     if not config["WARM_ENGINE"]:
         return None
     return warm_engine.loaded(config["INDEX_DIRS"])
+
+
+def _quality(work_dir: Path) -> dict[str, Any] | None:
+    """The solution's quality is a bonus too: unreadable engine files never fail the solve."""
+    try:
+        return quality.read_quality(work_dir)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        log.warning("reading the solution's quality failed: %s", exc)
+        return None
 
 
 def _objects_in_field(work_dir: Path) -> list[str]:
@@ -208,6 +224,7 @@ KEEP = frozenset(
         solver.WCS_NAME,
         solver.CORR_NAME,
         solver.RDLS_NAME,
+        solver.MATCH_NAME,
         solver.ANNOTATIONS_NAME,
     }
 )

@@ -44,6 +44,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from . import cancellation
+
 try:
     import astrometry
 except ImportError:  # the subprocess engine is used instead
@@ -290,12 +292,14 @@ class WarmEngine:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WarmEngineTimeout()
+        cancellation.check()
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the fork: solve, send the answer, never return into the caller
             os.close(read_end)
             _child(self, job, log_path, remaining, write_end)
         os.close(write_end)
+        cancellation.track_pid(pid)  # in the horse's group: a cancel kills it by pid
         chunks: list[bytes] = []
         hard_deadline = deadline + HARD_KILL_GRACE_SECONDS
         try:
@@ -318,7 +322,9 @@ class WarmEngine:
             raise
         finally:
             os.close(read_end)
+            cancellation.forget(pid)  # its pipe is closed: it has ended or been killed
         _, status = os.waitpid(pid, 0)
+        cancellation.check()
         if os.WIFSIGNALED(status):
             raise WarmEngineCrashed(
                 f"the warm engine's process was killed by signal {os.WTERMSIG(status)} "
@@ -519,9 +525,27 @@ def write_products(
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(corr_columns)]).writeto(
         work_dir / "corr.fits.tmp", overwrite=True
     )
+    _write_match(job, match, len(chosen), work_dir / "match.fits.tmp")
     # wcs.fits last: its presence means "solved" to solver.solve and the products.
-    for name in ("rdls.fits", "corr.fits", "wcs.fits"):
+    for name in ("rdls.fits", "corr.fits", "match.fits", "wcs.fits"):
         os.replace(work_dir / f"{name}.tmp", work_dir / name)
+
+
+def _write_match(job: AxyJob, match: dict[str, Any], matched: int, path: Path) -> None:
+    """match.fits as the engine's, with the columns nova.quality reads: the library says
+    the log-odds, the index and its stars in the field; the pairs of corr.fits are the
+    matched stars."""
+    index_id = int(fits.getheader(match["index_path"]).get("INDEXID", -1))
+    columns = [
+        fits.Column(name="LOGODDS", format="E", array=[match["logodds"]]),
+        fits.Column(name="NMATCH", format="J", array=[matched]),
+        fits.Column(name="NFIELD", format="J", array=[len(job.x)]),
+        fits.Column(name="NINDEX", format="J", array=[len(match["stars"])]),
+        fits.Column(name="INDEXID", format="J", array=[index_id]),
+    ]
+    hdus = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns)])
+    hdus[1].header["AN_FILE"] = ("MATCH", "Astrometry.net file type")
+    hdus.writeto(path, overwrite=True)
 
 
 _loaded: WarmEngine | None = None

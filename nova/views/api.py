@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from .. import batches, services, status, visibility, webhooks
+from .. import batches, retention, services, status, visibility, webhooks
 from ..accounts import user_for_api_key
 from ..auth import current_user, open_api_session, session_user
 from ..calibration import nova_calibration
@@ -378,6 +378,47 @@ def job_objects(job_id: int) -> Response:
 def job_info(job_id: int) -> Response:
     # N.I.N.A. polls this one: cached facts too (nova.status).
     return _status_reply(status.job_info_answer(job_id, _caller_id), "job does not exist")
+
+
+def owned_job(job_id: int, user: User) -> Job:
+    """The caller's own job; a JSON 404 for anyone else's (as if it did not exist)."""
+    job = db.session.get(Job, job_id)
+    if job is None or job.user_image.user_id != user.id:
+        raise ApiError("job does not exist", 404)
+    return job
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+def job_cancel(job_id: int) -> Response:
+    """Nova's own endpoint: the owner stops a queued or solving job (nova.cancellation)."""
+    user = require_login(json_args())
+    job = owned_job(job_id, user)
+    if not services.cancel_job(job):
+        fail(f"job {job_id} has ended already ({status.JOB_STATUS_BLURB.get(job.status, '?')})")
+    ended = status.JOB_STATUS_BLURB.get(job.status, "?")
+    return reply({"status": "success", "job": job.id, "job_status": ended})
+
+
+@bp.post("/submissions/<int:submission_id>/delete")
+def submission_delete(submission_id: int) -> Response:
+    """Nova's own endpoint: the owner deletes a submission with its images, jobs, products
+    and stored files (nova.retention.delete_submission_now); running jobs are cancelled."""
+    user = require_login(json_args())
+    submission = db.session.get(Submission, submission_id)
+    if submission is None or submission.user_id != user.id:
+        raise ApiError("submission does not exist", 404)
+    removal = retention.delete_submission_now(submission)
+    return reply(
+        {
+            "status": "success",
+            "deleted": {
+                "submission": submission_id,
+                "images": removal.images,
+                "jobs": removal.jobs,
+                "files": removal.files,
+            },
+        }
+    )
 
 
 @bp.route("/jobs/<int:job_id>/annotations", methods=ANY_METHOD)

@@ -9,10 +9,10 @@ import flask_login
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from .. import retention, site
+from .. import retention, services, site
 from ..auth import current_user
 from ..extensions import db
-from ..models import Album, Comment, User, UserImage
+from ..models import Album, Comment, Job, Submission, User, UserImage
 from ..params import row_id
 from ..visibility import can_view
 
@@ -251,4 +251,30 @@ def delete_image(image_id: int) -> Response:
         flash(str(exc), "error")
         return back_to_image(image)
     flash(f"Image {image_id} and its files are deleted.")
+    return redirect(url_for("pages.dashboard"))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@flask_login.login_required
+def cancel_job(job_id: int) -> Response:
+    """The owner's cancel button on the status page (services.cancel_job)."""
+    job = db.session.get(Job, job_id)
+    if job is None or job.user_image.user_id != signed_in_user().id:
+        abort(404, f"There is no job {job_id}.")
+    if services.cancel_job(job):
+        flash(f"Job {job_id} is cancelled.")
+    else:
+        flash(f"Job {job_id} has ended already.", "error")
+    return redirect(url_for("web.status", submission_id=job.user_image.submission_id))
+
+
+@bp.post("/submissions/<int:submission_id>/delete")
+@flask_login.login_required
+def delete_submission(submission_id: int) -> Response:
+    """The owner's delete button on the status page (retention.delete_submission_now)."""
+    submission = db.session.get(Submission, submission_id)
+    if submission is None or submission.user_id != signed_in_user().id:
+        abort(404, f"There is no submission {submission_id}.")
+    retention.delete_submission_now(submission)
+    flash(f"Submission {submission_id} and its files are deleted.")
     return redirect(url_for("pages.dashboard"))

@@ -294,7 +294,13 @@ def submission_state(submission: Submission) -> dict[str, Any]:
 @bp.get("/status/<int:submission_id>")
 def status(submission_id: int) -> Any:
     submission = _visible_submission(submission_id)
-    return render_template("status.html", submission=submission, state=submission_state(submission))
+    user = current_user()
+    return render_template(
+        "status.html",
+        submission=submission,
+        state=submission_state(submission),
+        is_owner=user is not None and user.id == submission.user_id,
+    )
 
 
 @bp.get("/status/<int:submission_id>/state")
