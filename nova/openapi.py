@@ -217,6 +217,25 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ["session"],
         description="Upload options applied to every frame.",
     ),
+    "CancelAnswer": _object(
+        {"status": {"const": "success"}, "job": ID, "job_status": {"const": "failure"}},
+        ["status", "job", "job_status"],
+    ),
+    "DeleteAnswer": _object(
+        {
+            "status": {"const": "success"},
+            "deleted": _object(
+                {
+                    "submission": ID,
+                    "images": {"type": "integer"},
+                    "jobs": {"type": "integer"},
+                    "files": {"type": "integer"},
+                },
+                ["submission", "images", "jobs", "files"],
+            ),
+        },
+        ["status", "deleted"],
+    ),
     "UploadAnswer": _object(
         {
             "status": {"const": "success"},
@@ -289,6 +308,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "from (keywords, scale, position, from_header, wcs_verify_first, "
                 "header_tried, notes).",
                 additionalProperties=True,
+            ),
+            "quality": _nullable(
+                _object(
+                    {
+                        "log_odds": {"type": "number"},
+                        "matched_stars": {"type": "integer"},
+                        "field_stars": {"type": "integer"},
+                        "index_stars": {"type": "integer"},
+                        "index": {"type": "integer", "description": "e.g. 4117: index-tycho2-17"},
+                        "rms_arcsec": _nullable({"type": "number"}),
+                        "tweak_order": {"type": "integer", "description": "SIP order; 0: TAN"},
+                    },
+                    description="Nova's own key: how good the solution is (the engine's match "
+                    "and corr files); null when the job did not solve or predates it.",
+                )
             ),
             "webhook_deliveries": {
                 "type": "array",
@@ -606,6 +640,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         request_required=False,
         refusals=False,
         not_found="batch does not exist",
+    ),
+    Endpoint(
+        "/api/jobs/{job_id}/cancel",
+        ("POST",),
+        "Cancel a queued or solving job (its owner)",
+        "CancelAnswer",
+        "The job ends `failure` with the reason `cancelled by the user`; a queued one never "
+        "runs, a solving one's engine processes are killed within 2 s. Error: "
+        "`job J has ended already (...)`.",
+        tag="control",
+        request="SessionArgs",
+        not_found=JOB_404,
+    ),
+    Endpoint(
+        "/api/submissions/{submission_id}/delete",
+        ("POST",),
+        "Delete a submission for good (its owner)",
+        "DeleteAnswer",
+        "Its images, jobs, products and stored files (a file another upload shares stays); "
+        "unfinished jobs are cancelled first. Afterwards its pages and answers are 404.",
+        tag="control",
+        request="SessionArgs",
+        not_found="submission does not exist",
     ),
     *(
         Endpoint(

@@ -2,8 +2,8 @@
 
 Jobs solved before this have none and answer "quality": null.
 
-Revision ID: 0006_control18
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-03 12:50:00
 
 """
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision = "0006_control18"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
