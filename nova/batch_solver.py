@@ -169,6 +169,9 @@ class BatchTask:
         self.app = app
         self.chain = Chain()
         self.template = AxyTemplate()
+        # Frames this task recognised, their input kept prepared (job -> its scratch
+        # directory and input): solving them does not read the file again.
+        self.recognised: dict[int, tuple[Path, PreparedInput]] = {}
 
     def run(self) -> None:
         batch = db.session.get(Batch, self.batch_id)
@@ -196,6 +199,9 @@ class BatchTask:
                 beat.job_ids = []
         finally:
             beat.stopped.set()
+            for scratch, _ in self.recognised.values():
+                services.storage().discard(scratch)
+            self.recognised.clear()
 
     def pending(self, limit: int) -> list[tuple[int, int, int | None]]:
         """The first frames still to do, in part order: (position, submission, queued job,
@@ -230,11 +236,25 @@ class BatchTask:
             if job_id is None:
                 if not self.claim_submission(submission_id):
                     continue
-                job_ids = services.process_submission(submission_id)
+                job_ids = self.recognise(submission_id)
             else:
                 job_ids = [job_id]
             claimed += [(position, one) for one in job_ids if services.claim_job(one)]
         return claimed
+
+    def recognise(self, submission_id: int) -> list[int]:
+        """Recognise a frame's upload, keeping its prepared input for its solve."""
+        store = services.storage()
+        scratch = store.make_work_dir(f"chain-{submission_id}-")
+        recognised = services.recognise_submission(submission_id, prepare_into=scratch)
+        if recognised.prepared is not None and len(recognised.job_ids) == 1:
+            self.recognised[recognised.job_ids[0]] = (scratch, recognised.prepared)
+        else:
+            store.discard(scratch)
+        return recognised.job_ids
+
+    def take_prepared(self, job_id: int) -> tuple[Path, PreparedInput] | None:
+        return self.recognised.pop(job_id, None)
 
     def claim_submission(self, submission_id: int) -> bool:
         """Take a frame's recognition; False when another task took it first."""
@@ -258,16 +278,24 @@ class BatchTask:
         job = db.session.get(Job, job_id)
         assert job is not None
         image = job.user_image
+        kept = None if scratch is not None else self.take_prepared(job_id)
         with logs.bind(job_id=job_id, submission_id=image.submission_id, image_id=image.id):
             log.info("batch %s frame %s: job %s solving", self.batch_id, position + 1, job_id)
-            prepared = scratch.prepared if scratch is not None else None
-            tasks._solve_claimed(
-                job,
-                solve=chained_solve(scratch, shared_seconds),
-                # The group prepared it already, in its scratch directory (kept until the end).
-                prepare=services.prepare_image if prepared is None else lambda *_: prepared,
-                list_objects=False,
+            prepared = (
+                scratch.prepared if scratch is not None else None if kept is None else kept[1]
             )
+            try:
+                tasks._solve_claimed(
+                    job,
+                    solve=chained_solve(scratch, shared_seconds),
+                    # Prepared already (by the group or the recognition), in a scratch
+                    # directory kept until the solve has ended.
+                    prepare=services.prepare_image if prepared is None else lambda *_: prepared,
+                    list_objects=False,
+                )
+            finally:
+                if kept is not None:
+                    services.storage().discard(kept[0])
         db.session.expire_all()
         calibration = db.session.scalar(select(Calibration).where(Calibration.job_id == job_id))
         if calibration is not None:
@@ -294,10 +322,13 @@ class BatchTask:
                 image = job.user_image
                 hints = self.chain.hints(SolveParams.from_row(image.submission), farthest)
                 assert hints is not None
-                scratch = store.make_work_dir(f"chain-{job_id}-")
-                prepared = None
+                kept = self.take_prepared(job_id)
+                scratch, prepared = kept or (store.make_work_dir(f"chain-{job_id}-"), None)
                 try:
-                    prepared = services.prepare_image(image, scratch, deadline - time.monotonic())
+                    if prepared is None:
+                        prepared = services.prepare_image(
+                            image, scratch, deadline - time.monotonic()
+                        )
                     ready = write_chained_axy(hints, prepared, scratch, deadline, self.template)
                 except (UnsupportedInput, solver.SolveTimeout):
                     ready = False

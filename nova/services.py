@@ -290,30 +290,48 @@ def process_submission(submission_id: int) -> list[int]:
     hostile archive ends as a failed submission with a failed job, never as a crash.
     Safe to run twice: a submission that already has images is left as it is.
     """
+    return recognise_submission(submission_id).job_ids
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """What recognising a submission gave: its queued jobs and, when the caller asked for it
+    and the upload was a single file, that file prepared in the caller's directory (what
+    ``prepare_image`` of its image would prepare again)."""
+
+    job_ids: list[int]
+    prepared: PreparedInput | None = None
+
+
+def recognise_submission(submission_id: int, prepare_into: Path | None = None) -> Recognised:
+    """``process_submission``; with ``prepare_into`` (a work directory the caller owns and
+    discards), a single file's prepared input is kept there, so that a caller solving it at
+    once (a batch) does not read it a second time in a second sandbox."""
     submission = db.session.get(Submission, submission_id)
     if submission is None or submission.user_images:
-        return []
+        return Recognised([])
     submission.processing_started = utcnow()
     # Counted before the work: a worker killed while reading it leaves the count behind,
     # and the reconciler gives up after NOVA_MAX_ATTEMPTS, as for jobs.
     submission.attempts = (submission.attempts or 0) + 1
     db.session.commit()
     try:
-        job_ids = _process_submission(submission)
+        recognised = _process_submission(submission, prepare_into)
+        job_ids = recognised.job_ids
         log.info("submission %s processed: %d job(s) %s", submission_id, len(job_ids), job_ids)
-        return job_ids
+        return recognised
     except Exception:
         log.exception("processing submission %s failed", submission_id)
         db.session.rollback()
         submission = db.session.get(Submission, submission_id)
         if submission is None or submission.user_images:
-            return []
+            return Recognised([])
         _fail_submission(
             submission,
             "Internal error while processing the upload; see the worker log.",
             submission.upload_hash,
         )
-        return []
+        return Recognised([])
 
 
 @dataclass(frozen=True)
@@ -335,7 +353,7 @@ class _Found:
     filename: str
 
 
-def _process_submission(submission: Submission) -> list[int]:
+def _process_submission(submission: Submission, prepare_into: Path | None) -> Recognised:
     config = current_app.config
     started = time.monotonic()
     if submission.upload_hash is None:
@@ -345,28 +363,29 @@ def _process_submission(submission: Submission) -> list[int]:
             )
         except (urlsafety.DownloadError, UploadTooLarge, TimeoutError, OSError) as exc:
             _fail_submission(submission, f"Failed to download {submission.url}: {exc}", None)
-            return []
+            return Recognised([])
         submission.upload_hash = sha1
         submission.original_filename = name or submission.original_filename
     upload = storage().upload_path(submission.upload_hash)
     work_dir = storage().make_work_dir(f"sub-{submission.id}-")
+    single: PreparedInput | None = None
     try:
         if archives.detect(upload) is None:
             try:
-                prepared = _prepare(upload, work_dir, submission, _deadline(started))
+                single = _prepare(upload, prepare_into or work_dir, submission, _deadline(started))
             except UnsupportedInput as exc:
                 _fail_submission(submission, str(exc), submission.upload_hash)
-                return []
-            usable = [_Usable(submission.upload_hash, prepared, submission.original_filename)]
+                return Recognised([])
+            usable = [_Usable(submission.upload_hash, single, submission.original_filename)]
         else:
             try:
                 found, skipped = _unpack_archive(upload, work_dir, submission, started)
             except archives.ArchiveError as exc:
                 _fail_submission(submission, str(exc), submission.upload_hash)
-                return []
+                return Recognised([])
             if not found:
                 _fail_submission(submission, _nothing_usable(skipped), submission.upload_hash)
-                return []
+                return Recognised([])
             for member in skipped:
                 log.info("submission %s: %s %s", submission.id, member.name, member.reason)
             waiting = pending_work(
@@ -376,7 +395,7 @@ def _process_submission(submission: Submission) -> list[int]:
                 # Each image is a job: an archive counts as many uploads as it holds.
                 message = queue_full_message(waiting, len(found))
                 _fail_submission(submission, message, submission.upload_hash)
-                return []
+                return Recognised([])
             usable = [
                 _Usable(storage().store_file(item.path), item.prepared, item.filename)
                 for item in found
@@ -405,7 +424,7 @@ def _process_submission(submission: Submission) -> list[int]:
     submission.processing_finished = utcnow()
     db.session.commit()
     events.submission_changed(submission.id)
-    return [job.id for job in jobs]
+    return Recognised([job.id for job in jobs], single if prepare_into is not None else None)
 
 
 def input_limits(config: Mapping[str, Any] | None = None) -> dict[str, int]:
