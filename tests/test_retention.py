@@ -41,10 +41,13 @@ PASSWORD = "correct horse"
 
 
 def sign_up(client: FlaskClient, email: str) -> None:
+    """Make the account and sign in, as a new user does (the first sign-in shows the key)."""
     client.post(
         "/signup",
         data={"email": email, "display_name": email, "password": PASSWORD, "confirm": PASSWORD},
     )
+    first = client.post("/signin", data={"email": email, "password": PASSWORD})
+    assert first.status_code == 200 and "API key" in first.get_data(as_text=True)
 
 
 def sign_in(client: FlaskClient, email: str) -> None:
