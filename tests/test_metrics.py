@@ -281,7 +281,8 @@ def test_a_real_stack_reports_what_happened(
                 name: 0 for name in queue.ALL_QUEUES
             }
             assert value(samples, "nova_workers_alive") == 1
-            assert value(samples, "nova_workers_busy") == 0
+            # The job's row ends before RQ marks its worker idle: wait for that, briefly.
+            assert wait_for(lambda: value(scrape_live(), "nova_workers_busy") == 0, 30)
             assert by_label(samples, "nova_jobs_unfinished", "status") == {
                 "queued": 0,
                 "solving": 0,
