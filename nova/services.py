@@ -278,7 +278,6 @@ def _fail_submission(submission: Submission, message: str, file_hash: str | None
         )
     )
     db.session.commit()
-    metrics.job_ended(JobStatus.FAILURE)
     _announce_ended(submission)
 
 
@@ -634,14 +633,7 @@ def finish_job(
             queue.QUICK_SOLVE_QUEUE if quick else queue.SOLVE_QUEUE,
             (job.finished_at - job.started_at).total_seconds(),
         )
-    metrics.job_ended(
-        job.status,
-        queued_at=job.queued_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        stage_seconds=stage_seconds,
-    )
-    job_ended(job_id)
+    job_ended(job_id, stage_seconds=stage_seconds)
     with logs.bind(job_id=job_id, submission_id=job.user_image.submission_id):
         log.info(
             "job %s ended: %s%s (attempt %s, %s sources)",
@@ -653,9 +645,24 @@ def finish_job(
         )
 
 
-def job_ended(job_id: int) -> None:
-    """After the commit that ended a job: tell its watchers, queue its webhook. Every end of
-    a job (solved, failed, given up, cancelled) comes through here."""
+def job_ended(
+    job_id: int, *, stage_seconds: Mapping[str, float] | None = None, ran: bool = True
+) -> None:
+    """After the commit that ended a job: count it in the metrics, tell its watchers, queue
+    its webhook. Every end of a job (solved, failed, given up, cancelled) comes through here.
+    ``ran=False``: no worker ran it (answered at once, or given up), so it has no timings."""
+    job = db.session.get(Job, job_id)
+    if job is not None:
+        timings = (
+            {
+                "queued_at": job.queued_at,
+                "started_at": job.started_at,
+                "finished_at": job.finished_at,
+            }
+            if ran
+            else {}
+        )
+        metrics.job_ended(job.status, stage_seconds=stage_seconds, **timings)
     events.job_changed(job_id)
     webhooks.job_ended(job_id)
 
@@ -665,7 +672,7 @@ def _announce_ended(submission: Submission) -> None:
     upload's failed job, an answer reused from an earlier solve)."""
     for image in submission.user_images:
         for job in image.jobs:
-            job_ended(job.id)
+            job_ended(job.id, ran=False)
     events.submission_changed(submission.id)
 
 
@@ -695,9 +702,6 @@ def cancel_job(job: Job) -> bool:
         log.warning("could not tell the queue to stop job %s: %s", job.id, exc)
     with logs.bind(job_id=job.id, submission_id=job.user_image.submission_id):
         log.info("job %s ended: %s", job.id, CANCEL_REASON)
-    metrics.job_ended(
-        job.status, queued_at=job.queued_at, started_at=job.started_at, finished_at=job.finished_at
-    )
     job_ended(job.id)
     return True
 
@@ -802,7 +806,6 @@ def reuse_solution(submission: Submission) -> bool:
     )
     storage().publish_job_dir(work_dir, job.id)
     db.session.commit()
-    metrics.job_ended(JobStatus.SUCCESS)
     _announce_ended(submission)
     return True
 
@@ -841,9 +844,6 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
                 )
             ).rowcount
             counts["failed"] += changed
-            if changed:
-                db.session.commit()
-                metrics.job_ended(JobStatus.FAILURE)
         else:
             changed = db.session.execute(
                 update(Job)
@@ -856,7 +856,7 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
             events.job_changed(job.id)
             queue.enqueue_solve(job.id, force=True)
         elif changed:
-            job_ended(job.id)
+            job_ended(job.id, ran=False)  # given up: its worker's timings died with it
     from . import batches  # batches builds on this module
 
     # Frames of a batch are its tasks' work (batches.reconcile), never queued one by one.
