@@ -4,7 +4,7 @@ solve-field, side by side in one run.
 For each photo, blind (0.1-180 degrees) and hinted (+-20 % around the known width), each
 repetition runs in turn: bare solve-field's solving command (``--downsample 2``; apod5 at
 full resolution, where the downsampled image leaves 46 sources and never solves), Nova's
-solve in this process (``nova.solver.solve``: the in-process extraction, then
+solve in this process (``nova.engine.solver.solve``: the in-process extraction, then
 ``astrometry-engine``; no queue, no web server) with NOVA_ENGINE_PROCESSES=1 (today's single
 engine) and with 2 (the race). Medians of ``--runs``. The machine is shared: the load
 average before and after is printed with the table.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import APOD, BARE_TIMEOUT, INDEX_DIR, WIDTHS, bare_command, scale_bounds, warm_inputs
 
-from nova import solver
+from nova.engine import solver
 
 # Bare solve-field's solving command for each photo: apod5's --downsample 2 never solves.
 BARE_DOWNSAMPLE = {"apod1": 2, "apod2": 2, "apod3": 2, "apod4": 2, "apod5": 1}

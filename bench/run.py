@@ -59,7 +59,7 @@ KNOWN_CENTRES = {
     "apod5": (90.2589, 4.7135),
 }
 HINT_FRACTION = 0.2
-# nova's defaults as Nova maps them onto solve-field (nova/solver.py, augment_command).
+# nova's defaults as Nova maps them onto solve-field (nova/engine/solver.py, augment_command).
 NOVA_DEFAULT_ARGS = ["--objs", "1000", "--tweak-order", "2"]
 BLIND_SCALE = (0.1, 180.0)
 XYLS_SIZE = (719, 507)
@@ -899,7 +899,7 @@ class Results:
     bare: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     nova: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     reupload: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    # The warm path in this process: nova.solver.solve with the warm engine (no stack).
+    # The warm path in this process: nova.engine.solver.solve with the warm engine (no stack).
     warm: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     warm_load_seconds: float | None = None
     # Stage 1 alone per photo: solve-field --just-augment vs the in-process extraction.
@@ -1161,7 +1161,7 @@ def warm_up(client: NovaClient) -> None:
 def load_warm_engine(results: Results) -> Any:
     """Open the index files once, as ``nova worker`` does before it forks work horses."""
     sys.path.insert(0, str(REPO))
-    from nova import warm_engine
+    from nova.engine import warm_engine
 
     if not warm_engine.available():
         raise RuntimeError("the astrometry package is not installed (pip install -e .)")
@@ -1184,7 +1184,7 @@ def run_warm(
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    from nova import solver
+    from nova.engine import solver
 
     params, prepared = warm_inputs(image, bounds)
     work_dir = Path(tempfile.mkdtemp(dir=work_root, prefix="warm-"))
@@ -1228,8 +1228,8 @@ def warm_inputs(image: Path, bounds: tuple[float, float]) -> tuple[Any, Any]:
     """SolveParams and PreparedInput for a photo (or the apod4 star list) with this scale."""
     from PIL import Image
 
-    from nova.inputs import PreparedInput
-    from nova.params import parse_solve_params
+    from nova.engine.inputs import PreparedInput
+    from nova.engine.params import parse_solve_params
 
     params = parse_solve_params(
         {"scale_units": "degwidth", "scale_lower": bounds[0], "scale_upper": bounds[1]}
@@ -1244,7 +1244,7 @@ def run_stage1(image: Path, bounds: tuple[float, float], work_root: Path) -> dic
     the in-process extraction, one after the other; both as the solver runs them."""
     from astropy.io import fits
 
-    from nova import solver
+    from nova.engine import solver
 
     params, prepared = warm_inputs(image, bounds)
     record: dict[str, Any] = {}
@@ -1819,8 +1819,8 @@ def render_warm(results: Results, add: Callable[[str], None]) -> None:
     add("## 1b. The warm path in-process vs bare solve-field")
     add("")
     add(
-        "*warm* is `nova.solver.solve` in the benchmark's own process: stage 1 by the "
-        "in-process extraction (`nova/extraction.py`: the same `job.axy` as `solve-field "
+        "*warm* is `nova.engine.solver.solve` in the benchmark's own process: stage 1 by the "
+        "in-process extraction (`nova/engine/extraction.py`: the same `job.axy` as `solve-field "
         "--just-augment` without its Python helpers), stage 2 by "
         + (
             "the warm engine (PyPI `astrometry`, index files opened once, in "
@@ -1876,7 +1876,8 @@ def render_stage1(results: Results, add: Callable[[str], None]) -> None:
     add("## 1c. Stage 1 alone: in-process extraction vs `solve-field --just-augment`")
     add("")
     add(
-        "Both as `nova.solver.extract_sources` runs them (`fast=False`, then `fast=True`), on "
+        "Both as `nova.engine.solver.extract_sources` runs them (`fast=False`, then `fast=True`), "
+        "on "
         "each photo with its scale hint and nova's defaults (`--downsample 2`, `--objs 1000`), "
         "in the benchmark's process, one after the other. *identical* compares the source "
         "tables of the two `job.axy` byte for byte."

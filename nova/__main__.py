@@ -1,5 +1,5 @@
 """``python -m nova`` is the ``nova`` command."""
 
-from .cli import main
+from nova.cli import main
 
 main()

@@ -148,7 +148,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # downscaled to this many pixels first (memory and time per picture stay bounded).
         "MAX_RENDER_PIXELS": _int(env, "NOVA_MAX_RENDER_PIXELS", 50_000_000),
         "DOWNLOAD_TIMEOUT": _int(env, "NOVA_DOWNLOAD_TIMEOUT", 60),
-        # Every upload is decoded in a child process with these limits (nova.sandbox): memory
+        # Every upload is decoded in a child process with these limits (nova.engine.sandbox): memory
         # it may allocate, and processor seconds (also the wall-clock limit of a picture).
         "DECODE_MEMORY_MB": _int(env, "NOVA_DECODE_MEMORY_MB", 2048, minimum=64),
         "DECODE_CPU_SECONDS": _int(env, "NOVA_DECODE_CPU_SECONDS", 60),

@@ -7,10 +7,10 @@ former 2 x 4 threads, 16 such connections made every request time out, /healthz 
 worker now has 32 threads (cheap: they wait on sockets), so 16 slow connections leave most
 of them free. gevent workers would hold a slow client in a greenlet instead, but a sandboxed
 decoding child forked from a gevent worker carries copies of the other requests' greenlets
-and would run them at its first cooperative wait (nova.sandbox forks per picture), so the
+and would run them at its first cooperative wait (nova.engine.sandbox forks per picture), so the
 web server stays on threads; Caddy (the https profile) reads requests before passing them on.
 
-With NOVA_METRICS on, the web workers' counts (nova.metrics) go to files in one directory
+With NOVA_METRICS on, the web workers' counts (nova.infra.metrics) go to files in one directory
 that every worker's /metrics adds up: PROMETHEUS_MULTIPROC_DIR when the operator sets it
 (emptied at start, as prometheus-client requires), else a fresh temporary one per server.
 It is set in the master before any worker starts (prometheus-client reads it at import).

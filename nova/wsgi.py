@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from . import create_app
-from .database import SchemaNotCurrent, check_schema
+from nova import create_app
+from nova.db.schema import SchemaNotCurrent, check_schema
 
 app = create_app()
 with app.app_context():

@@ -24,7 +24,7 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 
 from nova import create_app
-from nova.database import drop_everything, init_database
+from nova.db.schema import drop_everything, init_database
 from nova.extensions import db
 
 REPO = Path(__file__).resolve().parent.parent
@@ -230,7 +230,7 @@ def app(nova_env: dict[str, str]) -> Iterator[Flask]:
     def fresh_g() -> None:
         # The test's app context outlives each request, and with it flask.g; in production
         # every request has its own. Clear it so one client's sign-in never leaks to another,
-        # first of all (nova.remember's hook already asks who is signed in).
+        # first of all (nova.services.remember's hook already asks who is signed in).
         for name in list(g):
             g.pop(name)
 
@@ -296,7 +296,7 @@ def worker_process(
 @pytest.fixture
 def make_user(app: Flask) -> Callable[[str], tuple[int, str]]:
     """Create users on demand; returns (user id, API key)."""
-    from nova.accounts import create_user
+    from nova.services.accounts import create_user
 
     def make(email: str) -> tuple[int, str]:
         user, key = create_user(email)

@@ -160,7 +160,11 @@ def rq_job(url: str, rq_id: str) -> int:
     connection = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
     job = Job.fetch(rq_id, connection=connection)
     result = job.latest_result()
-    queues = ("default", "solve-quick", "solve")  # where uploads and solves go (nova.queue)
+    queues = (
+        "default",
+        "solve-quick",
+        "solve",
+    )  # where uploads and solves go (nova.infra.jobqueue)
     emit(
         {
             "status": job.get_status().value,

@@ -19,10 +19,10 @@ from PIL import Image
 from rq import Queue, Worker
 from sqlalchemy import select
 
-from nova import queue
+from nova.db.models import Job, JobStatus, Submission, User, UserImage, utcnow
+from nova.engine.indexes import IndexFile, coverage, covered_widths, scan_index_dirs, summary
 from nova.extensions import db
-from nova.indexes import IndexFile, coverage, covered_widths, scan_index_dirs, summary
-from nova.models import Job, JobStatus, Submission, User, UserImage, utcnow
+from nova.infra import jobqueue
 
 from .conftest import free_port, run_worker, wait_for
 from .test_site import sign_up
@@ -340,7 +340,7 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
     assert failure.group(3) == job.failure_reason
 
     # A real worker: registered in redis, then busy with a job, then gone after SIGTERM.
-    connection = queue.redis_connection()
+    connection = jobqueue.redis_connection()
     process = subprocess.Popen(
         [sys.executable, "-m", "nova", "worker"],
         env=os.environ.copy(),
@@ -371,11 +371,11 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
             worker.hostname,
             str(process.pid),
             "idle",
-            ", ".join(queue.ALL_QUEUES),
+            ", ".join(jobqueue.ALL_QUEUES),
         ]
         assert cells[5] == "–"
 
-        rq_job = Queue(queue.SUBMISSIONS_QUEUE, connection=connection).enqueue("time.sleep", 4)
+        rq_job = Queue(jobqueue.SUBMISSIONS_QUEUE, connection=connection).enqueue("time.sleep", 4)
 
         def busy() -> bool:
             return worker_job(connection, process.pid) == rq_job.id

@@ -18,8 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from nova.extensions import db
-from nova.models import (
+from nova.db.models import (
     RANDOM_ID_HIGH,
     RANDOM_ID_LOW,
     Album,
@@ -29,6 +28,7 @@ from nova.models import (
     UserImage,
     utcnow,
 )
+from nova.extensions import db
 
 from .client_wire import astroimagej_body, client_py_body, dotnet_body, qt_body
 from .conftest import api_call, api_login, run_worker
@@ -341,7 +341,7 @@ def test_a_solve_seen_through_every_endpoint(
         "images": [],
         "jobs": [],
         "job_calibrations": [],
-        # Nova's keys until it ends (nova.status): first among the uploads to be read.
+        # Nova's keys until it ends (nova.services.status): first among the uploads to be read.
         "queue_position": 0,
         "eta_seconds": None,
     }

@@ -24,10 +24,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nova import archives, services
+from nova.db.models import Job, Submission
+from nova.engine import archives
+from nova.engine.inputs import SUPPORTED_TEXT
 from nova.extensions import db
-from nova.inputs import SUPPORTED_TEXT
-from nova.models import Job, Submission
+from nova.services import intake
 
 from .conftest import api_call, api_login, run_worker
 
@@ -180,7 +181,7 @@ def test_every_archive_form_yields_one_image_per_usable_member(
     data = pack(form, members)
     assert archives.detect(_write(app, data)) == form
     subid = upload(data, "whatever.bin")
-    job_ids = services.process_submission(subid)
+    job_ids = intake.process_submission(subid)
     assert len(job_ids) == 4
     images = submission(subid).user_images
     assert [(i.original_filename, i.kind) for i in images] == [
@@ -193,7 +194,7 @@ def test_every_archive_form_yields_one_image_per_usable_member(
     assert all(i.jobs[0].status == "queued" for i in images)
     assert stored(app) == {sha1(data)} | {sha1(d) for n, d in members if n != "a/notes.txt"}
     assert not any((Path(app.config["DATA_DIR"]) / "tmp").iterdir())  # work dirs are gone
-    assert services.process_submission(subid) == []  # a second delivery does nothing
+    assert intake.process_submission(subid) == []  # a second delivery does nothing
 
 
 def _write(app: Flask, data: bytes) -> Path:
@@ -219,7 +220,7 @@ def test_single_files_are_not_archives(app: Flask, apod: Path) -> None:
 
 def test_a_gzipped_single_photo_is_still_one_image(upload: Callable[..., int], apod: Path) -> None:
     subid = upload(gzip.compress((apod / "apod4.jpg").read_bytes()), "apod4.jpg.gz")
-    assert len(services.process_submission(subid)) == 1
+    assert len(intake.process_submission(subid)) == 1
     [image] = submission(subid).user_images
     assert (image.original_filename, image.kind) == ("apod4.jpg.gz", "jpeg")
 
@@ -253,7 +254,7 @@ def test_unsafe_tar_members_are_refused_and_nothing_is_written_outside(
         "gz",
     )
     subid = upload(data, "mixed.tar.gz")
-    assert len(services.process_submission(subid)) == 1
+    assert len(intake.process_submission(subid)) == 1
     row = submission(subid)
     assert row.error_message is None  # refused members are reported only if nothing is usable
     assert [i.original_filename for i in row.user_images] == ["apod4.jpg"]
@@ -310,7 +311,7 @@ def test_unsafe_zip_members_are_refused(app: Flask, upload: Callable[..., int], 
         ]
     )
     subid = upload(data, "mixed.zip")
-    assert len(services.process_submission(subid)) == 1
+    assert len(intake.process_submission(subid)) == 1
     assert [i.original_filename for i in submission(subid).user_images] == ["ok.jpg"]
     assert stored(app) == {sha1(data), sha1(photo)}
     # The same without the photo: every reason is listed.
@@ -322,7 +323,7 @@ def test_unsafe_zip_members_are_refused(app: Flask, upload: Callable[..., int], 
         ]
     )
     subid = upload(data, "bad.zip")
-    assert services.process_submission(subid) == []
+    assert intake.process_submission(subid) == []
     assert submission(subid).error_message.startswith(
         "The archive holds no image or star list that can be solved (../up.txt: refused: a path "
         "with '..'; C:\\drive.txt: refused: an absolute path; link.txt: refused: a symbolic link)."
@@ -336,10 +337,10 @@ def test_a_member_larger_than_an_upload_is_skipped(
     noise = np.random.default_rng(1).integers(0, 4, size=MB + 1000, dtype=np.uint8).tobytes()
     data = pack("tar.bz2", [("huge.fits", noise), ("apod4.jpg", (apod / "apod4.jpg").read_bytes())])
     subid = upload(data, "two.tar.bz2")
-    assert len(services.process_submission(subid)) == 1
+    assert len(intake.process_submission(subid)) == 1
     data = pack("zip", [("huge.fits", noise)])
     subid = upload(data, "one.zip")
-    assert services.process_submission(subid) == []
+    assert intake.process_submission(subid) == []
     assert "huge.fits: skipped: larger than 1 MB" in submission(subid).error_message
 
 

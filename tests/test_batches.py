@@ -18,13 +18,14 @@ from astropy.io import fits
 from flask import Flask
 from flask.testing import FlaskClient
 
-from nova import services, solver
-from nova.batch_solver import AxyTemplate, Chain, Solved, extract_with_template
-from nova.batches import Batch, BatchFrame
+from nova.db.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Submission
+from nova.engine import solver
+from nova.engine.inputs import prepare_input
+from nova.engine.params import parse_solve_params
 from nova.extensions import db
-from nova.inputs import prepare_input
-from nova.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Submission
-from nova.params import parse_solve_params
+from nova.services import reconcile
+from nova.services.batches import Batch, BatchFrame
+from nova.worker.batch_solver import AxyTemplate, Chain, Solved, extract_with_template
 
 from .conftest import api_call, api_login, record_figure, run_worker
 from .starfields import Frame, noise_frame, pixel_error, sequence
@@ -186,7 +187,7 @@ def test_a_private_batch_stays_private(
         assert who.get(f"/batches/{batch_id}").status_code == 404
         for subid in answer["subids"]:
             # A frame's id opens its solve result, as any private upload's does
-            # (nova.visibility); its image stays private.
+            # (nova.services.access); its image stays private.
             result = api_call(who, f"submissions/{subid}", args)
             assert "jobs" in result, result
             for image_id in result["user_images"]:
@@ -204,7 +205,7 @@ def test_the_reconciler_queues_a_lost_batch_as_a_batch(
     answer = upload_batch(client, {"session": session, "image_width": WIDTH}, sequence(3))
     connection = redis.Redis.from_url(redis_url)
     connection.flushdb()  # redis restarted without persistence: the tasks are gone
-    counts = services.reconcile(3, 10)
+    counts = reconcile.reconcile(3, 10)
     assert counts["requeued"] == 1, counts
     waiting = [entry.decode() for entry in connection.lrange("rq:queue:solve-quick", 0, -1)]
     assert len(waiting) == 1 and waiting[0].startswith(f"batch-{answer['batch']}-"), waiting

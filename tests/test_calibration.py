@@ -7,7 +7,7 @@ import math
 import pytest
 from astropy.io import fits
 
-from nova.calibration import compute_calibration, format_dec_dms, format_ra_hms, format_size
+from nova.engine.calibration import compute_calibration, format_dec_dms, format_ra_hms, format_size
 
 
 def tan_header(

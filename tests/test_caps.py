@@ -15,9 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nova import services
+from nova.db.models import Job, Submission
 from nova.extensions import db
-from nova.models import Job, Submission
+from nova.services import reconcile, storage
 
 from .conftest import api_call, api_login, run_worker
 
@@ -97,10 +97,10 @@ def test_a_submission_that_keeps_killing_its_worker_is_given_up(
     submission.attempts = app.config["MAX_ATTEMPTS"]
     submission.processing_started = submission.created_at
     db.session.commit()
-    from nova import queue
+    from nova.infra import jobqueue
 
-    queue.get_queue(queue.SUBMISSIONS_QUEUE).empty()
-    counts = services.reconcile(app.config["MAX_ATTEMPTS"], app.config["HEARTBEAT_SECONDS"])
+    jobqueue.get_queue(jobqueue.SUBMISSIONS_QUEUE).empty()
+    counts = reconcile.reconcile(app.config["MAX_ATTEMPTS"], app.config["HEARTBEAT_SECONDS"])
     assert counts["failed"] == 1 and counts["requeued"] == 0
     db.session.refresh(submission)
     assert submission.processing_finished is not None
@@ -125,13 +125,13 @@ def test_reading_a_submission_counts_an_attempt(
 
 
 def test_what_killed_work_leaves_in_tmp_is_swept(app: Flask) -> None:
-    tmp = services.storage().tmp
-    abandoned = services.storage().make_work_dir("job-7-")
+    tmp = storage().tmp
+    abandoned = storage().make_work_dir("job-7-")
     (abandoned / "unpacked.fits").write_bytes(b"\0" * 4096)
-    current = services.storage().make_work_dir("job-8-")
+    current = storage().make_work_dir("job-8-")
     long_ago = time.time() - 7 * 24 * 3600
     os.utime(abandoned, (long_ago, long_ago))
-    counts = services.reconcile(app.config["MAX_ATTEMPTS"], app.config["HEARTBEAT_SECONDS"])
+    counts = reconcile.reconcile(app.config["MAX_ATTEMPTS"], app.config["HEARTBEAT_SECONDS"])
     assert counts["swept"] == 1
     assert not abandoned.exists() and current.exists()
     assert sorted(path.name for path in tmp.iterdir()) == [current.name]

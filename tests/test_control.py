@@ -17,10 +17,11 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from sqlalchemy import select
 
-from nova import queue, services
-from nova.cancellation import CANCEL_REASON
+from nova.db.models import Album, Job, JobStatus, Submission, UserImage
 from nova.extensions import db
-from nova.models import Album, Job, JobStatus, Submission, UserImage
+from nova.infra import jobqueue
+from nova.infra.cancellation import CANCEL_REASON
+from nova.services import intake, reconcile
 from tests.conftest import api_call, api_login, record_figure, run_worker, wait_for
 
 HINTS = {"scale_units": "degwidth", "scale_lower": 20, "scale_upper": 45}
@@ -131,7 +132,7 @@ def test_a_running_blind_solve_is_cancelled_within_two_seconds(
     assert status["processing_finished"] != "None"
     # The horse ends the job without recording anything over the cancel, and nothing new
     # starts for it (no fallback engine, no retry by the reconciler).
-    assert wait_for(lambda: not queue.solve_running(job_id), 30)
+    assert wait_for(lambda: not jobqueue.solve_running(job_id), 30)
     assert not engine_pids(job_id)
     job = job_of(submission_id)
     assert (job.status, job.failure_reason) == (JobStatus.FAILURE, CANCEL_REASON)
@@ -150,22 +151,22 @@ def test_a_cancelled_queued_job_never_runs(
     submission_id = int(
         api_call(client, "upload", {"session": ann, **star_list(apod), **HINTS})["subid"]
     )
-    (job_id,) = services.process_submission(submission_id)
-    assert queue.enqueue_solve(job_id)
-    assert queue.queue_position(job_id) == 1
+    (job_id,) = intake.process_submission(submission_id)
+    assert jobqueue.enqueue_solve(job_id)
+    assert jobqueue.queue_position(job_id) == 1
 
     assert api_call(client, f"jobs/{job_id}/cancel", {"session": bob})["status"] == "error"
     assert api_call(client, f"jobs/{job_id}/cancel", {})["errormessage"] == 'no "session" in JSON.'
     assert job_of(submission_id).status == JobStatus.QUEUED
 
     assert api_call(client, f"jobs/{job_id}/cancel", {"session": ann})["status"] == "success"
-    entry = RQJob.fetch(f"solve-{job_id}", connection=queue.redis_connection())
+    entry = RQJob.fetch(f"solve-{job_id}", connection=jobqueue.redis_connection())
     assert entry.get_status() == RQStatus.CANCELED
-    assert queue.queue_position(job_id) is None
+    assert jobqueue.queue_position(job_id) is None
     # A stale entry enqueued anyway (a redelivery) is refused by the worker's claim, and the
     # reconciler does not put the job back.
-    assert queue.enqueue_solve(job_id, force=True)
-    services.reconcile(max_attempts=3, heartbeat_seconds=10)
+    assert jobqueue.enqueue_solve(job_id, force=True)
+    reconcile.reconcile(max_attempts=3, heartbeat_seconds=10)
     run_worker()
     job = job_of(submission_id)
     assert (job.status, job.failure_reason) == (JobStatus.FAILURE, CANCEL_REASON)
@@ -180,7 +181,7 @@ def test_the_status_page_cancel_button_is_the_owners(
 
     sign_up(client, "cy@example.org")
     submission_id = upload_stars(client, "cy@example.org", star_list(apod))
-    (job_id,) = services.process_submission(submission_id)
+    (job_id,) = intake.process_submission(submission_id)
     page = client.get(f"/status/{submission_id}").get_data(as_text=True)
     assert f'action="/jobs/{job_id}/cancel"' in page and 'id="delete-submission"' in page
 
@@ -202,7 +203,7 @@ def test_the_status_page_cancel_button_is_the_owners(
 def test_a_deleted_submission_is_gone_everywhere_with_its_files(
     app: Flask, client: FlaskClient, make_user: Callable[[str], tuple[int, str]], apod: Path
 ) -> None:
-    store = app.extensions["nova.storage"]
+    store = app.extensions["nova.infra.storage"]
     ann_id, ann_key = make_user("ann@example.org")
     _, bob_key = make_user("bob@example.org")
     bob_client = app.test_client()
@@ -290,7 +291,7 @@ def test_deleting_a_submission_being_solved_cancels_it_first(
     worker_process: Callable[[], object],
     apod: Path,
 ) -> None:
-    store = app.extensions["nova.storage"]
+    store = app.extensions["nova.infra.storage"]
     _, key = make_user("ann@example.org")
     session = api_login(client, key)
     submission_id = upload_photo(client, session, apod / "apod5.jpg")
@@ -346,7 +347,7 @@ def test_quality_figures_match_the_engines_log(
     assert quality["matched_stars"] >= int(verified["match"]) >= 5
     sources = re.findall(r"(\d+) sources", log_text)
     assert quality["field_stars"] == job.sources_detected or str(quality["field_stars"]) in sources
-    with fits.open(app.extensions["nova.storage"].job_file(job.id, "corr.fits")) as corr:
+    with fits.open(app.extensions["nova.infra.storage"].job_file(job.id, "corr.fits")) as corr:
         assert len(corr[1].data) == quality["matched_stars"]
     assert quality["tweak_order"] == 2  # nova's default tweak order, a SIP solution
     # apod4's pixels are about 2.8 arcmin: matched stars sit within a fraction of one.

@@ -14,8 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from nova import events
-from nova.models import Job, JobStatus
+from nova.db.models import Job, JobStatus
+from nova.services import events
 
 from .conftest import api_call, api_login, wait_for
 
@@ -149,7 +149,7 @@ def test_a_private_job_streams_to_its_owner_only(
     make_user: Callable[[str], tuple[int, str]],
     apod: Path,
 ) -> None:
-    app.config["ID_ACCESS_HOURS"] = 0  # the id alone opens nothing (nova.visibility)
+    app.config["ID_ACCESS_HOURS"] = 0  # the id alone opens nothing (nova.services.access)
     _, ann_key = make_user("ann@example.org")
     _, bob_key = make_user("bob@example.org")
     ann = app.test_client()
@@ -158,9 +158,9 @@ def test_a_private_job_streams_to_its_owner_only(
     api_login(bob, bob_key)
     submission_id = upload_apod4(ann, ann_session, apod, publicly_visible="n")
     with app.app_context():
-        from nova import services
+        from nova.services import intake, jobs
 
-        job_ids = services.process_submission(submission_id)  # read, not solved: no worker
+        job_ids = intake.process_submission(submission_id)  # read, not solved: no worker
     job_id = job_ids[0]
     for path in (f"/api/jobs/{job_id}/events", f"/api/submissions/{submission_id}/events"):
         for other in (bob, app.test_client()):
@@ -173,15 +173,15 @@ def test_a_private_job_streams_to_its_owner_only(
         assert response.status_code == 200
         seen = read_events(response.iter_encoded())
         first = next(seen)
-        # The status answer of a waiting job, with its place in the queue (nova.status; it
+        # The status answer of a waiting job, with its place in the queue (nova.services.status; it
         # was never queued here, so the place is unknown: null).
         assert first.name == "queued"
         assert first.data == {"status": "processing", "queue_position": None, "eta_seconds": None}
         with app.app_context():
-            from nova import services
+            from nova.services import intake, jobs
 
-            assert services.claim_job(job_id)
-            services.finish_job(
+            assert jobs.claim_job(job_id)
+            jobs.finish_job(
                 job_id, numbers=None, wcs_header=None, failure_reason="test end", sources=0
             )
         rest = list(seen)

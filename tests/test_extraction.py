@@ -1,4 +1,4 @@
-"""Stage 1 in the worker (nova/extraction.py) against ``solve-field --just-augment``.
+"""Stage 1 in the worker (nova/engine/extraction.py) against ``solve-field --just-augment``.
 
 Each case prepares the same upload twice, as Nova does, and writes ``job.axy`` both ways:
 the sources (X, Y, FLUX, BACKGROUND) must be the same values in the same order, and the
@@ -18,9 +18,9 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from nova import extraction, solver
-from nova.inputs import PreparedInput, prepare_input
-from nova.params import SolveParams, parse_solve_params
+from nova.engine import extraction, solver
+from nova.engine.inputs import PreparedInput, prepare_input
+from nova.engine.params import SolveParams, parse_solve_params
 
 from .conftest import APOD, record_figure
 

@@ -32,9 +32,10 @@ from rq.job import JobStatus as RQStatus
 from rq.utils import utcformat
 from sqlalchemy import select
 
-from nova import queue, services
+from nova.db.models import Job, Submission
 from nova.extensions import db
-from nova.models import Job, Submission
+from nova.infra import jobqueue
+from nova.services import reconcile
 
 from .conftest import _as_postgres, free_port, live_stack, record_figure, run_worker, wait_for
 from .test_solve_apod import scale_hint, upload
@@ -180,7 +181,7 @@ def test_entries_left_started_or_off_their_queue_by_a_redis_restart_are_queued_a
     connection = redis.Redis.from_url(private_redis.url)
     entry = RQJob.fetch(rq_id, connection=connection)
 
-    queue_key = queue.get_queue(queue.SUBMISSIONS_QUEUE).key
+    queue_key = jobqueue.get_queue(jobqueue.SUBMISSIONS_QUEUE).key
 
     def left_started(seconds_ago: float) -> None:
         # What a worker does when it takes the entry (off the queue, "started"), then its
@@ -193,23 +194,23 @@ def test_entries_left_started_or_off_their_queue_by_a_redis_restart_are_queued_a
 
     with app.app_context():
         left_started(5)  # a live worker's entry: left alone
-        assert queue.is_waiting_or_running(rq_id)
-        assert services.reconcile(3, 10)["requeued"] == 0
-        silent = queue.STARTED_SILENCE.total_seconds() + 5
+        assert jobqueue.is_waiting_or_running(rq_id)
+        assert reconcile.reconcile(3, 10)["requeued"] == 0
+        silent = jobqueue.STARTED_SILENCE.total_seconds() + 5
         left_started(silent)  # its worker is gone
-        assert not queue.is_waiting_or_running(rq_id)
-        assert services.reconcile(3, 10)["requeued"] == 1
+        assert not jobqueue.is_waiting_or_running(rq_id)
+        assert reconcile.reconcile(3, 10)["requeued"] == 1
         assert RQJob.fetch(rq_id, connection=connection).get_status() == RQStatus.QUEUED
-        assert queue.is_waiting_or_running(rq_id)
+        assert jobqueue.is_waiting_or_running(rq_id)
         # "queued" but not on its queue (redis stopped between the two writes of an enqueue).
         assert connection.lrem(queue_key, 0, rq_id) == 1
-        assert not queue.is_waiting_or_running(rq_id)
-        assert services.reconcile(3, 10)["requeued"] == 1
+        assert not jobqueue.is_waiting_or_running(rq_id)
+        assert reconcile.reconcile(3, 10)["requeued"] == 1
         assert connection.lpos(queue_key, rq_id) is not None
         # A bare heartbeat field (a worker refreshed an entry redis had dropped) is no entry.
         ghost = "submission-999999"
         connection.hset(f"rq:job:{ghost}", "last_heartbeat", utcformat(datetime.now(UTC)))
-        assert not queue.is_waiting_or_running(ghost)
+        assert not jobqueue.is_waiting_or_running(ghost)
     run_worker()
     db.session.rollback()
     assert submission_outcomes(client, [submission_id])["success"] == 1

@@ -21,8 +21,8 @@ from flask.testing import FlaskClient
 from PIL import Image, TiffImagePlugin
 from xisf import XISF
 
-from nova import hints
-from nova.params import SolveParams, parse_solve_params
+from nova.engine import hints
+from nova.engine.params import SolveParams, parse_solve_params
 
 from .conftest import api_call, run_worker
 from .test_solve_apod import APOD_CENTRES, angular_distance, finished_job, upload
@@ -462,7 +462,7 @@ def test_api_upload_option_and_info_key(
 
 
 def test_xisf_headers_beyond_the_limit_or_broken_are_refused_clearly(tmp_path: Path) -> None:
-    from nova.inputs import MAX_XISF_HEADER_BYTES, UnsupportedInput, prepare_input
+    from nova.engine.inputs import MAX_XISF_HEADER_BYTES, UnsupportedInput, prepare_input
 
     huge = tmp_path / "huge.xisf"
     huge.write_bytes(b"XISF0100" + (MAX_XISF_HEADER_BYTES + 1).to_bytes(4, "little") + bytes(8))
@@ -483,7 +483,7 @@ def test_xisf_headers_beyond_the_limit_or_broken_are_refused_clearly(tmp_path: P
 def test_an_xisf_image_larger_than_the_pixel_limit_is_refused_before_decoding(
     tmp_path: Path,
 ) -> None:
-    from nova.inputs import UnsupportedInput, prepare_input
+    from nova.engine.inputs import UnsupportedInput, prepare_input
 
     path = tmp_path / "big.xisf"
     XISF.write(str(path), np.zeros((300, 400, 1), dtype=np.uint16), creator_app="test")
@@ -510,7 +510,7 @@ def test_an_xisf_image_larger_than_the_pixel_limit_is_refused_before_decoding(
 
 @pytest.mark.parametrize("codec", ["zlib", "zlib+sh", "lz4", "zstd"])
 def test_compressed_xisf_reads_the_same_pixels(tmp_path: Path, codec: str) -> None:
-    from nova.inputs import prepare_input
+    from nova.engine.inputs import prepare_input
 
     pixels = (np.arange(120 * 90, dtype=np.uint16).reshape(90, 120) * 7) % 4096
     path = tmp_path / f"{codec}.xisf"
@@ -532,7 +532,7 @@ def test_a_zlib_bomb_in_xisf_is_refused_without_expanding(tmp_path: Path) -> Non
     """A block that declares a small image but inflates to 1 GB stops at the declared size."""
     import zlib
 
-    from nova.inputs import UnsupportedInput, prepare_input
+    from nova.engine.inputs import UnsupportedInput, prepare_input
 
     bomb = zlib.compress(bytes(1 << 30), 9)  # 1 GB of zeros in about 1 MB
     header_length = 4096

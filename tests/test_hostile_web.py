@@ -18,9 +18,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nova import services
+from nova.db.models import Submission, User, UserImage
 from nova.extensions import db
-from nova.models import Submission, User, UserImage
+from nova.services import storage
 
 from .conftest import REPO, api_login, record_figure, run_worker
 from .test_site import sign_up
@@ -67,7 +67,7 @@ def test_accounts_cannot_be_enumerated(
 ) -> None:
     """L1: sign-up answers alike whether or not the email has an account, sign-in does the
     same work for an unknown email as for a wrong password, and user pages show no email."""
-    from nova.views import account
+    from nova.web import account
 
     hashes: list[str] = []  # what each request computed: "make" or "check"
 
@@ -168,7 +168,7 @@ def test_a_stored_fits_shorter_than_its_header_gets_no_500(app: Flask, client: F
     cut.write_bytes(header.ljust(2880).encode() + b"\0" * 10_000)
     image = UserImage(
         submission=submission,
-        file_hash=services.storage().store_file(cut),
+        file_hash=storage().store_file(cut),
         kind="fits",
         width=640,
         height=480,

@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from nova.inputs import UnsupportedInput, prepare_input, sniff
+from nova.engine.inputs import UnsupportedInput, prepare_input, sniff
 
 LIMITS = {
     "max_pixels": 50_000_000,

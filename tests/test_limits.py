@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from nova import create_app
-from nova.database import drop_everything, init_database
+from nova.db.schema import drop_everything, init_database
 from nova.extensions import db
 from tests.conftest import api_call, api_login
 
@@ -43,7 +43,7 @@ def limited_app(nova_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
 def new_user(app: Flask, email: str, password: str | None = None) -> str:
     from werkzeug.security import generate_password_hash
 
-    from nova.accounts import create_user
+    from nova.services.accounts import create_user
 
     with app.app_context():
         user, key = create_user(email)
@@ -78,7 +78,7 @@ def test_uploads_are_limited_per_api_key(limited_app: Callable[..., Flask]) -> N
     # Another key from the same address has its own allowance.
     assert upload_stars(bob, bob_session)["status"] == "success"
     with app.app_context():
-        from nova.models import Submission
+        from nova.db.models import Submission
 
         assert db.session.query(Submission).count() == 4  # the refused upload stored nothing
 
@@ -209,7 +209,7 @@ def test_comments_tags_and_albums_are_rate_limited_per_account(
     limited_app: Callable[..., Flask],
 ) -> None:
     """Posting for others to read is limited like uploads (issue 16, L9)."""
-    from nova.models import Comment, Submission, UserImage
+    from nova.db.models import Comment, Submission, UserImage
 
     app = limited_app(CONTENT_RATE_LIMIT="2/minute")
     new_user(app, "ed@example.org", password="correct horse")
@@ -238,7 +238,7 @@ def test_comments_tags_and_albums_are_rate_limited_per_account(
 
 
 def test_album_descriptions_have_a_length_limit(limited_app: Callable[..., Flask]) -> None:
-    from nova.models import Album
+    from nova.db.models import Album
 
     app = limited_app()
     new_user(app, "ed@example.org", password="correct horse")

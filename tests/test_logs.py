@@ -48,7 +48,13 @@ def test_worker_lines_carry_submission_and_job_ids(
     # The solve's own lines name its submission too (bound by the task).
     assert any(e.get("submission_id") == subid for e in about_job)
     # Every line from Nova's own code inside a task carries an id.
-    task_loggers = ("nova.services", "nova.tasks", "nova.solver", "nova.extraction")
+    task_loggers = (
+        "nova.services.intake",
+        "nova.services.jobs",
+        "nova.worker.tasks",
+        "nova.engine.solver",
+        "nova.engine.extraction",
+    )
     in_tasks = [e for e in entries if e["logger"] in task_loggers]
     assert in_tasks
     missing = [e for e in in_tasks if "job_id" not in e and "submission_id" not in e]

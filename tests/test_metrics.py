@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from nova import metrics, queue
+from nova.infra import jobqueue, metrics
 
 from .conftest import api_call, api_login, live_stack, record_figure, wait_for
 
@@ -112,7 +112,9 @@ def test_worker_figures_kept_in_redis_read_back_as_histograms(
     assert value(samples, "nova_stage_seconds_count", stage="extracting") == 3
     assert value(samples, "nova_stage_seconds_bucket", stage="extracting", le="0.25") == 3
     # Nothing waits and no worker runs in this test.
-    assert by_label(samples, "nova_queue_depth", "queue") == {name: 0 for name in queue.ALL_QUEUES}
+    assert by_label(samples, "nova_queue_depth", "queue") == {
+        name: 0 for name in jobqueue.ALL_QUEUES
+    }
     assert value(samples, "nova_workers_alive") == 0
     assert by_label(samples, "nova_jobs_unfinished", "status") == {"queued": 0, "solving": 0}
 
@@ -278,7 +280,7 @@ def test_a_real_stack_reports_what_happened(
             stages = by_label(samples, "nova_stage_seconds_count", "stage")
             assert {"preparing", "extracting", "solving", "products"} <= set(stages), stages
             assert by_label(samples, "nova_queue_depth", "queue") == {
-                name: 0 for name in queue.ALL_QUEUES
+                name: 0 for name in jobqueue.ALL_QUEUES
             }
             assert value(samples, "nova_workers_alive") == 1
             # The job's row ends before RQ marks its worker idle: wait for that, briefly.

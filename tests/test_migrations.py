@@ -18,9 +18,9 @@ from flask import Flask
 from sqlalchemy import inspect
 
 from nova import create_app
-from nova.database import current_revision, drop_everything, head_revision
+from nova.db.models import Job, Submission, User
+from nova.db.schema import current_revision, drop_everything, head_revision
 from nova.extensions import db
-from nova.models import Job, Submission, User
 from tests.conftest import api_login, free_port, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nova.params import ParamError, SolveParams, parse_choice, parse_solve_params
+from nova.engine.params import ParamError, SolveParams, parse_choice, parse_solve_params
 
 
 def test_absent_fields_take_novas_defaults() -> None:

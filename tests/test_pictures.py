@@ -16,10 +16,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from nova import fieldobjects, services
-from nova.inputs import PreparedInput
-from nova.models import Job
-from nova.pictures import (
+from nova.db.models import Job
+from nova.engine import fieldobjects
+from nova.engine.inputs import PreparedInput
+from nova.engine.solver import WCS_NAME
+from nova.render.pictures import (
     DrawnLabel,
     base_picture,
     flip_wcs_y,
@@ -30,8 +31,8 @@ from nova.pictures import (
     scale_for,
     write_annotated,
 )
-from nova.products import JOB_PRODUCTS
-from nova.solver import WCS_NAME
+from nova.render.products import JOB_PRODUCTS
+from nova.services import storage
 
 from .conftest import api_call, record_figure, run_worker
 from .test_solve_apod import APOD_CENTRES, finished_job, scale_hint, upload
@@ -142,7 +143,7 @@ def draw_annotated(
 ) -> tuple[list[DrawnLabel], np.ndarray]:
     """The annotated picture of a solved job drawn as its product is (same field objects,
     same field), with the labels it drew, and the picture under the drawing."""
-    job_dir = services.storage().job_dir(job.id)
+    job_dir = storage().job_dir(job.id)
     header = fits.getheader(job_dir / WCS_NAME)
     field = open_field(prepared, header)
     scale = scale_for(size, prepared.width, prepared.height)
@@ -270,7 +271,7 @@ def test_constellation_lines_drawn_are_the_catalogues_lines_not_folded_ones(
     """Every point of a constellation line inside apod4's picture is, through the forward
     WCS (which cannot fold), on one of the catalogue's lines; and the picture shows it."""
     job = solve(client, apod, "apod4")
-    job_dir = services.storage().job_dir(job.id)
+    job_dir = storage().job_dir(job.id)
     found = fieldobjects.field_objects(job_dir, WCS_NAME)
     wcs = make_wcs(fits.Header.fromstring(job.calibration.wcs_header, sep="\n"))
     segments = []

@@ -1,5 +1,5 @@
 """Privacy that holds: a private image is invisible to everyone but its owner, everywhere,
-but for the solve result its ids open (nova.visibility).
+but for the solve result its ids open (nova.services.access).
 
 Every URL that can show an image's data is asked by the owner, another user and an
 anonymous caller, for a public and a private image. For the private image, non-owners get
@@ -19,9 +19,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from nova.db.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Job, Submission, UserImage
 from nova.extensions import db
-from nova.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Job, Submission, UserImage
-from nova.site import add_tag
+from nova.services.gallery import add_tag
 
 from .conftest import api_call, api_login, record_figure, run_worker
 

@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from nova.db.models import Job
 from nova.extensions import db
-from nova.models import Job
 
 from .conftest import run_worker
 from .test_solve_apod import finished_job, scale_hint, upload

@@ -16,10 +16,10 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
 
-from nova import solver
 from nova.config import default_engine_processes, load_config
-from nova.inputs import PreparedInput
-from nova.params import SolveParams
+from nova.engine import solver
+from nova.engine.inputs import PreparedInput
+from nova.engine.params import SolveParams
 
 from . import starfields
 from .conftest import wait_for

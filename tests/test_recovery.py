@@ -19,8 +19,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from nova.db.models import Job, JobStatus
 from nova.extensions import db
-from nova.models import Job, JobStatus
 
 from .conftest import record_figure, run_worker, wait_for
 from .test_solve_apod import assert_centre, finished_job, scale_hint, upload
@@ -218,11 +218,11 @@ def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(
     apod: Path,
     worker_process: Callable[[], subprocess.Popen[bytes]],
 ) -> None:
-    from nova import services
-    from nova.models import utcnow
+    from nova.db.models import utcnow
+    from nova.services import intake
 
     submission_id = upload(client, (apod / "apod4.jpg").read_bytes(), "x.jpg", **scale_hint(33.0))
-    (job_id,) = services.process_submission(submission_id)  # recognised, not queued to solve
+    (job_id,) = intake.process_submission(submission_id)  # recognised, not queued to solve
     # As if three workers in a row had died on it: solving, no heartbeat for long.
     job = db.session.get(Job, job_id)
     job.status, job.stage, job.attempts = JobStatus.SOLVING, "solving", 3

@@ -15,9 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
-from nova import retention
+from nova.db.models import Calibration, ImageTag, Job, JobStatus, Submission, UserImage, utcnow
 from nova.extensions import db
-from nova.models import Calibration, ImageTag, Job, JobStatus, Submission, UserImage, utcnow
+from nova.services import retention
 from tests.conftest import api_call, api_login, run_worker
 
 HINTS = {
@@ -57,7 +57,7 @@ def sign_in(client: FlaskClient, email: str) -> None:
 
 def upload_stars(client: FlaskClient, email: str, stars: dict[str, list[float]]) -> int:
     """Upload through nova's API as the user ``email`` (a fresh API key for the test)."""
-    from nova.accounts import reset_api_key
+    from nova.services.accounts import reset_api_key
 
     key = reset_api_key(email)
     sign_in(client, email)  # a new key ends every session: sign the browser in again
@@ -72,7 +72,7 @@ def only_image(submission_id: int) -> UserImage:
 
 
 def upload_file_of(app: Flask, image: UserImage) -> Path:
-    return app.extensions["nova.storage"].upload_path(image.file_hash)
+    return app.extensions["nova.infra.storage"].upload_path(image.file_hash)
 
 
 @pytest.mark.engine
@@ -80,7 +80,7 @@ def test_the_owner_deletes_an_image_with_its_files(
     app: Flask, client: FlaskClient, apod: Path
 ) -> None:
     stars = apod4_stars(apod)
-    store = app.extensions["nova.storage"]
+    store = app.extensions["nova.infra.storage"]
     sign_up(client, "ann@example.org")
     ann_submission = upload_stars(client, "ann@example.org", stars)
     run_worker()
@@ -146,9 +146,9 @@ def test_the_owner_deletes_an_image_with_its_files(
 def test_an_image_being_solved_is_not_deleted(app: Flask, client: FlaskClient, apod: Path) -> None:
     sign_up(client, "cy@example.org")
     submission_id = upload_stars(client, "cy@example.org", apod4_stars(apod))
-    from nova import services
+    from nova.services import intake
 
-    (job_id,) = services.process_submission(submission_id)  # a job now waits in the queue
+    (job_id,) = intake.process_submission(submission_id)  # a job now waits in the queue
     image = only_image(submission_id)
     page = client.post(f"/user_images/{image.id}/delete", follow_redirects=True)
     assert "still being solved" in page.get_data(as_text=True)
@@ -205,7 +205,7 @@ def test_purge_removes_old_anonymous_and_failed_uploads_only(
     for submission_id in (kept_solved, failed, old_anonymous):
         age(submission_id, 40)
     doomed_jobs = [only_image(s).best_job.id for s in (failed, old_anonymous)]
-    store = app.extensions["nova.storage"]
+    store = app.extensions["nova.infra.storage"]
     assert all(store.job_dir(job_id).is_dir() for job_id in doomed_jobs)
 
     refused = nova_purge()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nova.inputs import UnsupportedInput
-from nova.sandbox import DecodeLimitExceeded, DecodeLimits, run_limited
+from nova.engine.inputs import UnsupportedInput
+from nova.engine.sandbox import DecodeLimitExceeded, DecodeLimits, run_limited
 
 MB = 1 << 20
 GENEROUS = DecodeLimits(memory_bytes=512 * MB, cpu_seconds=30, wall_seconds=30)

@@ -12,9 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nova.accounts import reset_api_key
+from nova.db.models import Submission
 from nova.extensions import db
-from nova.models import Submission
+from nova.services.accounts import reset_api_key
 
 from .test_site import sign_in, sign_up
 

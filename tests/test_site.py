@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from nova import create_app
+from nova.db.models import Album, ImageTag, Submission, User, UserImage
 from nova.extensions import db
-from nova.models import Album, ImageTag, Submission, User, UserImage
 
 from .conftest import api_call, run_worker
 from .test_solve_apod import finished_job, scale_hint, upload
@@ -120,7 +120,7 @@ def test_profile_defaults_shape_the_upload_form(client: FlaskClient) -> None:
 def test_every_form_is_protected_against_csrf(nova_env: dict[str, str]) -> None:
     app = create_app({"TESTING": True})  # CSRF on, as in production
     with app.app_context():
-        from nova.database import init_database
+        from nova.db.schema import init_database
 
         init_database()
         client = app.test_client()

@@ -19,8 +19,8 @@ from astropy.wcs import WCS
 from flask.testing import FlaskClient
 from PIL import Image
 
+from nova.db.models import Job, UserImage
 from nova.extensions import db
-from nova.models import Job, UserImage
 
 from .conftest import run_worker
 

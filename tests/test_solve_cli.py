@@ -15,7 +15,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from nova.inputs import UnsupportedInput, prepare_input
+from nova.engine.inputs import UnsupportedInput, prepare_input
 
 from .conftest import SolveSamples, free_port
 

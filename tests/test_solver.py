@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nova.inputs import PreparedInput
-from nova.params import parse_solve_params
-from nova.solver import (
+from nova.engine.inputs import PreparedInput
+from nova.engine.params import parse_solve_params
+from nova.engine.solver import (
     SolveTimeout,
     augment_command,
     augment_options,
@@ -156,7 +156,7 @@ def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path)
 
     from astropy.io import fits
 
-    from nova.solver import ANNOTATIONS_NAME, objects_in_field
+    from nova.engine.solver import ANNOTATIONS_NAME, objects_in_field
 
     header = fits.Header()
     header.update(
@@ -185,7 +185,7 @@ def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path)
 def test_hinted_solves_and_star_lists_are_quick() -> None:
     """What goes on the quick-solve queue: a narrow scale or position hint, or a star list;
     a "hint" as wide as a blind solve waits with the blind solves (issue 16, M7)."""
-    from nova.queue import is_quick
+    from nova.infra.jobqueue import is_quick
 
     assert not is_quick(parse_solve_params({}), "jpeg")  # nova's blind default
     assert is_quick(parse_solve_params({"scale_lower": 26, "scale_upper": 40}), "jpeg")
@@ -209,8 +209,8 @@ def test_job_axy_options_reach_the_warm_engine_as_the_engine_reads_them(tmp_path
     same header keys astrometry-engine reads."""
     import subprocess
 
-    from nova.solver import AXY_NAME
-    from nova.warm_engine import read_axy
+    from nova.engine.solver import AXY_NAME
+    from nova.engine.warm_engine import read_axy
 
     apod = Path(os.environ.get("NOVA_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
     image = apod / "apod" / "apod4.jpg"
@@ -284,7 +284,7 @@ def test_a_killed_worker_takes_its_commands_along(tmp_path: Path) -> None:
 
     pid_file = tmp_path / "command.pid"
     script = (
-        "import time; from pathlib import Path; from nova.solver import run_with_deadline; "
+        "import time; from pathlib import Path; from nova.engine.solver import run_with_deadline; "
         f"run_with_deadline(['sh', '-c', 'echo $$ > {pid_file}; exec sleep 300'], "
         f"Path('{tmp_path}'), Path('{tmp_path}') / 'log', time.monotonic() + 60)"
     )

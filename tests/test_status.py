@@ -1,4 +1,4 @@
-"""Status answers from cached facts (nova.status): queue positions that count down under
+"""Status answers from cached facts (nova.services.status): queue positions that count down under
 load with the real engine, and cached answers that follow every state change and the
 visibility rules at once."""
 
@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from nova.db.models import Job, UserImage
 from nova.extensions import db
-from nova.models import Job, UserImage
 
 from .conftest import api_call, api_login, wait_for
 
@@ -100,24 +100,24 @@ def test_cached_answers_follow_state_and_visibility(
     apod: Path,
     make_user: Callable[[str], tuple[int, str]],
 ) -> None:
-    from nova import services
+    from nova.services import intake, jobs
 
     owner_id, key = make_user("owner@example.org")
     session = api_login(client, key)
     subid = upload(client, session, apod / "apod4.xyls", WIDTHS["apod4"])
     anonymous = app.test_client()  # no session, no cookie: an id-holder
     assert api_call(anonymous, f"submissions/{subid}", method="GET")["jobs"] == []
-    services.process_submission(subid)
+    intake.process_submission(subid)
     answer = api_call(anonymous, f"submissions/{subid}", method="GET")
     (job_id,) = answer["jobs"]  # the cached answer was replaced at the commit
     assert api_call(anonymous, f"jobs/{job_id}", method="GET")["status"] == "processing"
-    assert services.claim_job(job_id)  # a bulk UPDATE: the job's version moves too
+    assert jobs.claim_job(job_id)  # a bulk UPDATE: the job's version moves too
     assert api_call(anonymous, f"jobs/{job_id}", method="GET") == {
         "status": "solving",
         "queue_position": 0,
         "eta_seconds": None,
     }
-    services.finish_job(job_id, numbers=None, wcs_header=None, failure_reason="test end", sources=0)
+    jobs.finish_job(job_id, numbers=None, wcs_header=None, failure_reason="test end", sources=0)
     assert api_call(anonymous, f"jobs/{job_id}", method="GET") == {"status": "failure"}
     # The id window closed: only the owner now; the cached facts are judged again per poll.
     app.config["ID_ACCESS_HOURS"] = 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nova.storage import Storage, UploadTooLarge
+from nova.infra.storage import Storage, UploadTooLarge
 
 
 def test_uploads_are_content_addressed(tmp_path: Path) -> None:

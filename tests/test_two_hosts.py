@@ -37,8 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from nova import queue
-from nova.storage import Storage
+from nova.infra import jobqueue
+from nova.infra.storage import Storage
 
 pytestmark = pytest.mark.engine
 
@@ -383,10 +383,10 @@ def test_a_worker_on_another_host_takes_the_jobs(hosts: Hosts, tmp_path: Path, a
     # --- the job was done by host B's worker ----------------------------------------------
     rq_job = hosts.helper(hosts.a, env, "rq-job", redis_url, f"solve-{job_id}")
     assert rq_job["status"] == "finished", rq_job
-    assert rq_job["origin"] == queue.QUICK_SOLVE_QUEUE, rq_job  # hinted: the quick queue
+    assert rq_job["origin"] == jobqueue.QUICK_SOLVE_QUEUE, rq_job  # hinted: the quick queue
     assert rq_job["worker_name"] == worker["name"], (rq_job, worker)
     assert rq_job["result_worker_name"] in (None, worker["name"]), rq_job
-    assert f"solve-{job_id}" in rq_job["finished"][queue.QUICK_SOLVE_QUEUE], rq_job
+    assert f"solve-{job_id}" in rq_job["finished"][jobqueue.QUICK_SOLVE_QUEUE], rq_job
     [after] = rq_job["workers"]
     assert after["name"] == worker["name"] and after["successful_job_count"] >= 2, after
     deadline = time.monotonic() + 5  # the worker logs "Job OK" just after finishing

@@ -20,10 +20,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nova import services
+from nova.db.models import Job, Submission
+from nova.engine.params import SolveParams
 from nova.extensions import db
-from nova.models import Job, Submission
-from nova.urlsafety import (
+from nova.infra.download import (
     MAX_REDIRECTS,
     DownloadError,
     DownloadTimeout,
@@ -34,6 +34,7 @@ from nova.urlsafety import (
     parse_url,
     resolve,
 )
+from nova.services import intake, submissions
 
 from .conftest import run_worker
 
@@ -418,7 +419,7 @@ def test_redirected_download_is_named_after_the_final_url(
     app.config["URL_ALLOW_PRIVATE"] = True
     submit(client, f"{base(server)}/hop/3")
     submission = db.session.scalars(select(Submission)).one()
-    assert len(services.process_submission(submission.id)) == 1
+    assert len(intake.process_submission(submission.id)) == 1
     image = submission.user_images[0]
     assert image.original_filename == "apod4.jpg" and image.kind == "jpeg"
     assert server.hits == ["/hop/3", "/hop/2", "/hop/1", "/sky/apod4.jpg"]
@@ -426,9 +427,9 @@ def test_redirected_download_is_named_after_the_final_url(
 
 def test_a_non_http_url_that_reached_the_queue_is_refused(app: Flask) -> None:
     """The forms refuse such URLs; the worker refuses them again (defence in depth)."""
-    options = services.SubmissionOptions(params=services.SolveParams())
-    submission = services.submit_url("file:///etc/passwd", options)
-    assert services.process_submission(submission.id) == []
+    options = submissions.SubmissionOptions(params=SolveParams())
+    submission = submissions.submit_url("file:///etc/passwd", options)
+    assert intake.process_submission(submission.id) == []
     db.session.refresh(submission)
     assert submission.error_message == (
         "Failed to download file:///etc/passwd: only http:// and https:// URLs can be downloaded"

@@ -23,11 +23,13 @@ from astropy.wcs import WCS, FITSFixedWarning
 from flask.testing import FlaskClient
 from PIL import Image
 
-from nova import queue, services, solver, warm_engine
+from nova.db.models import Job, JobStatus
+from nova.engine import solver, warm_engine
+from nova.engine.inputs import PreparedInput
+from nova.engine.params import parse_solve_params
 from nova.extensions import db
-from nova.inputs import PreparedInput
-from nova.models import Job, JobStatus
-from nova.params import parse_solve_params
+from nova.infra import jobqueue
+from nova.services import intake
 
 from .conftest import wait_for
 from .test_solve_apod import APOD_CENTRES, assert_centre, finished_job, scale_hint, upload
@@ -271,7 +273,7 @@ def start_worker(
 
 def job_of(submission_id: int) -> Job | None:
     db.session.rollback()  # end the read transaction: see what the worker committed
-    from nova.models import Submission
+    from nova.db.models import Submission
 
     submission = db.session.get(Submission, submission_id)
     if submission is None or not submission.user_images or not submission.user_images[0].jobs:
@@ -305,20 +307,20 @@ def test_a_hinted_job_overtakes_a_queued_blind_one(
     def queued(data: bytes, name: str, **fields: str) -> int:
         submission = upload(client, data, name, **fields)
         # Recognised here, so that the solves reach the queues in this order.
-        (job_id,) = services.process_submission(submission)
-        queue.enqueue_solve(job_id)
+        (job_id,) = intake.process_submission(submission)
+        jobqueue.enqueue_solve(job_id)
         return job_id
 
     # The upload page queued each submission too: the worker finds those already done.
     first_blind = queued(apod1, "blind1.jpg")
-    assert queue.solve_queue_for(first_blind) == queue.SOLVE_QUEUE
+    assert jobqueue.solve_queue_for(first_blind) == jobqueue.SOLVE_QUEUE
     start_worker(workers, tmp_path)
     assert wait_for(lambda: job_state(first_blind).status == JobStatus.SOLVING, 60, 0.05)
     second_blind = queued(apod1, "blind2.jpg", tweak_order="3")
     hinted = queued((apod / "apod4.jpg").read_bytes(), "hinted.jpg", **scale_hint(33.0))
-    assert queue.solve_queue_for(hinted) == queue.QUICK_SOLVE_QUEUE
+    assert jobqueue.solve_queue_for(hinted) == jobqueue.QUICK_SOLVE_QUEUE
     # Positions as the status page shows them: the hinted job is next.
-    assert queue.queue_position(hinted) == 1 and queue.queue_position(second_blind) == 2
+    assert jobqueue.queue_position(hinted) == 1 and jobqueue.queue_position(second_blind) == 2
     assert wait_for(lambda: job_state(second_blind).is_finished, 180, 0.2)
     jobs = {job_id: job_state(job_id) for job_id in (first_blind, second_blind, hinted)}
     for job in jobs.values():

@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from nova.db.models import Job, Submission
 from nova.extensions import db
-from nova.models import Job, Submission
 
 from .conftest import run_worker
 

@@ -19,9 +19,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from nova import metrics
+from nova.db.models import Submission, User, WebhookDelivery
 from nova.extensions import db
-from nova.models import Submission, User, WebhookDelivery
+from nova.infra import metrics
 
 from .conftest import api_call, api_login, wait_for
 

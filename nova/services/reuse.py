@@ -1,0 +1,122 @@
+"""Result reuse: an image already solved with the same parameters gets the earlier solution."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sqlalchemy import select
+
+from nova.db.models import (
+    Calibration,
+    ImageTag,
+    Job,
+    JobStatus,
+    SkyObject,
+    Submission,
+    UserImage,
+    utcnow,
+)
+from nova.engine.params import SolveParams
+from nova.engine.solver import ANNOTATIONS_NAME, AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
+from nova.extensions import db
+from nova.services import storage
+from nova.services.jobs import announce_ended
+
+log = logging.getLogger(__name__)
+
+
+# What an answer from an earlier solve takes of it: the engine's own products. Never its
+# log (it names the other job's directory and id) nor pictures and files drawn for it (the
+# KMZ carries the other upload's file name); those are built again for the copy.
+REUSED_PRODUCTS = (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME, ANNOTATIONS_NAME)
+
+
+def reuse_solution(submission: Submission) -> bool:
+    """Answer an upload at once from an earlier solve of the same file with the same
+    parameters: a new image and a job that is already a success, with the same calibration
+    and engine products. Only the uploader's own solves and public ones are reused: a
+    private solve of someone else is neither copied nor revealed by an instant answer.
+    Returns False when there is nothing to reuse (the upload is queued)."""
+    params = SolveParams.from_row(submission)
+    same_params = [
+        getattr(Submission, name).is_(None) if value is None else getattr(Submission, name) == value
+        for name, value in params.as_dict().items()
+    ]
+    reusable = UserImage.publicly_visible == "y"
+    if submission.user_id is not None:
+        reusable = reusable | (UserImage.user_id == submission.user_id)
+    earlier = db.session.scalars(
+        select(Job)
+        .join(UserImage, Job.user_image_id == UserImage.id)
+        .join(Submission, UserImage.submission_id == Submission.id)
+        .where(
+            UserImage.file_hash == submission.upload_hash,
+            Job.status == JobStatus.SUCCESS,
+            UserImage.kind != "unsupported",
+            reusable,
+            *same_params,
+        )
+        .order_by(Job.finished_at.desc())  # the newest solve (ids are random)
+        .limit(1)
+    ).first()
+    if earlier is None or earlier.calibration is None:
+        return False
+    source_dir = storage().job_dir(earlier.id)
+    if not (source_dir / "wcs.fits").exists():
+        return False
+    old_image = earlier.user_image
+    now = utcnow()
+    image = UserImage(
+        submission=submission,
+        user_id=submission.user_id,
+        file_hash=old_image.file_hash,
+        kind=old_image.kind,
+        width=old_image.width,
+        height=old_image.height,
+        fits_extension=old_image.fits_extension,
+        original_filename=submission.original_filename,
+        publicly_visible=submission.publicly_visible,
+    )
+    job = Job(
+        user_image=image,
+        status=JobStatus.SUCCESS,
+        stage="done",
+        queued_at=now,
+        started_at=now,
+        finished_at=now,
+        sources_detected=earlier.sources_detected,
+        hints=earlier.hints,
+    )
+    submission.processing_started = submission.processing_finished = now
+    db.session.add_all([image, job])
+    db.session.flush()  # ids for the copies below
+    calibration = earlier.calibration
+    db.session.add(
+        Calibration(
+            job=job,
+            **{
+                column.name: getattr(calibration, column.name)
+                for column in Calibration.__table__.columns
+                if column.name not in ("id", "job_id")
+            },
+        )
+    )
+    for tag in old_image.tags:
+        if tag.machine:
+            db.session.add(ImageTag(user_image_id=image.id, text=tag.text, machine=True))
+    for obj in old_image.sky_objects:
+        db.session.add(SkyObject(user_image_id=image.id, name=obj.name))
+    work_dir = storage().make_work_dir(f"reuse-{job.id}-")
+    for name in REUSED_PRODUCTS:
+        product = source_dir / name
+        if product.is_file():
+            os.link(product, work_dir / name)  # products never change: share them
+    (work_dir / LOG_NAME).write_text(
+        "Answered at once from an earlier solve of the same file with the same parameters; "
+        "no engine ran for this job.\n"
+    )
+    storage().publish_job_dir(work_dir, job.id)
+    db.session.commit()
+    announce_ended(submission)
+    return True

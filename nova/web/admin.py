@@ -1,0 +1,176 @@
+"""The operator page: queues, workers, failures, jobs that may be lost, and index files.
+
+Only admin users see it; everyone else gets the same 404 as for a page that does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import Blueprint, abort, current_app, jsonify, render_template
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+from sqlalchemy import func, or_, select
+from werkzeug.wrappers import Response
+
+from nova.db.models import Job, JobStatus, utcnow
+from nova.engine import indexes
+from nova.extensions import db
+from nova.infra import jobqueue
+from nova.web.auth import current_user
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+RECENT_FAILURES = 20
+
+
+@bp.before_request
+def admins_only() -> None:
+    user = current_user()
+    if user is None or not user.is_admin:
+        abort(404)  # the same answer as for a page that does not exist
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    name: str
+    waiting: int
+    running: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    hostname: str
+    pid: int | None
+    state: str
+    queues: list[str]
+    job_id: str | None
+    job_since: datetime | None  # naive UTC
+    last_heartbeat: datetime | None
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    """rq's timestamps may be aware; the database's are naive UTC."""
+    if value is not None and value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def queue_infos() -> list[QueueInfo]:
+    connection = jobqueue.redis_connection()
+    infos = []
+    for name in jobqueue.ALL_QUEUES:
+        rq_queue = Queue(name, connection=connection)
+        infos.append(
+            QueueInfo(
+                name=name,
+                waiting=rq_queue.count,
+                running=rq_queue.started_job_registry.count,
+                failed=rq_queue.failed_job_registry.count,
+            )
+        )
+    return infos
+
+
+def worker_infos() -> list[WorkerInfo]:
+    infos = []
+    for worker in Worker.all(connection=jobqueue.redis_connection()):
+        job = worker.get_current_job()
+        since = None
+        if job is not None:
+            execution = worker.execution
+            since = job.started_at or (execution.created_at if execution else None)
+        infos.append(
+            WorkerInfo(
+                name=worker.name,
+                hostname=worker.hostname or "",
+                pid=worker.pid,
+                state=worker.get_state(),
+                queues=worker.queue_names(),
+                job_id=job.id if job is not None else None,
+                job_since=naive_utc(since),
+                last_heartbeat=naive_utc(worker.last_heartbeat),
+            )
+        )
+    return sorted(infos, key=lambda info: (info.hostname, info.name))
+
+
+def recent_failures(limit: int = RECENT_FAILURES) -> list[Job]:
+    newest = Job.finished_at.desc()  # ids are random
+    query = select(Job).where(Job.status == JobStatus.FAILURE).order_by(newest).limit(limit)
+    return list(db.session.scalars(query))
+
+
+def stuck_jobs() -> list[Job]:
+    """Jobs solving for longer than the time limit: their worker probably died (lost)."""
+    limit = timedelta(seconds=current_app.config["SOLVE_TIME_LIMIT"])
+    query = (
+        select(Job)
+        .where(Job.status == JobStatus.SOLVING)
+        .where(or_(Job.started_at.is_(None), Job.started_at < utcnow() - limit))
+        .order_by(Job.started_at)
+    )
+    return list(db.session.scalars(query))
+
+
+def job_counts() -> dict[str, int]:
+    rows = db.session.execute(select(Job.status, func.count()).group_by(Job.status))
+    counts = {str(status): 0 for status in JobStatus}
+    counts.update({str(status): int(count) for status, count in rows})
+    return counts
+
+
+def index_scan() -> indexes.IndexScan:
+    return indexes.scan_index_dirs(current_app.config["INDEX_DIRS"])
+
+
+@bp.get("/")
+def overview() -> Any:
+    redis_error = None
+    queues: list[QueueInfo] = []
+    workers: list[WorkerInfo] = []
+    try:
+        queues = queue_infos()
+        workers = worker_infos()
+    except RedisError as exc:
+        redis_error = f"redis does not answer at {redacted(current_app.config['REDIS_URL'])}: {exc}"
+    scan = index_scan()
+    return render_template(
+        "admin/index.html",
+        now=utcnow(),
+        redis_error=redis_error,
+        queues=queues,
+        workers=workers,
+        counts=job_counts(),
+        failures=recent_failures(),
+        stuck=stuck_jobs(),
+        time_limit=current_app.config["SOLVE_TIME_LIMIT"],
+        index_dirs=current_app.config["INDEX_DIRS"],
+        scan=scan,
+        bands=indexes.coverage(scan),
+        summary=indexes.summary(scan),
+        format_degrees=indexes.format_degrees,
+    )
+
+
+@bp.get("/indexes")
+def indexes_json() -> Response:
+    data = indexes.scan_as_json(index_scan())
+    data["directories"] = [str(d) for d in current_app.config["INDEX_DIRS"]]
+    response = jsonify(data)
+    response.headers["Cache-Control"] = "no-store"
+    return response
