@@ -21,6 +21,7 @@ run: system venv
 test: venv
 	scripts/install-system.sh --test
 	$(BIN)/ruff check nova tests
+	$(BIN)/lint-imports
 	$(BIN)/pytest -v --durations=15
 
 system:
@@ -45,9 +46,11 @@ lock:
 	UV_NATIVE_TLS=1 $(BIN)/uv pip compile setup.cfg --extra postgres \
 		-c requirements-test.lock $(LOCK_COMPILE) -o requirements.lock
 
+# lint-imports: the import contracts in setup.cfg (the house's layers).
 lint: venv
 	$(BIN)/ruff check nova tests
 	$(BIN)/ruff format --check nova tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
