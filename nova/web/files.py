@@ -24,6 +24,7 @@ from nova.render import pictures
 from nova.render.products import (
     JOB_PRODUCTS,
     JobContext,
+    JobFacts,
     ProductUnavailable,
     build_once,
     job_product_path,
@@ -127,7 +128,14 @@ def send_job_product(job_id: int, name: str) -> Response:
     job.calibration, job.user_image.original_filename  # noqa: B018
 
     def build(prepare: Callable[[], PreparedInput], work_dir: Path) -> Path:
-        return job_product_path(JobContext(job, job_dir, prepare, work_dir), product)
+        facts = JobFacts(
+            job.id,
+            job.user_image.kind,
+            job.user_image.original_filename,
+            job.calibration.radius if job.calibration else None,
+            current_app.config.get("MAX_RENDER_PIXELS"),
+        )
+        return job_product_path(JobContext(facts, job_dir, prepare, work_dir), product)
 
     path = with_prepared_image(job.user_image, job_dir / product.filename, build, product.filename)
     return serve(path, product.mimetype, job.user_image, product.download_name)

@@ -41,7 +41,7 @@ from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import intake, jobs, storage
 from nova.services.batches import Batch, BatchFrame
-from nova.worker import tasks
+from nova.worker import context, tasks
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ DRIFT_SAFETY = 2.0
 
 def run_batch_task(batch_id: int) -> None:
     """RQ entry point: solve the batch's frames until none is left or the slice is used up."""
-    with tasks.app_context():
+    with context.app_context():
         try:
             BatchTask(batch_id, current_app._get_current_object()).run()  # type: ignore[attr-defined]
         finally:

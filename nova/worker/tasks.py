@@ -11,12 +11,11 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app
 
 from nova import logs
 from nova.db.models import Job, UserImage
@@ -27,29 +26,9 @@ from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import cancellation, jobqueue, metrics
 from nova.services import intake, jobs, storage
+from nova.worker.context import app_context
 
 log = logging.getLogger(__name__)
-_worker_app: Flask | None = None
-
-
-@contextmanager
-def app_context() -> Iterator[None]:
-    """Run inside the worker's app context (created once per worker process)."""
-    global _worker_app
-    if has_app_context():
-        # A forked work horse inherits the worker's pooled connections: never share them
-        # with the parent (PostgreSQL connections must not cross a fork).
-        db.engine.dispose(close=False)
-        yield
-        return
-    if _worker_app is None:
-        from nova import create_app
-
-        _worker_app = create_app()
-    with _worker_app.app_context():
-        # Connections inherited from the parent process must not be shared with it.
-        db.engine.dispose(close=False)
-        yield
 
 
 def process_submission_job(submission_id: int) -> None:
