@@ -26,7 +26,7 @@ from astropy.wcs import FITSFixedWarning
 from nova.engine import fieldobjects
 from nova.engine.inputs import RASTER_KINDS, PreparedInput
 from nova.engine.solver import AXY_NAME, RDLS_NAME, WCS_NAME
-from nova.render import pictures
+from nova.render import overlays, pictures, sky
 
 # Cards that describe a WCS: removed from an uploaded FITS header before the solution goes in.
 OLD_WCS_CARD = re.compile(
@@ -188,21 +188,21 @@ def _picture_products() -> dict[str, Product]:
         products[f"annotated_{size}"] = Product(
             f"annotated-{size}.jpg",
             "image/jpeg",
-            build=lambda ctx, t, s=size: pictures.write_annotated(
+            build=lambda ctx, t, s=size: overlays.write_annotated(
                 ctx.field, ctx.scale(s), t, ctx.field_objects
             ),
         )
         products[f"grid_{size}"] = Product(
             f"grid-{size}.jpg",
             "image/jpeg",
-            build=lambda ctx, t, s=size: pictures.write_grid(
+            build=lambda ctx, t, s=size: overlays.write_grid(
                 ctx.field, ctx.scale(s), _calibration_radius(ctx), t
             ),
         )
         products[f"red_green_image_{size}"] = Product(
             f"red-green-{size}.png",
             "image/png",
-            build=lambda ctx, t, s=size: pictures.write_red_green(
+            build=lambda ctx, t, s=size: overlays.write_red_green(
                 ctx.field, ctx.scale(s), ctx.sources(), ctx.reference_stars(), t
             ),
         )
@@ -210,7 +210,7 @@ def _picture_products() -> dict[str, Product]:
             f"extraction-{size}.png",
             "image/png",
             needs_solution=False,
-            build=lambda ctx, t, s=size: pictures.write_extraction(
+            build=lambda ctx, t, s=size: overlays.write_extraction(
                 pictures.Field(
                     pictures.base_picture(ctx.prepared, ctx.max_pixels),
                     fits.Header(),
@@ -240,7 +240,7 @@ JOB_PRODUCTS: dict[str, Product] = {
     "kml_file": Product(
         "field.kmz",
         "application/vnd.google-earth.kmz",
-        lambda ctx, t: pictures.write_kmz(ctx.field, t, ctx.facts.image_name or "Nova field"),
+        lambda ctx, t: sky.write_kmz(ctx.field, t, ctx.facts.image_name or "Nova field"),
         download_name="field.kmz",
     ),
     **_picture_products(),

@@ -20,7 +20,7 @@ from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.solver import AXY_NAME, CORR_NAME, RDLS_NAME, WCS_NAME
 from nova.extensions import db
 from nova.infra.redaction import without_server_paths
-from nova.render import pictures
+from nova.render import pictures, sky
 from nova.render.products import (
     JOB_PRODUCTS,
     JobContext,
@@ -199,13 +199,11 @@ def sky_plot(zoom: int, calibration_id: int) -> Response:
 
     def draw(path: Path, work_dir: Path) -> None:
         header = pictures.fits.Header.fromstring(calibration.wcs_header, sep="\n")
-        outline = pictures.field_outline(header, image.width, image.height)
+        outline = sky.field_outline(header, image.width, image.height)
         if zoom == 0:
-            pictures.write_sky_plot_whole_sky(outline, calibration.ra, calibration.dec, path)
+            sky.write_sky_plot_whole_sky(outline, calibration.ra, calibration.dec, path)
         else:
-            pictures.write_sky_plot_zoom(
-                zoom, outline, calibration.ra, calibration.dec, path, work_dir
-            )
+            sky.write_sky_plot_zoom(zoom, outline, calibration.ra, calibration.dec, path, work_dir)
 
     # The sky plot needs no pixels, only the scratch directory the helper provides.
     path = with_prepared_image(
