@@ -5,7 +5,7 @@ lines), the RA/Dec grid, detected and catalogue stars (red-green) and the extrac
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +91,6 @@ def write_annotated(
     draw = ImageDraw.Draw(picture)
     longest = max(picture.width, picture.height)
     text_size = max(11, round(longest / 60))
-    label_font = font(text_size, bold=True)
     line_width = max(1, round(longest / 500))
     ring = max(4.0, text_size * 0.45)
     # Positions of this picture's pixel centres: the field's, moved to the display and scaled.
@@ -103,37 +102,71 @@ def write_annotated(
         return (dx + 0.5) * scale_x - 0.5, (dy + 0.5) * scale_y - 0.5
 
     for polyline in objects.constellation_lines:
-        px, py = to_picture(polyline[:, 0], polyline[:, 1])
-        piece: list[tuple[float, float]] = []
-        for x, y in [*zip(px, py, strict=True), (math.nan, math.nan)]:
-            if math.isfinite(x) and math.isfinite(y):
-                piece.append((float(x), float(y)))
-                continue
-            if len(piece) > 1:
-                draw.line(piece, fill=CONSTELLATION_LINE_COLOUR, width=line_width)
-            piece = []
-    placed: list[tuple[fieldobjects.Mark, float, float, float]] = []
-    for mark in objects.marks:
-        (x,), (y,) = to_picture(np.array([mark.x]), np.array([mark.y]))
-        colour = ANNOTATION_COLOURS[mark.kind]
-        if mark.kind == "star":
-            draw.ellipse(
-                (x - ring, y - ring, x + ring, y + ring), outline=colour, width=line_width + 1
-            )
-            dot = max(1.5, ring / 3)
-            draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=colour)
-            reach = ring
-        elif mark.kind == "ngc":
-            reach = max(ring, mark.radius * (scale_x + scale_y) / 2)
-            draw.ellipse(
-                (x - reach, y - reach, x + reach, y + reach), outline=colour, width=line_width + 1
-            )
-        else:
-            reach = 0.0
-        placed.append((mark, float(x), float(y), reach))
+        _draw_polyline(draw, *to_picture(polyline[:, 0], polyline[:, 1]), line_width)
+    placed = [
+        _draw_marker(draw, mark, to_picture, ring, line_width, scale_x + scale_y)
+        for mark in objects.marks
+    ]
+    drawn = _draw_labels(draw, placed, picture.size, text_size, ring)
+    save(picture, target, "JPEG")
+    return drawn
+
+
+def _draw_polyline(draw: ImageDraw.ImageDraw, px: np.ndarray, py: np.ndarray, width: int) -> None:
+    """A constellation line, broken where a point is not on the picture's sky (NaN)."""
+    piece: list[tuple[float, float]] = []
+    for x, y in [*zip(px, py, strict=True), (math.nan, math.nan)]:
+        if math.isfinite(x) and math.isfinite(y):
+            piece.append((float(x), float(y)))
+            continue
+        if len(piece) > 1:
+            draw.line(piece, fill=CONSTELLATION_LINE_COLOUR, width=width)
+        piece = []
+
+
+# A marker drawn: its object, its position on the picture and how far the marker reaches.
+PlacedMark = tuple[fieldobjects.Mark, float, float, float]
+
+
+def _draw_marker(
+    draw: ImageDraw.ImageDraw,
+    mark: fieldobjects.Mark,
+    to_picture: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ring: float,
+    line_width: int,
+    scale_sum: float,  # the picture's x and y scales added (their mean, doubled)
+) -> PlacedMark:
+    """A ring and a dot on a star, a circle its size on an NGC/IC object, nothing on a
+    constellation (its name goes amid its stars)."""
+    (x,), (y,) = to_picture(np.array([mark.x]), np.array([mark.y]))
+    colour = ANNOTATION_COLOURS[mark.kind]
+    if mark.kind == "star":
+        draw.ellipse((x - ring, y - ring, x + ring, y + ring), outline=colour, width=line_width + 1)
+        dot = max(1.5, ring / 3)
+        draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=colour)
+        reach = ring
+    elif mark.kind == "ngc":
+        reach = max(ring, mark.radius * scale_sum / 2)
+        draw.ellipse(
+            (x - reach, y - reach, x + reach, y + reach), outline=colour, width=line_width + 1
+        )
+    else:
+        reach = 0.0
+    return mark, float(x), float(y), reach
+
+
+def _draw_labels(
+    draw: ImageDraw.ImageDraw,
+    placed: list[PlacedMark],
+    picture_size: tuple[int, int],
+    text_size: int,
+    ring: float,
+) -> list[DrawnLabel]:
+    """Every marker's label, outlined, placed clear of the labels and markers so far."""
     # Labels after every marker, so that none is placed over a marker drawn later (a large
     # NGC circle excepted: its labels may sit inside it).
     taken = [(x - r, y - r, x + r, y + r) for mark, x, y, r in placed if 0 < r <= 3 * ring]
+    label_font = font(text_size, bold=True)
     drawn = []
     outline = max(1, round(text_size / 8))
     for mark, x, y, reach in placed:
@@ -146,7 +179,7 @@ def write_annotated(
             y,
             reach + text_size * 0.3,
             mark.kind == "constellation",
-            picture.size,
+            picture_size,
             taken,
         )
         draw.text(
@@ -159,7 +192,6 @@ def write_annotated(
         )
         taken.append(box)
         drawn.append(DrawnLabel(mark, x, y, box))
-    save(picture, target, "JPEG")
     return drawn
 
 
@@ -231,6 +263,20 @@ def write_grid(field: Field, scale: float, radius: float, target: Path) -> None:
                 fill=(255, 255, 160, 255),
             )
 
+    for line in _grid_lines((ra_low, ra_high, dec_low, dec_high), ra_step, dec_step):
+        draw_line(*line)
+    save(PILImage.alpha_composite(picture, overlay), target, "JPEG")
+
+
+GridLine = tuple[np.ndarray, np.ndarray, tuple[int, ...], int, str | None]
+
+
+def _grid_lines(
+    bounds: tuple[float, float, float, float], ra_step: float, dec_step: float
+) -> Iterator[GridLine]:
+    """The grid's lines over ``bounds`` (RA low, high, Dec low, high): RA, Dec, colour, width
+    and label of each; Dec lines first, each step's faint half-step lines before it."""
+    ra_low, ra_high, dec_low, dec_high = bounds
     for step, colour, width, labelled in (
         (dec_step / 2, (120, 200, 255, 70), 1, False),
         (dec_step, (120, 200, 255, 170), 1, True),
@@ -239,8 +285,12 @@ def write_grid(field: Field, scale: float, radius: float, target: Path) -> None:
             if abs(dec) > 90:
                 continue
             ras = np.linspace(ra_low - ra_step, ra_high + ra_step, 400)
-            draw_line(
-                ras % 360, np.full_like(ras, dec), colour, width, f"{dec:+g}°" if labelled else None
+            yield (
+                ras % 360,
+                np.full_like(ras, dec),
+                colour,
+                width,
+                (f"{dec:+g}°" if labelled else None),
             )
     for step, colour, width, labelled in (
         (ra_step / 2, (255, 200, 120, 70), 1, False),
@@ -248,14 +298,13 @@ def write_grid(field: Field, scale: float, radius: float, target: Path) -> None:
     ):
         for ra in np.arange(math.floor(ra_low / step) * step, ra_high + step, step):
             decs = np.linspace(max(-90, dec_low - dec_step), min(90, dec_high + dec_step), 400)
-            draw_line(
+            yield (
                 np.full_like(decs, ra % 360),
                 decs,
                 colour,
                 width,
-                f"{ra % 360:g}°" if labelled else None,
+                (f"{ra % 360:g}°" if labelled else None),
             )
-    save(PILImage.alpha_composite(picture, overlay), target, "JPEG")
 
 
 def _circles(
