@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from nova.engine import extraction, solver, warm_engine
-from nova.engine.hints import Attempt
+from nova.engine import extraction, solver
 from nova.engine.inputs import PreparedInput
 from nova.engine.params import SolveParams
 
@@ -45,13 +45,9 @@ def chained_solve(
         prepared: PreparedInput,
         work_dir: Path,
         *,
-        index_dirs: Sequence[Path],
         time_limit: float,
-        on_stage: Callable[[str], None] = lambda stage: None,
-        warm: warm_engine.WarmEngine | None = None,
         deadline: float | None = None,
-        header_attempts: Sequence[Attempt] = (),
-        ignore_file_wcs: bool = False,
+        **options: Any,  # the rest of solver.solve's options, passed on unchanged
     ) -> solver.SolveOutcome:
         # The frame's own limit, less what it spent in its group's common run: every frame of
         # a group gets its full time limit, however many of them need the ordinary solve.
@@ -73,16 +69,7 @@ def chained_solve(
                 False, f"Stopped after the time limit of {time_limit:g} s without a solution.", None
             )
         outcome = solver.solve(
-            params,
-            prepared,
-            work_dir,
-            index_dirs=index_dirs,
-            time_limit=remaining,
-            on_stage=on_stage,
-            warm=warm,
-            deadline=deadline,
-            header_attempts=header_attempts,
-            ignore_file_wcs=ignore_file_wcs,
+            params, prepared, work_dir, time_limit=remaining, deadline=deadline, **options
         )
         if outcome.reason and outcome.reason.startswith("Stopped after the time limit"):
             # The limit is the frame's, not what the chained attempt left of it.
