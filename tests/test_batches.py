@@ -25,7 +25,8 @@ from nova.engine.params import parse_solve_params
 from nova.extensions import db
 from nova.services import reconcile
 from nova.services.batches import Batch, BatchFrame
-from nova.worker.batch_solver import AxyTemplate, Chain, Solved, extract_with_template
+from nova.worker.chain import Chain, Solved
+from nova.worker.group_run import AxyTemplate, extract_with_template
 
 from .conftest import api_call, api_login, record_figure, run_worker
 from .starfields import Frame, noise_frame, pixel_error, sequence

@@ -20,8 +20,8 @@ from nova.db.models import Job
 from nova.engine import fieldobjects
 from nova.engine.inputs import PreparedInput
 from nova.engine.solver import WCS_NAME
+from nova.render.overlays import DrawnLabel, write_annotated
 from nova.render.pictures import (
-    DrawnLabel,
     base_picture,
     flip_wcs_y,
     make_wcs,
@@ -29,7 +29,6 @@ from nova.render.pictures import (
     render_scale,
     resized,
     scale_for,
-    write_annotated,
 )
 from nova.render.products import JOB_PRODUCTS
 from nova.services import storage

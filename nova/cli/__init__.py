@@ -24,6 +24,7 @@ from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import reconcile, retention
 from nova.services.accounts import create_user, reset_api_key
+from nova.worker import context as worker_context
 
 
 @click.group(
@@ -89,6 +90,7 @@ def worker_command(burst: bool) -> None:
     # restarted, fail every job on the dead socket (a fresh one passes the pool's pre-ping).
     db.session.remove()
     db.engine.dispose()
+    worker_context.serve_app(current_app._get_current_object())  # type: ignore[attr-defined]
     if not burst:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         threading.Thread(target=_reconcile_forever, args=(app,), daemon=True).start()

@@ -22,13 +22,11 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import FITSFixedWarning
-from flask import current_app
 
-from nova.db.models import Job
 from nova.engine import fieldobjects
 from nova.engine.inputs import RASTER_KINDS, PreparedInput
 from nova.engine.solver import AXY_NAME, RDLS_NAME, WCS_NAME
-from nova.render import pictures
+from nova.render import overlays, pictures, sky
 
 # Cards that describe a WCS: removed from an uploaded FITS header before the solution goes in.
 OLD_WCS_CARD = re.compile(
@@ -60,18 +58,33 @@ class ProductUnavailable(Exception):
     """This job has no such product (e.g. it did not solve); the message says why."""
 
 
+@dataclass(frozen=True)
+class JobFacts:
+    """What products read of a job and its image, as plain values: the caller loads them
+    (render reads no database and no settings)."""
+
+    job_id: int
+    image_kind: str
+    image_name: str | None  # the upload's original file name
+    radius: float | None  # the calibration's radius in degrees; None when not solved
+    max_pixels: int | None  # NOVA_MAX_RENDER_PIXELS: larger images are drawn downscaled
+
+
 class JobContext:
     """What builders read, loaded lazily: most products need only part of it."""
 
     def __init__(
-        self, job: Job, job_dir: Path, prepare: Callable[[], PreparedInput], work_dir: Path
+        self,
+        facts: JobFacts,
+        job_dir: Path,
+        prepare: Callable[[], PreparedInput],
+        work_dir: Path,
     ) -> None:
-        self.job = job
+        self.facts = facts
         self.job_dir = job_dir
         self._prepare = prepare
         self.work_dir = work_dir
-        # NOVA_MAX_RENDER_PIXELS: pictures of larger images are drawn downscaled.
-        self.max_pixels: int | None = current_app.config.get("MAX_RENDER_PIXELS")
+        self.max_pixels = facts.max_pixels
 
     @cached_property
     def prepared(self) -> PreparedInput:
@@ -165,8 +178,8 @@ def build_image_radec(ctx: JobContext, target: Path) -> None:
 
 
 def _calibration_radius(ctx: JobContext) -> float:
-    assert ctx.job.calibration is not None
-    return ctx.job.calibration.radius
+    assert ctx.facts.radius is not None
+    return ctx.facts.radius
 
 
 def _picture_products() -> dict[str, Product]:
@@ -175,21 +188,21 @@ def _picture_products() -> dict[str, Product]:
         products[f"annotated_{size}"] = Product(
             f"annotated-{size}.jpg",
             "image/jpeg",
-            build=lambda ctx, t, s=size: pictures.write_annotated(
+            build=lambda ctx, t, s=size: overlays.write_annotated(
                 ctx.field, ctx.scale(s), t, ctx.field_objects
             ),
         )
         products[f"grid_{size}"] = Product(
             f"grid-{size}.jpg",
             "image/jpeg",
-            build=lambda ctx, t, s=size: pictures.write_grid(
+            build=lambda ctx, t, s=size: overlays.write_grid(
                 ctx.field, ctx.scale(s), _calibration_radius(ctx), t
             ),
         )
         products[f"red_green_image_{size}"] = Product(
             f"red-green-{size}.png",
             "image/png",
-            build=lambda ctx, t, s=size: pictures.write_red_green(
+            build=lambda ctx, t, s=size: overlays.write_red_green(
                 ctx.field, ctx.scale(s), ctx.sources(), ctx.reference_stars(), t
             ),
         )
@@ -197,7 +210,7 @@ def _picture_products() -> dict[str, Product]:
             f"extraction-{size}.png",
             "image/png",
             needs_solution=False,
-            build=lambda ctx, t, s=size: pictures.write_extraction(
+            build=lambda ctx, t, s=size: overlays.write_extraction(
                 pictures.Field(
                     pictures.base_picture(ctx.prepared, ctx.max_pixels),
                     fits.Header(),
@@ -227,9 +240,7 @@ JOB_PRODUCTS: dict[str, Product] = {
     "kml_file": Product(
         "field.kmz",
         "application/vnd.google-earth.kmz",
-        lambda ctx, t: pictures.write_kmz(
-            ctx.field, t, ctx.job.user_image.original_filename or "Nova field"
-        ),
+        lambda ctx, t: sky.write_kmz(ctx.field, t, ctx.facts.image_name or "Nova field"),
         download_name="field.kmz",
     ),
     **_picture_products(),
@@ -267,13 +278,12 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
 
 def job_product_path(ctx: JobContext, product: Product) -> Path:
     """The product's file, built now if this is its first request."""
-    job = ctx.job
+    job_id = ctx.facts.job_id
     if product.needs_solution and not (ctx.job_dir / WCS_NAME).exists():
-        raise ProductUnavailable(f"Job {job.id} is not solved, so it has no {product.filename}.")
+        raise ProductUnavailable(f"Job {job_id} is not solved, so it has no {product.filename}.")
     if not (ctx.job_dir / AXY_NAME).exists():
-        raise ProductUnavailable(f"Job {job.id} has no detected sources.")
-    image = job.user_image
-    if product.needs_pixels and image.kind not in RASTER_KINDS | {"fits"}:
+        raise ProductUnavailable(f"Job {job_id} has no detected sources.")
+    if product.needs_pixels and ctx.facts.image_kind not in RASTER_KINDS | {"fits"}:
         raise ProductUnavailable(
             f"{product.filename} needs the image's pixels, and a star list has no pixels."
         )

@@ -118,7 +118,7 @@ def job_ended(job_id: int) -> None:
 
 def deliver_job(job_id: int) -> None:
     """One try (an RQ job): POST the job's end, record the try, raise unless it got 2xx."""
-    from nova.worker.tasks import app_context
+    from nova.worker.context import app_context
 
     with app_context():
         try:

@@ -20,10 +20,11 @@ from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.solver import AXY_NAME, CORR_NAME, RDLS_NAME, WCS_NAME
 from nova.extensions import db
 from nova.infra.redaction import without_server_paths
-from nova.render import pictures
+from nova.render import pictures, sky
 from nova.render.products import (
     JOB_PRODUCTS,
     JobContext,
+    JobFacts,
     ProductUnavailable,
     build_once,
     job_product_path,
@@ -127,7 +128,14 @@ def send_job_product(job_id: int, name: str) -> Response:
     job.calibration, job.user_image.original_filename  # noqa: B018
 
     def build(prepare: Callable[[], PreparedInput], work_dir: Path) -> Path:
-        return job_product_path(JobContext(job, job_dir, prepare, work_dir), product)
+        facts = JobFacts(
+            job.id,
+            job.user_image.kind,
+            job.user_image.original_filename,
+            job.calibration.radius if job.calibration else None,
+            current_app.config.get("MAX_RENDER_PIXELS"),
+        )
+        return job_product_path(JobContext(facts, job_dir, prepare, work_dir), product)
 
     path = with_prepared_image(job.user_image, job_dir / product.filename, build, product.filename)
     return serve(path, product.mimetype, job.user_image, product.download_name)
@@ -191,13 +199,11 @@ def sky_plot(zoom: int, calibration_id: int) -> Response:
 
     def draw(path: Path, work_dir: Path) -> None:
         header = pictures.fits.Header.fromstring(calibration.wcs_header, sep="\n")
-        outline = pictures.field_outline(header, image.width, image.height)
+        outline = sky.field_outline(header, image.width, image.height)
         if zoom == 0:
-            pictures.write_sky_plot_whole_sky(outline, calibration.ra, calibration.dec, path)
+            sky.write_sky_plot_whole_sky(outline, calibration.ra, calibration.dec, path)
         else:
-            pictures.write_sky_plot_zoom(
-                zoom, outline, calibration.ra, calibration.dec, path, work_dir
-            )
+            sky.write_sky_plot_zoom(zoom, outline, calibration.ra, calibration.dec, path, work_dir)
 
     # The sky plot needs no pixels, only the scratch directory the helper provides.
     path = with_prepared_image(

@@ -19,12 +19,8 @@ with a conditional update, so no frame is recognised or solved twice.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from flask import Flask, current_app
@@ -32,107 +28,35 @@ from sqlalchemy import func, select, update
 
 from nova import logs
 from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
-from nova.engine import extraction, solver, warm_engine
-from nova.engine.calibration import CalibrationNumbers
-from nova.engine.hints import Attempt
+from nova.engine import solver
 from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import intake, jobs, storage
 from nova.services.batches import Batch, BatchFrame
-from nova.worker import tasks
+from nova.worker import context, tasks
+from nova.worker.chain import Chain, solved_frame
+from nova.worker.group_run import (
+    AxyTemplate,
+    GroupFrame,
+    chained_solve,
+    run_engine,
+    write_chained_axy,
+)
 
 log = logging.getLogger(__name__)
 
-# The chained attempt searches the brightest this many sources only: with the right hints a
-# frame solves within its first 10-20, and a frame the hints do not fit (clouds, another
-# field) gives up in about half a second instead of searching for a minute.
-CHAIN_DEPTH = 60
-CHAIN_SCALE_ERROR = 5.0  # percent
 GROUP_SIZE = jobqueue.BATCH_GROUP_SIZE
-# The hint's radius: the field's own (centre to corner) with this margin, plus drift.
-FIELD_MARGIN = 1.1
-# Drift allowance: this many times the largest drift per frame seen so far, per frame since
-# the frame the hint comes from (tracking drift is steady, not exact).
-DRIFT_SAFETY = 2.0
 
 
 def run_batch_task(batch_id: int) -> None:
     """RQ entry point: solve the batch's frames until none is left or the slice is used up."""
-    with tasks.app_context():
+    with context.app_context():
         try:
             BatchTask(batch_id, current_app._get_current_object()).run()  # type: ignore[attr-defined]
         finally:
             db.session.remove()
-
-
-@dataclass(frozen=True)
-class Solved:
-    """What the chain keeps of a solved frame."""
-
-    position: int
-    ra: float
-    dec: float
-    radius: float
-    pixscale: float
-    parity: float
-
-
-def separation(a: Solved, b: Solved) -> float:
-    """Angle between two frames' centres, in degrees."""
-    ra1, dec1, ra2, dec2 = (math.radians(v) for v in (a.ra, a.dec, b.ra, b.dec))
-    cos = math.sin(dec1) * math.sin(dec2) + math.cos(dec1) * math.cos(dec2) * math.cos(ra1 - ra2)
-    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
-
-
-class Chain:
-    """The frame the next hints come from, and the drift seen so far.
-
-    A frame that solves far from the chain (another field, by the fallback) does not move it,
-    unless the next such frame agrees with it: then the sequence has moved there.
-    """
-
-    def __init__(self) -> None:
-        self.reference: Solved | None = None
-        self.stray: Solved | None = None
-        self.drift_per_frame = 0.0  # degrees
-
-    def record(self, frame: Solved) -> None:
-        ref = self.reference
-        if ref is None:
-            self.reference = frame
-        elif separation(ref, frame) <= ref.radius:
-            gap = abs(frame.position - ref.position) or 1
-            self.drift_per_frame = max(self.drift_per_frame, separation(ref, frame) / gap)
-            self.reference = frame
-            self.stray = None
-        elif self.stray is not None and separation(self.stray, frame) <= self.stray.radius:
-            self.reference, self.stray, self.drift_per_frame = frame, None, 0.0
-        else:
-            self.stray = frame
-
-    def hints(self, params: SolveParams, position: int) -> SolveParams | None:
-        """``params`` with the chain's scale, parity and position hint for this frame."""
-        ref = self.reference
-        if ref is None:
-            return None
-        gap = abs(position - ref.position) or 1
-        radius = ref.radius * FIELD_MARGIN + DRIFT_SAFETY * self.drift_per_frame * gap
-        return replace(
-            params,
-            scale_units="arcsecperpix",
-            scale_type="ev",
-            scale_est=ref.pixscale,
-            scale_err=CHAIN_SCALE_ERROR,
-            scale_lower=None,
-            scale_upper=None,
-            center_ra=ref.ra,
-            center_dec=ref.dec,
-            radius=min(180.0, radius),
-            # The engine's "positive" parity is a negative CD determinant (nova's -1).
-            parity=0 if ref.parity < 0 else 1,
-        )
 
 
 class _Heartbeat(threading.Thread):
@@ -153,18 +77,6 @@ class _Heartbeat(threading.Thread):
                         jobs.heartbeat(job_id)
                     except Exception as exc:  # a busy database must not stop the solve
                         log.warning("heartbeat for job %s failed: %s", job_id, exc)
-
-
-@dataclass
-class GroupFrame:
-    """A frame of a chained group: its scratch directory holds its job.axy and, after the
-    engine ran, what the engine wrote."""
-
-    position: int
-    job_id: int
-    scratch: Path
-    prepared: PreparedInput | None  # the input, prepared in ``scratch``
-    ready: bool  # job.axy written: the engine tries it
 
 
 class BatchTask:
@@ -362,311 +274,3 @@ class BatchTask:
         db.session.commit()
         if row is not None:
             self.chain.record(solved_frame(int(row[0]), row[1]))
-
-
-def solved_frame(position: int, calibration: Calibration | CalibrationNumbers) -> Solved:
-    return Solved(
-        position,
-        calibration.ra,
-        calibration.dec,
-        calibration.radius,
-        calibration.pixscale,
-        calibration.parity,
-    )
-
-
-def chained_solve(
-    scratch: GroupFrame | None, shared_seconds: float = 0.0
-) -> Callable[..., solver.SolveOutcome]:
-    """A stand-in for ``solver.solve``: take over what the group's engine run found for this
-    frame (its scratch directory); when it found nothing, ``solver.solve`` with the frame's
-    own parameters in what is left of its time limit."""
-
-    def solve(
-        params: SolveParams,
-        prepared: PreparedInput,
-        work_dir: Path,
-        *,
-        index_dirs: Sequence[Path],
-        time_limit: float,
-        on_stage: Callable[[str], None] = lambda stage: None,
-        warm: warm_engine.WarmEngine | None = None,
-        deadline: float | None = None,
-        header_attempts: Sequence[Attempt] = (),
-        ignore_file_wcs: bool = False,
-    ) -> solver.SolveOutcome:
-        # The frame's own limit, less what it spent in its group's common run: every frame of
-        # a group gets its full time limit, however many of them need the ordinary solve.
-        own_deadline = time.monotonic() + time_limit - shared_seconds
-        deadline = own_deadline if deadline is None else min(deadline, own_deadline)
-        if scratch is not None:
-            for name in (solver.AXY_NAME, solver.WCS_NAME, solver.CORR_NAME, solver.RDLS_NAME):
-                if (scratch.scratch / name).exists():
-                    os.replace(scratch.scratch / name, work_dir / name)
-            with (work_dir / solver.LOG_NAME).open("a") as log_file:
-                log_file.write((scratch.scratch / solver.LOG_NAME).read_text(errors="replace"))
-            if (work_dir / solver.WCS_NAME).exists():
-                return solver.SolveOutcome(True, None, table_rows(work_dir / solver.AXY_NAME))
-            with (work_dir / solver.LOG_NAME).open("a") as log_file:
-                log_file.write("\nno solution with the chain's hints; solving as an ordinary job\n")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return solver.SolveOutcome(
-                False, f"Stopped after the time limit of {time_limit:g} s without a solution.", None
-            )
-        outcome = solver.solve(
-            params,
-            prepared,
-            work_dir,
-            index_dirs=index_dirs,
-            time_limit=remaining,
-            on_stage=on_stage,
-            warm=warm,
-            deadline=deadline,
-            header_attempts=header_attempts,
-            ignore_file_wcs=ignore_file_wcs,
-        )
-        if outcome.reason and outcome.reason.startswith("Stopped after the time limit"):
-            # The limit is the frame's, not what the chained attempt left of it.
-            outcome = replace(
-                outcome,
-                reason=f"Stopped after the time limit of {time_limit:g} s without a solution.",
-            )
-        return outcome
-
-    return solve
-
-
-# Output file cards of job.axy: solve-field writes them relative to the job's directory (the
-# engine's working directory); a group run starts in their common parent instead.
-OUTPUT_CARDS = ("ANWCS", "ANCORR", "ANRDLS", "ANMATCH", "ANSOLVED", "ANNEWFITS")
-ENGINE_AXY_NAME = "chain.axy"
-FITS_CARD = 80
-
-
-def write_chained_axy(
-    hints: SolveParams,
-    prepared: PreparedInput,
-    scratch: Path,
-    deadline: float,
-    template: AxyTemplate,
-) -> bool:
-    """job.axy with the chain's hints (as solve-field --just-augment writes it), and the
-    engine's copy of it whose outputs point into ``scratch`` from its parent directory.
-    False when no usable job.axy came out (the ordinary solve then tries and says why)."""
-    log_path = scratch / solver.LOG_NAME
-    with log_path.open("a") as log_file:
-        log_file.write(
-            f"chained from the solved frame at RA {hints.center_ra:.5f}, Dec "
-            f"{hints.center_dec:.5f}: scale {hints.scale_est:.4f} arcsec/px "
-            f"+-{hints.scale_err:g}%, radius {hints.radius:.3f} deg, parity "
-            f"{'positive' if hints.parity == 0 else 'negative'}, brightest {CHAIN_DEPTH} sources\n"
-        )
-    code = extract_with_template(hints, prepared, scratch, log_path, deadline, template)
-    axy = scratch / solver.AXY_NAME
-    if code != 0 or not axy.exists() or table_rows(axy) < solver.MIN_SOURCES_TO_SOLVE:
-        return False
-    data = bytearray(axy.read_bytes())
-    for offset in range(0, len(data) - FITS_CARD + 1, FITS_CARD):
-        keyword = data[offset : offset + 8].rstrip().decode("ascii")
-        if keyword == "END":
-            break
-        if keyword not in OUTPUT_CARDS:
-            continue
-        # A string card: KEYWORD = 'value' / comment (solve-field's names hold no quotes).
-        text = data[offset : offset + FITS_CARD].decode("ascii")
-        name = text[10:].split("'")[1].strip()
-        card = f"{keyword:<8}= '{scratch.name}/{name}'".ljust(FITS_CARD)
-        if len(card) != FITS_CARD:
-            return False  # a name too long for one card: leave it to the ordinary solve
-        data[offset : offset + FITS_CARD] = card.encode("ascii")
-    (scratch / ENGINE_AXY_NAME).write_bytes(bytes(data))
-    return True
-
-
-def run_engine(scratches: Sequence[Path], index_dirs: Sequence[Path], deadline: float) -> None:
-    """One astrometry-engine for all the group's frames, searching the brightest CHAIN_DEPTH
-    sources of each; every frame's log gets the run's output."""
-    if not scratches:
-        return
-    parent = scratches[0].parent
-    config = scratches[0] / "chain.cfg"
-    cpulimit = int(max(1.0, deadline - time.monotonic())) + 1
-    depths = " ".join(str(depth) for depth in range(10, CHAIN_DEPTH + 1, 10))
-    config.write_text(solver.engine_config(index_dirs, cpulimit) + f"depths {depths}\n")
-    run_log = scratches[0] / "chain.log"
-    try:
-        solver.run_with_deadline(
-            ["astrometry-engine", "-c", str(config)]
-            + [f"{scratch.name}/{ENGINE_AXY_NAME}" for scratch in scratches],
-            parent,
-            run_log,
-            deadline,
-        )
-    except solver.SolveTimeout:
-        pass  # what is solved is kept; the rest is left to the ordinary solve (out of time)
-    output = run_log.read_text(errors="replace")
-    note = f"(one engine run for {len(scratches)} frames of the batch)\n"
-    for scratch in scratches:
-        with (scratch / solver.LOG_NAME).open("a") as log_file:
-            log_file.write(note + output)
-
-
-class AxyTemplate:
-    """What ``solve-field --just-augment`` wrote for one set of options, so that the next
-    frame with the same options gets its job.axy without starting it again.
-
-    solve-field writes the options as the primary header and copies the source table with a
-    header of its own; only the row count and the rows differ from frame to frame (the
-    tests compare the result with solve-field's byte for byte). A table laid out otherwise
-    than the one it learnt from, or other options, go to solve-field as usual.
-    """
-
-    def __init__(self) -> None:
-        self.key: tuple[str, ...] | None = None
-        self.source_layout = b""
-        self.primary = b""
-        self.table_header = b""
-
-    @staticmethod
-    def key_of(cmd: Sequence[str]) -> tuple[str, ...]:
-        """The options of an augment command, without the directory and the input."""
-        key = list(cmd[:-1])
-        for flag in ("--dir", "--temp-dir"):
-            if flag in key:
-                key[key.index(flag) + 1] = ""
-        return tuple(key)
-
-    def write(self, cmd: Sequence[str], target: Path) -> bool:
-        """Write ``target`` for this augment command from the template; False if it cannot."""
-        if self.key != self.key_of(cmd):
-            return False
-        hdus = split_fits(Path(cmd[-1]).read_bytes())
-        if hdus is None or hdus.layout != self.source_layout:
-            return False
-        header = replace_card(
-            self.table_header, "NAXIS2", f"{hdus.rows:>20} / number of rows in table"
-        )
-        if header is None:
-            return False
-        padding = b"\0" * (-len(hdus.data) % extraction.FITS_BLOCK)
-        target.write_bytes(self.primary + header + hdus.data + padding)
-        return True
-
-    def learn(self, cmd: Sequence[str], written: Path) -> None:
-        source = split_fits(Path(cmd[-1]).read_bytes())
-        result = split_fits(written.read_bytes())
-        if source is None or result is None:
-            return
-        self.key = self.key_of(cmd)
-        self.source_layout = source.layout
-        self.primary, self.table_header = result.primary, result.table_header
-
-
-@dataclass(frozen=True)
-class FitsTable:
-    primary: bytes  # the primary header block(s)
-    table_header: bytes  # extension 1's header block(s)
-    layout: bytes  # extension 1's header cards but NAXIS2, to compare layouts
-    rows: int
-    data: bytes  # extension 1's rows, without padding
-
-
-def _header_end(raw: bytes, start: int) -> int | None:
-    """Offset after the header block(s) starting at ``start`` (END card, then padding)."""
-    for offset in range(start, len(raw) - FITS_CARD + 1, FITS_CARD):
-        if raw[offset : offset + 8] == b"END     ":
-            end = offset + FITS_CARD
-            return end + (-(end - start) % extraction.FITS_BLOCK)
-    return None
-
-
-def split_fits(raw: bytes) -> FitsTable | None:
-    """A primary HDU with no data and a binary table, split into their parts."""
-    primary_end = _header_end(raw, 0)
-    if primary_end is None or b"NAXIS   =                    0" not in raw[:primary_end]:
-        return None
-    table_end = _header_end(raw, primary_end)
-    if table_end is None:
-        return None
-    header = raw[primary_end:table_end]
-    cards = {
-        header[o : o + 8].rstrip().decode("ascii", "replace"): header[o + 10 : o + 30]
-        for o in range(0, len(header), FITS_CARD)
-    }
-    try:
-        row_bytes, rows = int(cards["NAXIS1"]), int(cards["NAXIS2"])
-        if int(cards.get("PCOUNT", b"0")) != 0:
-            return None
-    except (KeyError, ValueError):
-        return None
-    layout = b"".join(
-        header[o : o + FITS_CARD]
-        for o in range(0, len(header), FITS_CARD)
-        if header[o : o + 8] not in (b"NAXIS2  ", b" " * 8)
-    )
-    data = raw[table_end : table_end + row_bytes * rows]
-    if len(data) != row_bytes * rows:
-        return None
-    return FitsTable(raw[:primary_end], header, layout, rows, data)
-
-
-def table_rows(axy: Path) -> int:
-    """Sources in a job.axy (solver.count_sources without astropy's cost per file)."""
-    table = split_fits(axy.read_bytes())
-    return table.rows if table is not None else solver.count_sources(axy)
-
-
-def replace_card(header: bytes, keyword: str, value: str) -> bytes | None:
-    card = f"{keyword:<8}= {value}".ljust(FITS_CARD).encode("ascii")
-    if len(card) != FITS_CARD:
-        return None
-    key = f"{keyword:<8}".encode("ascii")
-    for offset in range(0, len(header), FITS_CARD):
-        if header[offset : offset + 8] == key:
-            return header[:offset] + card + header[offset + FITS_CARD :]
-    return None
-
-
-def extract_with_template(
-    params: SolveParams,
-    prepared: PreparedInput,
-    work_dir: Path,
-    log_path: Path,
-    deadline: float,
-    template: AxyTemplate,
-) -> int:
-    """``solver.extract_sources``, with the in-process extraction's final solve-field
-    --just-augment replaced by the template whenever the options are the same."""
-    if not solver.fast_extraction_setting():
-        return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=False)
-
-    def run(cmd: list[str]) -> int:
-        augment = cmd[:2] == ["solve-field", "--just-augment"]
-        target = work_dir / solver.AXY_NAME
-        if augment and template.write(cmd, target):
-            with log_path.open("a") as log_file:
-                log_file.write(f"{solver.AXY_NAME} written as the group's first (same options)\n")
-            return 0
-        code = solver.run_with_deadline(cmd, work_dir, log_path, deadline)
-        if augment and code == 0 and target.exists():
-            template.learn(cmd, target)
-        return code
-
-    try:
-        done = extraction.extract(
-            params,
-            prepared,
-            work_dir,
-            run=run,
-            augment_options=solver.augment_options(params, work_dir),
-            max_sources=solver.MAX_SOURCES,
-        )
-    except solver.SolveTimeout:
-        raise
-    except Exception:  # anything the fast path cannot do: exactly as an ordinary job
-        (work_dir / solver.AXY_NAME).unlink(missing_ok=True)
-        return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=True)
-    with log_path.open("a") as log_file:
-        log_file.write(done.describe() + "\n")
-    return 0

@@ -11,45 +11,25 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app
 
 from nova import logs
 from nova.db.models import Job, UserImage
 from nova.engine import hints, quality, solver, warm_engine
-from nova.engine.calibration import compute_calibration, read_wcs_header
+from nova.engine.calibration import CalibrationNumbers, compute_calibration, read_wcs_header
 from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import cancellation, jobqueue, metrics
 from nova.services import intake, jobs, storage
+from nova.worker.context import app_context
 
 log = logging.getLogger(__name__)
-_worker_app: Flask | None = None
-
-
-@contextmanager
-def app_context() -> Iterator[None]:
-    """Run inside the worker's app context (created once per worker process)."""
-    global _worker_app
-    if has_app_context():
-        # A forked work horse inherits the worker's pooled connections: never share them
-        # with the parent (PostgreSQL connections must not cross a fork).
-        db.engine.dispose(close=False)
-        yield
-        return
-    if _worker_app is None:
-        from nova import create_app
-
-        _worker_app = create_app()
-    with _worker_app.app_context():
-        # Connections inherited from the parent process must not be shared with it.
-        db.engine.dispose(close=False)
-        yield
 
 
 def process_submission_job(submission_id: int) -> None:
@@ -114,59 +94,15 @@ def _solve_claimed(
     prepared; ``list_objects=False`` leaves the objects in the field to their first request
     (``batches.ensure_objects_in_field``)."""
     job_id = job.id
-    image = job.user_image
-    params = SolveParams.from_row(image.submission)
     store = storage()
     time_limit = current_app.config["SOLVE_TIME_LIMIT"]
     # The job's time limit counts from here: reading the input is part of it.
     deadline = time.monotonic() + time_limit
     work_dir = store.make_work_dir(f"job-{job_id}-")
-    numbers = wcs_text = reason = None
-    sources = None
-    objects: list[str] = []
-    hints_record: dict[str, Any] | None = None
+    end = _SolveEnd()
     clock = metrics.StageClock("preparing")  # the stage claim_job set is "starting"
-
-    def on_stage(stage: str) -> None:
-        clock.enter(stage)
-        jobs.set_job_stage(job_id, stage)
-
-    quality_record: dict[str, Any] | None = None
     try:
-        try:
-            prepared = prepare(image, work_dir, deadline - time.monotonic())
-        except UnsupportedInput as exc:
-            reason = str(exc)
-        else:
-            use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
-            header, notes = hints.read_prepared(prepared) if use_header else (None, [])
-            attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
-            outcome = solve(
-                params,
-                prepared,
-                work_dir,
-                index_dirs=current_app.config["INDEX_DIRS"],
-                time_limit=time_limit,
-                on_stage=on_stage,
-                warm=_warm_engine(),
-                deadline=deadline,
-                header_attempts=attempts,
-                ignore_file_wcs=use_header,
-            )
-            sources, reason = outcome.sources, outcome.reason
-            clock.enter("products")  # the WCS read, objects in the field, files kept
-            hints_record = hints.job_record(
-                params, header, outcome.solved_by, outcome.header_tried, notes
-            )
-            if outcome.solved:
-                header = read_wcs_header(work_dir / solver.WCS_NAME)
-                numbers = compute_calibration(
-                    header, image.width, image.height, y_axis_down=prepared.y_axis_down
-                )
-                wcs_text = header.tostring(sep="\n")
-                quality_record = _quality(work_dir)
-                if list_objects:
-                    objects = _objects_in_field(work_dir)
+        _solve_in(job, work_dir, time_limit, deadline, clock, end, solve, prepare, list_objects)
         _remove_engine_temporaries(work_dir)
         store.publish_job_dir(work_dir, job_id)
     except BaseException:
@@ -176,22 +112,90 @@ def _solve_claimed(
             job_id,
             numbers=None,
             wcs_header=None,
-            sources=sources,
+            sources=end.sources,
             failure_reason="Internal error while solving; see the worker log.",
             stage_seconds=clock.totals(),
         )
         raise
     jobs.finish_job(
         job_id,
-        numbers=numbers,
-        wcs_header=wcs_text,
-        failure_reason=reason,
-        sources=sources,
-        objects=objects,
-        hints=hints_record,
+        numbers=end.numbers,
+        wcs_header=end.wcs_text,
+        failure_reason=end.reason,
+        sources=end.sources,
+        objects=end.objects,
+        hints=end.hints,
         stage_seconds=clock.totals(),
-        quality=quality_record,
+        quality=end.quality,
     )
+
+
+@dataclass
+class _SolveEnd:
+    """What a job's solve found, filled in as it goes: an internal error after the engine ran
+    still records the sources it detected."""
+
+    numbers: CalibrationNumbers | None = None
+    wcs_text: str | None = None
+    reason: str | None = None
+    sources: int | None = None
+    objects: list[str] = field(default_factory=list)
+    hints: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
+
+
+def _solve_in(
+    job: Job,
+    work_dir: Path,
+    time_limit: float,
+    deadline: float,
+    clock: metrics.StageClock,
+    end: _SolveEnd,
+    solve: Callable[..., solver.SolveOutcome],
+    prepare: Callable[[UserImage, Path, float], PreparedInput],
+    list_objects: bool,
+) -> None:
+    """Prepare the job's input and solve it in ``work_dir``, recording the result in ``end``."""
+    job_id = job.id
+    image = job.user_image
+    params = SolveParams.from_row(image.submission)
+
+    def on_stage(stage: str) -> None:
+        clock.enter(stage)
+        jobs.set_job_stage(job_id, stage)
+
+    try:
+        prepared = prepare(image, work_dir, deadline - time.monotonic())
+    except UnsupportedInput as exc:
+        end.reason = str(exc)
+        return
+    use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
+    header, notes = hints.read_prepared(prepared) if use_header else (None, [])
+    attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
+    outcome = solve(
+        params,
+        prepared,
+        work_dir,
+        index_dirs=current_app.config["INDEX_DIRS"],
+        time_limit=time_limit,
+        on_stage=on_stage,
+        warm=_warm_engine(),
+        deadline=deadline,
+        header_attempts=attempts,
+        ignore_file_wcs=use_header,
+    )
+    end.sources, end.reason = outcome.sources, outcome.reason
+    clock.enter("products")  # the WCS read, objects in the field, files kept
+    end.hints = hints.job_record(params, header, outcome.solved_by, outcome.header_tried, notes)
+    if outcome.solved:
+        header = read_wcs_header(work_dir / solver.WCS_NAME)
+        end.numbers = compute_calibration(
+            header, image.width, image.height, y_axis_down=prepared.y_axis_down
+        )
+        end.wcs_text = header.tostring(sep="\n")
+        end.quality = _quality(work_dir)
+        if list_objects:
+            end.objects = _objects_in_field(work_dir)
 
 
 def _warm_engine() -> warm_engine.WarmEngine | None:
