@@ -391,7 +391,7 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-    assert wait_for(lambda: not registered(), 10)
+    assert wait_for(lambda: not registered(), 60)
     assert "No worker is registered in redis" in client.get("/admin").get_data(as_text=True)
 
 

@@ -168,7 +168,7 @@ def test_jobs_whose_worker_is_killed_mid_solve_are_retried_and_end(
         os.kill(pid, signal.SIGKILL)
     faults += 1
     # The engine dies with its horse: no orphan keeps a core busy.
-    assert wait_for(lambda: not engines_in(nova_env["NOVA_DATA_DIR"]), 10, 0.1)
+    assert wait_for(lambda: not engines_in(nova_env["NOVA_DATA_DIR"]), 60, 0.1)
 
     # Fault 2: kill -9 the whole worker (parent and horse) while the next job solves.
     assert wait_for(lambda: solving_job(other_than=victim.id) is not None, 60, 0.05)

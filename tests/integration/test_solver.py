@@ -20,6 +20,7 @@ from nova.engine.solver import (
     run_with_deadline,
 )
 from tests.support.paths import REPO, SHARED_DATA
+from tests.support.processes import wait_for
 
 IMAGE = PreparedInput(kind="jpeg", path=Path("/data/in.jpg"), width=800, height=600)
 STARS = PreparedInput(kind="xylist", path=Path("/w/stars.xyls"), width=1000, height=700)
@@ -121,12 +122,10 @@ def test_deadline_kills_the_whole_process_group(tmp_path: Path) -> None:
     with pytest.raises(SolveTimeout):
         run_with_deadline(["sh", "-c", script], tmp_path, tmp_path / "log", time.monotonic() + 1.0)
     elapsed = time.monotonic() - started
-    assert elapsed < 1.0 + 2 * 2.0 + 1.0  # deadline + SIGTERM grace + SIGKILL wait + slack
+    # Far below the child's endless loop and its child's 300 s, even on a busy machine.
+    assert elapsed < 60
     grandchild = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(grandchild)
+    assert wait_for(lambda: not _alive(grandchild), 60, 0.05)
     assert (tmp_path / "log").read_text().startswith("$ sh -c")
 
 
@@ -290,14 +289,9 @@ def test_a_killed_worker_takes_its_commands_along(tmp_path: Path) -> None:
         f"Path('{tmp_path}'), Path('{tmp_path}') / 'log', time.monotonic() + 60)"
     )
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
-    deadline = time.monotonic() + 20
-    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 120, 0.05)
     command = int(pid_file.read_text())
     assert _alive(command)
     worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=10)
-    deadline = time.monotonic() + 5
-    while _alive(command) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(command)
+    worker.wait(timeout=60)
+    assert wait_for(lambda: not _alive(command), 60, 0.05)

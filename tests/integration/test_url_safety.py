@@ -312,7 +312,7 @@ def test_the_whole_download_is_limited_in_time(server: _Server, path: str) -> No
     start = time.monotonic()
     with pytest.raises(DownloadTimeout, match="took longer than 1.5 s"):
         fetch(f"{base(server)}{path}", timeout=1.5)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 30  # the server would trickle or stay silent far longer
 
 
 @pytest.fixture

@@ -225,7 +225,7 @@ def running(argv: list[str], env: Mapping[str, str], log_dir: Path) -> Iterator[
             os.killpg(process.pid, signal.SIGKILL)  # anything left in its process group
         except ProcessLookupError:
             pass
-        process.wait(timeout=5)
+        process.wait(timeout=60)
         stdout.close()
         stderr.close()
 
@@ -621,7 +621,7 @@ def test_web_command_serves_logs_to_stdout_and_passes_its_healthchecks(
         def access_logged() -> bool:
             return '"GET / HTTP/1.1" 200' in (web.log_dir / "stdout").read_text()
 
-        assert wait_for(access_logged, 5), "the access log is not on stdout\n" + logs(web)
+        assert wait_for(access_logged, 60), "the access log is not on stdout\n" + logs(web)
         web.send_signal(signal.SIGTERM)
         assert web.wait(timeout=30) == 0, logs(web)
 
@@ -671,9 +671,9 @@ def test_redis_command_and_healthcheck(tmp_path: Path) -> None:
             result = run(test, os.environ, timeout=10)
             return result.returncode == 0 and result.stdout.strip() == "PONG"
 
-        assert wait_for(pong, 10), logs(server)
+        assert wait_for(pong, 60), logs(server)
         client = redis.Redis(port=port, decode_responses=True)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
         client.set("persisted", "1")
-        assert wait_for(lambda: any(tmp_path.glob("appendonly*")), 5), "no append-only file"
+        assert wait_for(lambda: any(tmp_path.glob("appendonly*")), 60), "no append-only file"
     assert run(test, os.environ, timeout=10).stdout.strip() != "PONG"

@@ -307,7 +307,7 @@ def test_a_real_stack_reports_what_happened(
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=10)
+                worker.wait(timeout=60)
             worker_log.close()
         # A worker that stopped cleanly is gone from the count at once.
         assert value(scrape_live(), "nova_workers_alive") == 0

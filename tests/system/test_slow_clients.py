@@ -42,6 +42,8 @@ def slowloris(base: str, connections: int, body: bool) -> Iterator[list[socket.s
         sock.sendall(opening)
         sockets.append(sock)
 
+    trickling = threading.Event()  # every connection has had its first slow byte
+
     def trickle() -> None:
         position = 0
         while not stop.wait(1.0) and position < len(rest):
@@ -51,15 +53,16 @@ def slowloris(base: str, connections: int, body: bool) -> Iterator[list[socket.s
                 except OSError:
                     pass
             position += 1
+            trickling.set()
 
     thread = threading.Thread(target=trickle, daemon=True)
     thread.start()
     try:
-        time.sleep(2.0)  # every connection has been accepted and is being trickled into
+        assert trickling.wait(60), "the slow connections never got their first byte"
         yield sockets
     finally:
         stop.set()
-        thread.join(timeout=5)
+        thread.join(timeout=60)
         for sock in sockets:
             sock.close()
 

