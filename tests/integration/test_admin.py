@@ -351,7 +351,7 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
         def registered() -> list[Worker]:
             return [w for w in Worker.all(connection=connection) if w.pid == process.pid]
 
-        assert wait_for(lambda: registered(), 30), "the worker did not register in redis"
+        assert wait_for(lambda: registered(), 120), "the worker did not register in redis"
         [worker] = registered()
 
         # RQ registers a worker as "started", then sets it idle once it listens: on a busy
@@ -360,7 +360,7 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
             worker.refresh()  # get_state() answers what was last read from redis
             return worker.get_state() == "idle"
 
-        assert wait_for(idle, 30), worker.get_state()
+        assert wait_for(idle, 120), worker.get_state()
         page = client.get("/admin").get_data(as_text=True)
         row = re.search(r'<tr class="worker">(.*?)</tr>', page, re.S)
         assert row, page
@@ -379,7 +379,7 @@ def test_admin_shows_queues_a_live_worker_and_failures(app: Flask, client: Flask
         def busy() -> bool:
             return worker_job(connection, process.pid) == rq_job.id
 
-        assert wait_for(busy, 20), "the worker did not take the job"
+        assert wait_for(busy, 120), "the worker did not take the job"
         page = client.get("/admin").get_data(as_text=True)
         row = re.search(r'<tr class="worker">(.*?)</tr>', page, re.S)
         cells = re.findall(r"<td>(.*?)</td>", row.group(1), re.S)  # type: ignore[union-attr]

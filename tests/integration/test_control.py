@@ -134,7 +134,7 @@ def test_a_running_blind_solve_is_cancelled_within_two_seconds(
     assert status["processing_finished"] != "None"
     # The horse ends the job without recording anything over the cancel, and nothing new
     # starts for it (no fallback engine, no retry by the reconciler).
-    assert wait_for(lambda: not jobqueue.solve_running(job_id), 30)
+    assert wait_for(lambda: not jobqueue.solve_running(job_id), 120)
     assert not engine_pids(job_id)
     job = job_of(submission_id)
     assert (job.status, job.failure_reason) == (JobStatus.FAILURE, CANCEL_REASON)

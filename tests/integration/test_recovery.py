@@ -229,7 +229,7 @@ def test_a_job_that_keeps_killing_its_worker_fails_with_the_reason(
     job.heartbeat_at = utcnow().replace(year=2000)
     db.session.commit()
     worker_process()
-    assert wait_for(lambda: job_state(job_id).status == JobStatus.FAILURE, 30, 0.2)
+    assert wait_for(lambda: job_state(job_id).status == JobStatus.FAILURE, 120, 0.2)
     reason = job_state(job_id).failure_reason
     assert reason == "The worker stopped (killed or crashed) while solving, 3 times; giving up."
     state = client.get(f"/status/{submission_id}/state").get_json()

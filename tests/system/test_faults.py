@@ -367,10 +367,10 @@ def test_nova_up_replaces_a_worker_that_dies(tmp_path: Path, apod: Path) -> None
             )
             return {int(pid) for pid in found.stdout.split()}
 
-        assert wait_for(lambda: len(workers()) == 1, 30)
+        assert wait_for(lambda: len(workers()) == 1, 120)
         (first,) = workers()
         os.kill(first, signal.SIGKILL)
-        assert wait_for(lambda: len(workers()) == 1 and first not in workers(), 30)
+        assert wait_for(lambda: len(workers()) == 1 and first not in workers(), 120)
         key = re.search(r"API key: (\w+)", stack.nova("create-user", "up@example.org"))
         assert key
         api = requests.Session()

@@ -237,7 +237,7 @@ def test_a_real_stack_reports_what_happened(
         web_workers = _children(gunicorn[0])
         assert len(web_workers) == 2, web_workers
         os.kill(web_workers[0], signal.SIGKILL)
-        assert wait_for(lambda: len(set(_children(gunicorn[0])) - {web_workers[0]}) == 2, 30), (
+        assert wait_for(lambda: len(set(_children(gunicorn[0])) - {web_workers[0]}) == 2, 120), (
             "gunicorn did not replace its worker"
         )
         # Scrapes answered by either worker (fresh connections) all see every refusal.
@@ -285,7 +285,7 @@ def test_a_real_stack_reports_what_happened(
             }
             assert value(samples, "nova_workers_alive") == 1
             # The job's row ends before RQ marks its worker idle: wait for that, briefly.
-            assert wait_for(lambda: value(scrape_live(), "nova_workers_busy") == 0, 30)
+            assert wait_for(lambda: value(scrape_live(), "nova_workers_busy") == 0, 120)
             assert by_label(samples, "nova_jobs_unfinished", "status") == {
                 "queued": 0,
                 "solving": 0,
