@@ -72,7 +72,7 @@ def postgres_url() -> Iterator[str]:
         server.createdb("nova_test")
         yield server.url("nova_test")
     finally:
-        server.stop()
+        server.remove()
 
 
 # Every test that uses the app runs on SQLite and on PostgreSQL (NOVA_TEST_DATABASES picks).

@@ -104,7 +104,8 @@ def init_postgres_cluster(bindir: Path, data: Path) -> None:
 
 
 class PostgresServer:
-    """A throw-away PostgreSQL server (Debian's binaries) on a free loopback port."""
+    """A throw-away PostgreSQL cluster (Debian's binaries, initdb in a temporary directory),
+    served on a free loopback port; it can be stopped and started again."""
 
     def __init__(self) -> None:
         self.bindir = postgres_bindir()
@@ -114,25 +115,31 @@ class PostgresServer:
             shutil.chown(self.directory, "postgres", "postgres")
         self.data = self.directory / "data"
         self.port = free_port()
+        init_postgres_cluster(self.bindir, self.data)
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
+    def pg_ctl(self, *args: str, check: bool = True) -> None:
+        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args]
+        subprocess.run(as_postgres(pg_ctl), check=check, capture_output=True)
+
     def start(self) -> None:
-        init_postgres_cluster(self.bindir, self.data)
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(self.directory / "log")
-        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", log]
         # -w: pg_ctl waits until the server accepts connections.
-        subprocess.run(as_postgres([*pg_ctl, "-w", "start"]), check=True, capture_output=True)
+        self.pg_ctl("-o", options, "-l", str(self.directory / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        """ "immediate": the server goes away at once, as on a crash or a network cut."""
+        self.pg_ctl("-m", "immediate", "-w", "stop")
 
     def createdb(self, name: str) -> None:
         createdb = [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port)]
         subprocess.run([*createdb, "-U", "postgres", name], check=True, capture_output=True)
 
-    def stop(self) -> None:
-        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
-        subprocess.run(as_postgres(pg_ctl), capture_output=True)
+    def remove(self) -> None:
+        """Stop it if it runs and delete its files."""
+        self.pg_ctl("-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -11,10 +11,8 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -39,7 +37,12 @@ from nova.services import reconcile
 from tests.conftest import live_stack
 from tests.integration.test_solve_apod import scale_hint, upload
 from tests.support.figures import record_figure
-from tests.support.processes import RedisServer, as_postgres, free_port, run_worker, wait_for
+from tests.support.processes import (
+    PostgresServer,
+    RedisServer,
+    run_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -186,65 +189,15 @@ def test_entries_left_started_or_off_their_queue_by_a_redis_restart_are_queued_a
 # -- the database stops -------------------------------------------------------------------
 
 
-class PostgresServer:
-    """A throw-away PostgreSQL server of its own (initdb in a temporary directory)."""
-
-    def __init__(self) -> None:
-        bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-        assert bindirs, "PostgreSQL is not installed"
-        self.bindir = bindirs[-1]
-        # Not under pytest's 0700 temporary root: the postgres user must be able to enter it.
-        self.directory = Path(tempfile.mkdtemp(prefix="nova-fault-pg-"))
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres", "postgres")
-        self.data = self.directory / "data"
-        self.port = free_port()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/nova_fault"
-        subprocess.run(
-            as_postgres(
-                [str(self.bindir / "initdb"), "-D", str(self.data), "--auth=trust", "-U"]
-                + ["postgres", "--encoding=UTF8"]
-            ),
-            check=True,
-            capture_output=True,
-        )
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.data), *args]),
-            check=True,
-            capture_output=True,
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self.pg_ctl("-o", options, "-l", str(self.directory / "log"), "-w", "start")
-
-    def stop(self) -> None:
-        # "immediate": the server goes away at once, as on a crash or a network cut.
-        self.pg_ctl("-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        subprocess.run(
-            as_postgres([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate"])
-            + ["stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 @pytest.fixture
 def private_postgres() -> Iterator[PostgresServer]:
     server = PostgresServer()
-    server.start()
-    subprocess.run(
-        [str(server.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port)]
-        + ["-U", "postgres", "nova_fault"],
-        check=True,
-        capture_output=True,
-    )
-    yield server
-    server.remove()
+    try:
+        server.start()
+        server.createdb("nova_fault")
+        yield server
+    finally:
+        server.remove()
 
 
 def finished(client: FlaskClient, submission_id: int) -> bool:
@@ -261,7 +214,7 @@ class TestDatabaseOutage:
     @pytest.fixture
     def database_url(self, private_postgres: PostgresServer) -> str:
         """These tests use their own PostgreSQL server, which they stop and start."""
-        return private_postgres.url
+        return private_postgres.url("nova_fault")
 
     def test_requests_get_503_while_the_database_is_down_and_recover_by_themselves(
         self,
