@@ -13,7 +13,7 @@ UV_VERSION := 0.13.8
 LOCK_COMPILE := --python-version 3.11 --python-platform x86_64-manylinux_2_36 --quiet \
 	--custom-compile-command 'make lock'
 
-.PHONY: run test system venv lint lock bench clean
+.PHONY: run test test-unit system venv lint lock bench clean
 
 run: system venv
 	$(BIN)/nova up
@@ -23,6 +23,10 @@ test: venv
 	$(BIN)/ruff check nova tests
 	$(BIN)/lint-imports
 	$(BIN)/pytest -v --durations=15
+
+# The inner loop: the unit tier only (pure functions, no services), well under a minute.
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
 
 system:
 	scripts/install-system.sh

@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python bench/batch.py                 # both cases: blind and scale-hinted
     .venv/bin/python bench/batch.py --hints scale   # one case only
 
-The frames are generated as the tests generate them (tests/starfields.py): 1024 x 768 px, a
+The frames are generated as the tests generate them (tests/support/starfields.py): 1024 x 768 px, a
 2 degree field from the Tycho-2 index stars, about 2 px of drift and 0.01 degree of turn per
 frame. One ``nova up`` stack with 2 workers serves both ways, in the same run:
 
@@ -44,7 +44,7 @@ sys.path[:0] = [str(BENCH), str(REPO)]
 
 import run  # noqa: E402  (bench/run.py: the stack, the client, process clean-up)
 
-from tests.starfields import Frame, pixel_error, sequence  # noqa: E402
+from tests.support.starfields import Frame, pixel_error, sequence  # noqa: E402
 
 FRAMES = 100
 WIDTH, HEIGHT = 1024, 768

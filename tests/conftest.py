@@ -1,17 +1,13 @@
 """Fixtures with real parts: a redis-server per session, a data directory and database per test,
-and RQ workers run as real ``nova worker`` processes."""
+and RQ workers run as real ``nova worker`` processes. The helpers live in tests/support/."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,47 +20,32 @@ from flask import Flask, g
 from flask.testing import FlaskClient
 
 from nova import create_app
-from nova.db.schema import drop_everything, init_database
+from nova.db.schema import init_database
 from nova.extensions import db
+from tests.support.db import drop_everything
+from tests.support.figures import pytest_terminal_summary
+from tests.support.paths import APOD
+from tests.support.processes import (
+    PostgresServer,
+    RedisServer,
+    free_port,
+    kill_tree,
+    start_worker,
+    wait_for,
+)
+from tests.support.samples import SolveSamples, write_solve_samples
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("NOVA_TEST_DATA", REPO.parent / "shared" / "data"))
-APOD = SHARED_DATA / "apod"
+__all__ = ["pytest_terminal_summary"]  # pytest finds its hooks in conftest.py only
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# Figures the tests measured (inputs tried, errors, ...), printed at the end of the run by
-# pytest_terminal_summary: CI runs pytest without -s, which hides print().
-FIGURES: list[tuple[str, str]] = []
-
-
-def record_figure(text: str) -> None:
-    """Keep one measured figure; it appears in the "figures" section of the pytest summary."""
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    FIGURES.append((test, text))
-    print(text)  # also inline with -s
+# The tiers, by folder: each test gets its tier's marker (pytest -m unit|integration|system).
+TIERS = ("unit", "integration", "system")
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FIGURES:
-        return
-    terminalreporter.section("figures")
-    for test, text in FIGURES:
-        terminalreporter.write_line(f"{test}: {text}" if test else text)
-
-
-def wait_for(predicate: object, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(interval)
-    return False
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.relative_to(Path(__file__).parent).parts[0]
+        assert tier in TIERS, f"{item.nodeid}: every test lives in tests/unit|integration|system"
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
@@ -76,113 +57,22 @@ def apod() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (scripts/install-system.sh installs it)"
-    port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-
-    def alive() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.exceptions.ConnectionError:
-            return False
-
-    assert wait_for(alive, 10), "redis-server did not start"
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: run its tools as the postgres user then."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throw-away PostgreSQL server (Debian's binaries) on a free port, for this session."""
-    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    assert bindirs, "PostgreSQL is not installed (scripts/install-system.sh --test installs it)"
-    bindir = bindirs[-1]
-    # Not under pytest's 0700 temporary root: the postgres user must be able to enter it.
-    directory = Path(tempfile.mkdtemp(prefix="nova-test-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(directory, "postgres", "postgres")
-    data = directory / "data"
-    port = free_port()
-    subprocess.run(
-        _as_postgres(
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "--auth=trust",
-                "-U",
-                "postgres",
-                "--encoding=UTF8",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_postgres(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(directory / "log"),
-                "-w",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
+    server = PostgresServer()
     try:
-        subprocess.run(
-            [
-                str(bindir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "postgres",
-                "nova_test",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/nova_test"
+        server.start()
+        server.createdb("nova_test")
+        yield server.url("nova_test")
     finally:
-        subprocess.run(
-            _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(directory, ignore_errors=True)
+        server.remove()
 
 
 # Every test that uses the app runs on SQLite and on PostgreSQL (NOVA_TEST_DATABASES picks).
@@ -250,47 +140,25 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def run_worker(timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run a real ``nova worker --burst`` until the queues are empty."""
-    result = subprocess.run(
-        [sys.executable, "-m", "nova", "worker", "--burst"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ.copy(),
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
 @pytest.fixture
 def worker_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start a real ``nova worker`` (fast heartbeats and reconciling) with the test's settings."""
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start real ``nova worker`` processes (fast heartbeats and reconciling) with the test's
+    settings; ``start(code)`` runs ``python -c code`` instead. They depend on ``app`` so that
+    they are killed, and gone, before its teardown drops the tables they may still lock."""
     monkeypatch.setenv("NOVA_HEARTBEAT_SECONDS", "1")
     monkeypatch.setenv("NOVA_RECONCILE_SECONDS", "1")
     started: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nova", "worker"],
-            env=os.environ.copy(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def start(code: str | None = None) -> subprocess.Popen[bytes]:
+        process = start_worker(tmp_path / f"worker-{len(started)}.log", code)
         started.append(process)
         return process
 
     yield start
     for process in started:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
+        kill_tree(process)
 
 
 @pytest.fixture
@@ -384,34 +252,6 @@ def live_stack(tmp_path: Path, **settings: str) -> Iterator[LiveStack]:
                 raise
 
 
-@dataclass(frozen=True)
-class SolveSamples:
-    """Files for ``nova solve``: a solvable FITS image, pure noise, a truncated FITS file."""
-
-    directory: Path
-    solvable: Path  # apod4 (Ursa Major, ~34 deg wide) as a 16-bit FITS image
-    noise: Path  # Gaussian noise: no star to find
-    truncated: Path  # the solvable file cut in half
-
-
 @pytest.fixture(scope="session")
 def solve_samples(apod: Path, tmp_path_factory: pytest.TempPathFactory) -> SolveSamples:
-    import numpy as np
-    from astropy.io import fits
-    from PIL import Image
-
-    directory = tmp_path_factory.mktemp("solve-samples")
-    directory.chmod(0o755)  # readable by the image's user (uid 10001) when mounted
-    with Image.open(apod / "apod4.jpg") as photo:
-        pixels = np.asarray(photo.convert("L"))[::-1].astype(np.int16)  # FITS: y points up
-    samples = SolveSamples(
-        directory, directory / "apod4.fits", directory / "noise.fits", directory / "cut.fits"
-    )
-    fits.PrimaryHDU(pixels).writeto(samples.solvable)
-    noise = np.random.default_rng(14).normal(1000, 20, (400, 600)).astype(np.float32)
-    fits.PrimaryHDU(noise).writeto(samples.noise)
-    whole = samples.solvable.read_bytes()
-    samples.truncated.write_bytes(whole[: len(whole) // 2])
-    for path in (samples.solvable, samples.noise, samples.truncated):
-        path.chmod(0o644)
-    return samples
+    return write_solve_samples(apod, tmp_path_factory.mktemp("solve-samples"))

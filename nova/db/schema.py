@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask_migrate import stamp, upgrade
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, inspect
 
 from nova.extensions import db
 
@@ -104,10 +104,3 @@ def init_database() -> str:
     if before == after:
         return f"schema already at revision {after}"
     return f"schema migrated from revision {before or 'none (empty database)'} to {after}"
-
-
-def drop_everything() -> None:
-    """Drop every table, the migration record included (tests start each from empty)."""
-    db.drop_all()
-    with db.engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))

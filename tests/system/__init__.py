@@ -1,0 +1,1 @@
+"""System tier: live stacks, compose, browsers, network namespaces, load."""

@@ -1,0 +1,1 @@
+"""Unit tier: pure functions, no services (no redis, database, engine or worker)."""
