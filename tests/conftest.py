@@ -24,6 +24,12 @@ from nova import create_app
 from nova.db.schema import drop_everything, init_database
 from nova.extensions import db
 
+# Re-exported for the test modules that still import them from here.
+from tests.support.api import api_call as api_call
+from tests.support.api import api_login as api_login
+from tests.support.stack import LiveStack as LiveStack
+from tests.support.stack import live_stack as live_stack
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("NOVA_TEST_DATA", REPO.parent / "shared" / "data"))
 APOD = SHARED_DATA / "apod"

@@ -6,11 +6,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nova.engine.solver import spawn
 from nova_bench.common import (
+    APOD,
     BARE_TIMEOUT,
     BLIND_SCALE,
     HINT_FRACTION,
@@ -132,3 +135,36 @@ def bare_attempts(
         "wall_user": first["wall"] + second["wall"],
         "wall_direct": second["wall"],
     }
+
+
+@dataclass(frozen=True)
+class PhotoCase:
+    """One timed repetition of a sample photo, blind or with a scale hint."""
+
+    photo: str
+    mode: str  # "blind" or "hinted"
+    rep: int
+
+    @property
+    def image(self) -> Path:
+        return APOD / f"{self.photo}.jpg"
+
+    @property
+    def hinted(self) -> bool:
+        return self.mode == "hinted"
+
+    @property
+    def key(self) -> str:
+        return case_key(self.photo, self.mode)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return scale_bounds(self.photo, self.hinted)
+
+
+def photo_cases(settings: Settings) -> Iterator[PhotoCase]:
+    """Every photo, blind then hinted, each repeated: the order bare and Nova runs interleave."""
+    for photo in settings.photos:
+        for mode in ("blind", "hinted"):
+            for rep in range(settings.repeats):
+                yield PhotoCase(photo, mode, rep)

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nova_bench.bare import bare_attempts, scale_bounds
-from nova_bench.common import APOD, BARE_TIMEOUT, INDEX_DIR, REPO, XYLS_SIZE, case_key, log
+from nova_bench.bare import bare_attempts, photo_cases
+from nova_bench.common import BARE_TIMEOUT, INDEX_DIR, REPO, XYLS_SIZE, log
 from nova_bench.memory import MemorySampler
 from nova_bench.results import Results, Settings, machine_info
 
@@ -141,25 +141,19 @@ def measure_warm_only(settings: Settings, work_root: Path, sampler: MemorySample
     results.machine_before = machine_info()
     started = time.perf_counter()
     engine = load_warm_engine(results) if settings.warm_engine else None
-    for photo in settings.photos:
-        image = APOD / f"{photo}.jpg"
-        for mode in ("blind", "hinted"):
-            key = case_key(photo, mode)
-            bounds = scale_bounds(photo, mode == "hinted")
-            for rep in range(settings.repeats):
-                results.bare[key].append(
-                    bare_attempts(image, bounds, work_root, sampler, key, settings)
-                )
-                results.warm[key].append(run_warm(image, photo, bounds, work_root, engine))
-                bare_wall = results.bare[key][-1]["wall_user"]
-                warm_wall = results.warm[key][-1]["wall"]
-                log(
-                    f"{key:14} rep {rep + 1}: bare {bare_wall:7.2f} s"
-                    f"   warm {warm_wall:7.2f} s ({warm_wall / bare_wall:.2f}× bare)"
-                )
-                if mode == "hinted":
-                    results.stage1[photo].append(run_stage1(image, bounds, work_root))
-                    log_stage1(photo, results.stage1[photo][-1])
+    for case in photo_cases(settings):
+        image, key, bounds = case.image, case.key, case.bounds
+        results.bare[key].append(bare_attempts(image, bounds, work_root, sampler, key, settings))
+        results.warm[key].append(run_warm(image, case.photo, bounds, work_root, engine))
+        bare_wall = results.bare[key][-1]["wall_user"]
+        warm_wall = results.warm[key][-1]["wall"]
+        log(
+            f"{key:14} rep {case.rep + 1}: bare {bare_wall:7.2f} s"
+            f"   warm {warm_wall:7.2f} s ({warm_wall / bare_wall:.2f}× bare)"
+        )
+        if case.hinted:
+            results.stage1[case.photo].append(run_stage1(image, bounds, work_root))
+            log_stage1(case.photo, results.stage1[case.photo][-1])
     results.machine_after = machine_info()
     results.total_seconds = time.perf_counter() - started
     return results
