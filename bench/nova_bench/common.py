@@ -6,10 +6,8 @@ import os
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(
-    os.environ.get("NOVA_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+REPO = Path(__file__).resolve().parents[2]  # bench/nova_bench/common.py -> the checkout
+SHARED_DATA = Path(os.environ.get("NOVA_TEST_DATA", REPO.parent / "shared" / "data"))
 APOD = SHARED_DATA / "apod"
 INDEX_DIR = Path("/usr/share/astrometry")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from nova_bench.common import (
     APOD,
@@ -30,11 +31,33 @@ from nova_bench.results import Results, software_info
 
 
 def render(results: Results, sampler: MemorySampler) -> str:
+    """RESULTS.md, one function per section."""
+    lines: list[str] = []
+    add = lines.append
+    render_machine(results, sampler, add)
+    if results.settings.warm_only:
+        render_warm(results, add)
+        return "\n".join(lines)
+    render_targets(results, add)
+    for section in (render_end_to_end, render_breakdown):
+        section(results, sampler, add)
+    render_warm(results, add)
+    for section in (
+        render_reupload,
+        render_polling,
+        render_throughput,
+        render_memory,
+        render_notes,
+    ):
+        section(results, sampler, add)
+    return "\n".join(lines)
+
+
+def render_machine(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """The title and the machine the run measured on."""
     s = results.settings
     before, after = results.machine_before, results.machine_after
     software = software_info()
-    lines: list[str] = []
-    add = lines.append
     mode = "quick (smoke check)" if s.quick else "full"
     add("# Nova benchmark: end to end vs bare solve-field")
     add("")
@@ -64,13 +87,10 @@ def render(results: Results, sampler: MemorySampler) -> str:
     )
     add("")
 
-    if s.warm_only:
-        render_warm(results, add)
-        return "\n".join(lines)
 
-    render_targets(results, add)
-
-    # 1.
+# long: one table with its explanation, its rows and the totals by mode
+def render_end_to_end(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """Section 1: Nova's API end to end against bare solve-field."""
     add("## 1. Nova's API end to end vs bare solve-field")
     add("")
     add(
@@ -136,7 +156,9 @@ def render(results: Results, sampler: MemorySampler) -> str:
     )
     add("")
 
-    # Breakdown.
+
+def render_breakdown(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """Where Nova's time goes, stage by stage."""
     add("### Where Nova's time goes (medians, seconds)")
     add("")
     add(
@@ -181,9 +203,9 @@ def render(results: Results, sampler: MemorySampler) -> str:
         )
     add("")
 
-    render_warm(results, add)
 
-    # 2.
+def render_reupload(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """Section 2: identical re-uploads answered from the first solve."""
     add("## 2. Identical re-upload")
     add("")
     add(
@@ -211,7 +233,10 @@ def render(results: Results, sampler: MemorySampler) -> str:
         )
     add("")
 
-    # 3.
+
+def render_polling(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """Section 3: status polls under load."""
+    s = results.settings
     add("## 3. Status polling under load")
     add("")
     add(
@@ -255,7 +280,11 @@ def render(results: Results, sampler: MemorySampler) -> str:
         add(line)
         add("")
 
-    # 4.
+
+def render_throughput(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """Section 4: jobs per minute with 1, 2 and 4 workers."""
+    s = results.settings
+    before = results.machine_before
     add("## 4. Throughput: jobs per minute with 1, 2 and 4 workers")
     add("")
     add(
@@ -292,7 +321,9 @@ def render(results: Results, sampler: MemorySampler) -> str:
         add(f"{line} (on {before.get('nproc')} CPUs).")
     add("")
 
-    # 5.
+
+def render_memory(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """Section 5: peak memory per process."""
     add("## 5. Memory")
     add("")
     add(
@@ -320,6 +351,9 @@ def render(results: Results, sampler: MemorySampler) -> str:
         )
     add("")
 
+
+def render_notes(results: Results, sampler: MemorySampler, add: Callable[[str], None]) -> None:
+    """The notes at the end."""
     add("## Notes")
     add("")
     for note in results.notes:
@@ -333,4 +367,3 @@ def render(results: Results, sampler: MemorySampler) -> str:
         "recorded; index files are in the page cache for every timed run."
     )
     add("")
-    return "\n".join(lines)
