@@ -3,19 +3,13 @@ and RQ workers run as real ``nova worker`` processes. The helpers live in tests/
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 from flask import Flask, g
 from flask.testing import FlaskClient
 
@@ -28,10 +22,8 @@ from tests.support.paths import APOD
 from tests.support.processes import (
     PostgresServer,
     RedisServer,
-    free_port,
     kill_tree,
     start_worker,
-    wait_for,
 )
 from tests.support.samples import SolveSamples, write_solve_samples
 
@@ -171,85 +163,6 @@ def make_user(app: Flask) -> Callable[[str], tuple[int, str]]:
         return user.id, key
 
     return make
-
-
-def api_call(
-    client: FlaskClient, endpoint: str, args: dict[str, object] | None = None, method: str = "POST"
-) -> dict[str, object]:
-    """Call /api/<endpoint> as nova's clients do (form field request-json); return the JSON."""
-    data = {"request-json": json.dumps(args)} if args is not None else None
-    response = client.open(f"/api/{endpoint}", method=method, data=data)
-    assert response.status_code in (200, 404), response.status_code
-    assert response.headers["Content-Type"] == "text/plain"
-    return json.loads(response.get_data(as_text=True))
-
-
-def api_login(client: FlaskClient, key: str) -> str:
-    result = api_call(client, "login", {"apikey": key})
-    assert result["status"] == "success", result
-    return str(result["session"])
-
-
-@dataclass
-class LiveStack:
-    """A whole stack started with ``nova up``: redis, gunicorn and one worker."""
-
-    base: str
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def nova(self, *args: str) -> str:
-        """Run another ``nova`` command against this stack; return its output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "nova", *args],
-            env=self.env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return done.stdout
-
-
-@contextmanager
-def live_stack(tmp_path: Path, **settings: str) -> Iterator[LiveStack]:
-    """Start ``nova up`` on free loopback ports with its own data directory; stop it after.
-
-    ``settings`` are extra NOVA_* variables (e.g. NOVA_WORKERS="2")."""
-    web_port, redis_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
-    env.update(
-        NOVA_DATA_DIR=str(tmp_path / "data"),
-        NOVA_PORT=str(web_port),
-        NOVA_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-    )
-    env.update(settings)
-    log_path = tmp_path / "stack.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nova", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{web_port}"
-
-    def serving() -> bool:
-        try:
-            return requests.get(base + "/healthz", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    stack = LiveStack(base, env, process, log_path)
-    try:
-        # Generous: on a busy machine importing the app in every process takes a while.
-        assert wait_for(serving, 180), log_path.read_text()[-3000:]
-        yield stack
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
 
 
 @pytest.fixture(scope="session")

@@ -207,7 +207,7 @@ def test_admin_page_is_hidden_from_everyone_but_admins(
         assert response.data == missing_page.data
     assert "Operator" not in client.get("/dashboard").get_data(as_text=True)
     # An API user without admin rights, by its session cookie: 404 too.
-    from tests.conftest import api_login
+    from tests.support.api import api_login
 
     _, key = make_user("api@example.org")  # type: ignore[operator]
     other = app.test_client()

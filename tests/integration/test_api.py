@@ -29,7 +29,7 @@ from nova.db.models import (
     utcnow,
 )
 from nova.extensions import db
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.client_wire import astroimagej_body, client_py_body, dotnet_body, qt_body
 from tests.support.processes import run_worker
 

@@ -29,7 +29,7 @@ from nova.engine import archives
 from nova.engine.inputs import SUPPORTED_TEXT
 from nova.extensions import db
 from nova.services import intake
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.processes import run_worker
 
 MB = 1 << 20

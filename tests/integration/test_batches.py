@@ -27,7 +27,7 @@ from nova.services import reconcile
 from nova.services.batches import Batch, BatchFrame
 from nova.worker.chain import Chain, Solved
 from nova.worker.group_run import AxyTemplate, extract_with_template
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import run_worker
 from tests.support.starfields import Frame, noise_frame, pixel_error, sequence

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from nova.db.models import Job, Submission
 from nova.extensions import db
 from nova.services import reconcile, storage
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.processes import run_worker
 
 STARS = b"".join(f"{10 + 7 * i % 500} {20 + 11 * i % 400}\n".encode() for i in range(40))

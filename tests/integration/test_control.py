@@ -22,7 +22,7 @@ from nova.extensions import db
 from nova.infra import jobqueue
 from nova.infra.cancellation import CANCEL_REASON
 from nova.services import intake, reconcile
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import run_worker, wait_for
 

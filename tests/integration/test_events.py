@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from nova.db.models import Job, JobStatus
 from nova.services import events
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.processes import wait_for
 
 APOD4_HINT = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}

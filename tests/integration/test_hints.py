@@ -23,8 +23,8 @@ from xisf import XISF
 
 from nova.engine import hints
 from nova.engine.params import SolveParams, parse_solve_params
-from tests.conftest import api_call
 from tests.integration.test_solve_apod import APOD_CENTRES, angular_distance, finished_job, upload
+from tests.support.api import api_call
 from tests.support.processes import run_worker
 
 PIXEL_UM = 3.76  # an IMX571 sensor (ZWO ASI2600), as N.I.N.A. writes it
@@ -434,7 +434,7 @@ def test_the_setting_turns_header_hints_off(
 def test_api_upload_option_and_info_key(
     client: FlaskClient, make_user: object, apod: Path, solutions: dict[str, fits.Header]
 ) -> None:
-    from tests.conftest import api_login
+    from tests.support.api import api_login
 
     _, key = make_user("hints@example.org")  # type: ignore[operator]
     session = api_login(client, key)

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from nova.db.models import Submission, User, UserImage
 from nova.extensions import db
 from nova.services import storage
-from tests.conftest import api_login
 from tests.integration.test_site import sign_up
 from tests.integration.test_web import stored_uploads
+from tests.support.api import api_login
 from tests.support.figures import record_figure
 from tests.support.paths import REPO
 from tests.support.processes import run_worker

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from nova import create_app
 from nova.db.schema import init_database
 from nova.extensions import db
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.db import drop_everything
 
 STARS = {"x": [10.0, 20.0, 30.0, 40.0, 50.0], "y": [5.0, 60.0, 15.0, 70.0, 25.0]}

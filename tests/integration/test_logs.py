@@ -12,7 +12,7 @@ from astropy.io import fits
 from flask.testing import FlaskClient
 
 from nova.logs import TextFormatter
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.processes import run_worker
 
 HINTS = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}

@@ -21,7 +21,7 @@ from nova import create_app
 from nova.db.models import Job, Submission, User
 from nova.db.schema import current_revision, head_revision
 from nova.extensions import db
-from tests.conftest import api_login
+from tests.support.api import api_login
 from tests.support.db import drop_everything
 from tests.support.paths import REPO
 from tests.support.processes import free_port, wait_for

@@ -32,8 +32,8 @@ from nova.render.pictures import (
 )
 from nova.render.products import JOB_PRODUCTS
 from nova.services import storage
-from tests.conftest import api_call
 from tests.integration.test_solve_apod import APOD_CENTRES, finished_job, scale_hint, upload
+from tests.support.api import api_call
 from tests.support.figures import record_figure
 from tests.support.paths import REPO
 from tests.support.processes import run_worker

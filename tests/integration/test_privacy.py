@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from nova.db.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Job, Submission, UserImage
 from nova.extensions import db
 from nova.services.gallery import add_tag
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import run_worker
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from nova.db.models import Calibration, ImageTag, Job, JobStatus, Submission, UserImage, utcnow
 from nova.extensions import db
 from nova.services import retention
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.processes import run_worker
 
 HINTS = {

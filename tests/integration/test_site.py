@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from nova import create_app
 from nova.db.models import Album, ImageTag, Submission, User, UserImage
 from nova.extensions import db
-from tests.conftest import api_call
 from tests.integration.test_solve_apod import finished_job, scale_hint, upload
+from tests.support.api import api_call
 from tests.support.processes import run_worker
 
 

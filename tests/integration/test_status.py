@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from nova.db.models import Job, UserImage
 from nova.extensions import db
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.engine

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from nova.db.models import Submission, User, WebhookDelivery
 from nova.extensions import db
 from nova.infra import metrics
-from tests.conftest import api_call, api_login
+from tests.support.api import api_call, api_login
 from tests.support.processes import wait_for
 
 HINT = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}

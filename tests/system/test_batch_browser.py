@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.conftest import live_stack
+from tests.support.stack import live_stack
 from tests.support.starfields import sequence, write_frames
 from tests.system.test_browser import browser, shot, sign_up  # noqa: F401  (fixtures and helpers)
 

@@ -16,9 +16,9 @@ import pytest
 from astropy.io import fits
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import live_stack
 from tests.support.paths import REPO
 from tests.support.processes import wait_for
+from tests.support.stack import live_stack
 
 pytestmark = pytest.mark.engine
 ARTIFACTS = REPO / "test-artifacts"

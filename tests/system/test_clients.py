@@ -24,7 +24,6 @@ import requests
 from astropy.io import fits
 from PIL import Image
 
-from tests.conftest import live_stack
 from tests.support.client_wire import (
     astroimagej_body,
     client_py_body,
@@ -34,6 +33,7 @@ from tests.support.client_wire import (
     qt_body,
 )
 from tests.support.processes import wait_for
+from tests.support.stack import live_stack
 
 pytestmark = pytest.mark.engine
 HINTS = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}

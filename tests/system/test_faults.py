@@ -34,7 +34,6 @@ from nova.db.models import Job, Submission
 from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import reconcile
-from tests.conftest import live_stack
 from tests.integration.test_solve_apod import scale_hint, upload
 from tests.support.figures import record_figure
 from tests.support.processes import (
@@ -43,6 +42,7 @@ from tests.support.processes import (
     run_worker,
     wait_for,
 )
+from tests.support.stack import live_stack
 
 pytestmark = pytest.mark.engine
 

@@ -25,10 +25,10 @@ import requests
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
-from tests.conftest import LiveStack, live_stack
 from tests.support.corpus import file_corpus
 from tests.support.figures import record_figure
 from tests.support.processes import wait_for
+from tests.support.stack import LiveStack, live_stack
 
 pytestmark = pytest.mark.engine
 

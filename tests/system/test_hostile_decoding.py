@@ -18,10 +18,10 @@ import pytest
 import requests
 from astropy.io import fits
 
-from tests.conftest import LiveStack, live_stack
 from tests.support.corpus import fits_header
 from tests.support.figures import record_figure
 from tests.support.processes import wait_for
+from tests.support.stack import LiveStack, live_stack
 from tests.system.test_hostile import HINT, NO_RATE_LIMITS, Client
 
 pytestmark = pytest.mark.engine

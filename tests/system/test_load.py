@@ -20,9 +20,9 @@ import pytest
 import requests
 from astropy.io import fits
 
-from tests.conftest import LiveStack, live_stack
 from tests.support.figures import record_figure
 from tests.support.processes import wait_for
+from tests.support.stack import LiveStack, live_stack
 
 pytestmark = pytest.mark.engine
 

@@ -22,9 +22,10 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from nova.infra import jobqueue, metrics
-from tests.conftest import api_call, api_login, live_stack
+from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import wait_for
+from tests.support.stack import live_stack
 
 MakeUser = Callable[[str], tuple[int, str]]
 TOKEN = "scrape-token-0123456789"

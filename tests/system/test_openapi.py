@@ -19,8 +19,9 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from playwright.sync_api import expect, sync_playwright
 
-from tests.conftest import api_call, api_login, live_stack
+from tests.support.api import api_call, api_login
 from tests.support.processes import run_worker
+from tests.support.stack import live_stack
 from tests.system.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 MakeUser = Callable[[str], tuple[int, str]]

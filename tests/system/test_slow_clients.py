@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tests.conftest import live_stack
 from tests.support.figures import record_figure
+from tests.support.stack import live_stack
 
 SLOW_CONNECTIONS = 16
 ANSWER_WITHIN = 1.0  # seconds, the figure

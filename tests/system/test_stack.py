@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import live_stack
 from tests.support.processes import wait_for
+from tests.support.stack import live_stack
 
 pytestmark = pytest.mark.engine
 
