@@ -44,7 +44,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from nova.infra import cancellation
+from nova.engine import process
 
 try:
     import astrometry
@@ -292,14 +292,14 @@ class WarmEngine:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WarmEngineTimeout()
-        cancellation.check()
+        process.tracker.check()
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the fork: solve, send the answer, never return into the caller
             os.close(read_end)
             _child(self, job, log_path, remaining, write_end)
         os.close(write_end)
-        cancellation.track_pid(pid)  # in the horse's group: a cancel kills it by pid
+        process.tracker.track_pid(pid)  # in the horse's group: a cancel kills it by pid
         chunks: list[bytes] = []
         hard_deadline = deadline + HARD_KILL_GRACE_SECONDS
         try:
@@ -322,9 +322,9 @@ class WarmEngine:
             raise
         finally:
             os.close(read_end)
-            cancellation.forget(pid)  # its pipe is closed: it has ended or been killed
+            process.tracker.forget(pid)  # its pipe is closed: it has ended or been killed
         _, status = os.waitpid(pid, 0)
-        cancellation.check()
+        process.tracker.check()
         if os.WIFSIGNALED(status):
             raise WarmEngineCrashed(
                 f"the warm engine's process was killed by signal {os.WTERMSIG(status)} "

@@ -27,7 +27,7 @@ from flask import current_app
 from nova.db.models import Job
 from nova.engine import fieldobjects
 from nova.engine.inputs import RASTER_KINDS, PreparedInput
-from nova.engine.solver import AXY_NAME, RDLS_NAME, WCS_NAME
+from nova.engine.job_files import AXY_NAME, RDLS_NAME, WCS_NAME
 from nova.render import pictures
 
 # Cards that describe a WCS: removed from an uploaded FITS header before the solution goes in.
