@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nova.engine import hints, job_files, sandbox, solver
+from nova.engine import header_files, hints, job_files, sandbox, solver
 from nova.engine.calibration import compute_calibration, nova_calibration, read_wcs_header
 from nova.engine.inputs import UnsupportedInput, prepare_input
 from nova.engine.params import SolveParams
@@ -107,7 +107,7 @@ def solve_file(
             reason = "The file could not be read (its decoder failed)."
             return FileResult(str(path), BAD_INPUT, time.monotonic() - started, reason=reason)
         use_header = params.use_header_hints and bool(config["USE_HEADER_HINTS"])
-        header, notes = hints.read_prepared(prepared) if use_header else (None, [])
+        header, notes = header_files.read_prepared(prepared) if use_header else (None, [])
         outcome = solver.solve(
             params,
             prepared,

@@ -20,7 +20,7 @@ from flask import Flask, current_app, has_app_context
 
 from nova import logs
 from nova.db.models import Job, UserImage
-from nova.engine import hints, job_files, process, quality, solver, warm_engine
+from nova.engine import header_files, hints, job_files, process, quality, solver, warm_engine
 from nova.engine.calibration import compute_calibration, read_wcs_header
 from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
@@ -142,7 +142,7 @@ def _solve_claimed(
             reason = str(exc)
         else:
             use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
-            header, notes = hints.read_prepared(prepared) if use_header else (None, [])
+            header, notes = header_files.read_prepared(prepared) if use_header else (None, [])
             attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
             outcome = solve(
                 params,
