@@ -113,7 +113,7 @@ def spawn(cmd: list[str], cwd: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
     if SETPRIV and shutil.which(cmd[0]):
         argv, preexec = [SETPRIV, "--pdeathsig", "KILL", "--", *cmd], None
     else:  # a missing program still raises FileNotFoundError here, as it always did
-        argv, preexec = cmd, _die_with_parent
+        argv, preexec = cmd, die_with_parent
     return subprocess.Popen(
         argv,
         cwd=cwd,
@@ -125,7 +125,7 @@ def spawn(cmd: list[str], cwd: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
     )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: get SIGKILL if the worker dies (kill -9 leaves no one to
     stop the engine otherwise; it runs in its own session so it would live on)."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

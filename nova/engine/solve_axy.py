@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nova.engine import warm_engine
+from nova.engine.axy import read_axy
 from nova.engine.commands import engine_command
 from nova.engine.job_files import AXY_NAME, SOLUTION_NAMES
 from nova.engine.process import SolveTimeout, run_with_deadline
@@ -38,7 +39,7 @@ def solve_warm(
     ``astrometry-engine`` must do it (an option the library cannot take, or the library
     failed or crashed -- then the engine runs within what is left of the deadline)."""
     axy = work_dir / AXY_NAME
-    job = warm_engine.read_axy(axy)
+    job = read_axy(axy)
     reason = warm.supports(job)
     if reason is not None:
         with log_path.open("a") as log:
