@@ -28,6 +28,20 @@ DEFAULT_QUAD_SIZE_FRACTION_HIGH = 1.0  # of the image's diagonal
 
 
 DEFAULT_TWEAK_ORDER = 2
+# Cards of job.axy the warm engine cannot honour: a job with any of them goes to
+# astrometry-engine.
+UNSUPPORTED_CARDS = (
+    "ANCRPIXC",
+    "ANCRPIX1",
+    "ANCRPIX2",
+    "ANDPL1",
+    "ANDPU1",
+    "ANODDSBL",
+    "ANODDSST",
+    "ANAPPL2",
+    "ANXCOL",
+    "ANYCOL",
+)
 
 
 @dataclass(frozen=True)
@@ -88,22 +102,7 @@ def read_axy(path: Path) -> AxyJob:
         background = (
             np.asarray(data[names["BACKGROUND"]], dtype=float) if "BACKGROUND" in names else None
         )
-    unsupported = [
-        key
-        for key in (
-            "ANCRPIXC",
-            "ANCRPIX1",
-            "ANCRPIX2",
-            "ANDPL1",
-            "ANDPU1",
-            "ANODDSBL",
-            "ANODDSST",
-            "ANAPPL2",
-            "ANXCOL",
-            "ANYCOL",
-        )
-        if key in header
-    ]
+    unsupported = [key for key in UNSUPPORTED_CARDS if key in header]
     scale_low = header.get("ANAPPL1")
     scale_high = header.get("ANAPPU1")
     if scale_low is None or scale_high is None:

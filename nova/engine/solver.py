@@ -107,6 +107,7 @@ def _extracted_sources(work_dir: Path, earlier: int | None) -> int | None:
         return earlier
 
 
+# long: a keyword-only signature and its documentation; the body is one retry loop
 def solve(
     params: SolveParams,
     prepared: PreparedInput,
@@ -244,6 +245,24 @@ def extract_sources(
     return run_with_deadline(command, work_dir, log_path, deadline)
 
 
+def _too_few_sources(sources: int, can_retry: bool) -> SolveOutcome | None:
+    """The outcome when extraction found too few sources to solve (or, downsampled, too few
+    to try before extracting at full resolution); None when there are enough."""
+    if can_retry and sources < MIN_SOURCES_AFTER_DOWNSAMPLE:
+        return SolveOutcome(False, RETRY_FULL_RESOLUTION, sources)
+    if sources == 0:
+        return SolveOutcome(False, "No stars were detected in the image.", 0)
+    if sources < MIN_SOURCES_TO_SOLVE:
+        return SolveOutcome(
+            False,
+            f"Only {sources} {'star was' if sources == 1 else 'stars were'} detected in the "
+            f"image; at least "
+            f"{MIN_SOURCES_TO_SOLVE} are needed to solve.",
+            sources,
+        )
+    return None
+
+
 def _solve_once(
     params: SolveParams,
     prepared: PreparedInput,
@@ -278,18 +297,9 @@ def _solve_once(
             False, f"Source extraction failed (exit status {code}); see the log.", None
         )
     sources = count_sources(axy)
-    if can_retry and sources < MIN_SOURCES_AFTER_DOWNSAMPLE:
-        return SolveOutcome(False, RETRY_FULL_RESOLUTION, sources)
-    if sources == 0:
-        return SolveOutcome(False, "No stars were detected in the image.", 0)
-    if sources < MIN_SOURCES_TO_SOLVE:
-        return SolveOutcome(
-            False,
-            f"Only {sources} {'star was' if sources == 1 else 'stars were'} detected in the "
-            f"image; at least "
-            f"{MIN_SOURCES_TO_SOLVE} are needed to solve.",
-            sources,
-        )
+    too_few = _too_few_sources(sources, can_retry)
+    if too_few is not None:
+        return too_few
     on_stage("solving")
     if header.attempts:
         solved_by = solve_header_attempts(

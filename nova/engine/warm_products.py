@@ -94,15 +94,7 @@ def write_products(
         name: np.array([star["metadata"].get(name, np.nan) for star in stars], dtype=float)
         for name in tag_names
     }
-    # rdls.fits: the reference stars in the field, tag-along columns first as the engine's.
-    rdls_columns = [fits.Column(name=name, format="E", array=tags[name]) for name in tag_names]
-    rdls_columns += [
-        fits.Column(name="RA", format="D", unit="deg", array=ra),
-        fits.Column(name="DEC", format="D", unit="deg", array=dec),
-    ]
-    rdls = fits.BinTableHDU.from_columns(rdls_columns)
-    rdls.header["AN_FILE"] = ("RDLS", "Astrometry.net file type")
-    fits.HDUList([fits.PrimaryHDU(), rdls]).writeto(work_dir / "rdls.fits.tmp", overwrite=True)
+    _write_rdls(ra, dec, tags, work_dir / "rdls.fits.tmp")
     # corr.fits: each reference star with the nearest detected source, one to one.
     wcs = WCS(header, relax=True, naxis=2)
     index_x, index_y = wcs.all_world2pix(ra, dec, 1) if len(ra) else (ra, ra)
@@ -143,6 +135,18 @@ def write_products(
     # wcs.fits last: its presence means "solved" to solver.solve and the products.
     for name in SOLUTION_NAMES:
         os.replace(work_dir / f"{name}.tmp", work_dir / name)
+
+
+def _write_rdls(ra: np.ndarray, dec: np.ndarray, tags: dict[str, np.ndarray], path: Path) -> None:
+    """rdls.fits: the reference stars in the field, tag-along columns first as the engine's."""
+    rdls_columns = [fits.Column(name=name, format="E", array=tags[name]) for name in tags]
+    rdls_columns += [
+        fits.Column(name="RA", format="D", unit="deg", array=ra),
+        fits.Column(name="DEC", format="D", unit="deg", array=dec),
+    ]
+    rdls = fits.BinTableHDU.from_columns(rdls_columns)
+    rdls.header["AN_FILE"] = ("RDLS", "Astrometry.net file type")
+    fits.HDUList([fits.PrimaryHDU(), rdls]).writeto(path, overwrite=True)
 
 
 def _corresponding(
