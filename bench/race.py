@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import APOD, BARE_TIMEOUT, INDEX_DIR, WIDTHS, bare_command, scale_bounds, warm_inputs
 
-from nova.engine import solver
+from nova.engine import job_files, solver
 
 # Bare solve-field's solving command for each photo: apod5's --downsample 2 never solves.
 BARE_DOWNSAMPLE = {"apod1": 2, "apod2": 2, "apod3": 2, "apod4": 2, "apod5": 1}
@@ -72,7 +72,7 @@ def run_nova(
     wall = time.perf_counter() - start
     record: dict[str, Any] = {"wall": wall, "solved": outcome.solved}
     if outcome.solved:
-        header = fits.getheader(work_dir / solver.WCS_NAME)
+        header = fits.getheader(work_dir / job_files.WCS_NAME)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wcs = WCS(header, relax=True, naxis=2)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nova.engine.solver import spawn
+from nova.engine.process import spawn
 from nova_bench.common import (
     APOD,
     BARE_TIMEOUT,

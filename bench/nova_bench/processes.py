@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections import defaultdict
 
-from nova.engine.solver import kill_process_group
+from nova.engine.process import kill_process_group
 
 # -- processes ------------------------------------------------------------------------------
 

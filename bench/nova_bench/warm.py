@@ -41,7 +41,7 @@ def run_warm(
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    from nova.engine import solver
+    from nova.engine import job_files, solver
 
     params, prepared = warm_inputs(image, bounds)
     work_dir = Path(tempfile.mkdtemp(dir=work_root, prefix="warm-"))
@@ -56,7 +56,7 @@ def run_warm(
         fast_extraction=True,
     )
     wall = time.perf_counter() - start
-    job_log = (work_dir / solver.LOG_NAME).read_text()
+    job_log = (work_dir / job_files.LOG_NAME).read_text()
     record: dict[str, Any] = {
         "wall": wall,
         "solved": outcome.solved,
@@ -68,7 +68,7 @@ def run_warm(
         and "extracting with solve-field" not in job_log,
     }
     if outcome.solved:
-        header = fits.getheader(work_dir / solver.WCS_NAME)
+        header = fits.getheader(work_dir / job_files.WCS_NAME)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wcs = WCS(header, relax=True, naxis=2)
@@ -101,14 +101,14 @@ def run_stage1(image: Path, bounds: tuple[float, float], work_root: Path) -> dic
     the in-process extraction, one after the other; both as the solver runs them."""
     from astropy.io import fits
 
-    from nova.engine import solver
+    from nova.engine import job_files, solver
 
     params, prepared = warm_inputs(image, bounds)
     record: dict[str, Any] = {}
     tables = []
     for name, fast in (("solve_field", False), ("in_process", True)):
         work_dir = Path(tempfile.mkdtemp(dir=work_root, prefix=f"stage1-{name}-"))
-        log_path = work_dir / solver.LOG_NAME
+        log_path = work_dir / job_files.LOG_NAME
         start = time.perf_counter()
         code = solver.extract_sources(
             params, prepared, work_dir, log_path, time.monotonic() + BARE_TIMEOUT, fast=fast
@@ -116,7 +116,7 @@ def run_stage1(image: Path, bounds: tuple[float, float], work_root: Path) -> dic
         record[name] = time.perf_counter() - start
         if code != 0:
             raise RuntimeError(f"stage 1 ({name}) of {image.name} failed: {log_path.read_text()}")
-        with fits.open(work_dir / solver.AXY_NAME) as hdus:
+        with fits.open(work_dir / job_files.AXY_NAME) as hdus:
             tables.append(bytes(hdus[1].data.tobytes()))
             record["sources"] = len(hdus[1].data)
         if fast:

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from nova.engine import hints, sandbox, solver
+from nova.engine import header_files, hints, job_files, sandbox, solver
 from nova.engine.calibration import compute_calibration, nova_calibration, read_wcs_header
 from nova.engine.inputs import UnsupportedInput, prepare_input
 from nova.engine.params import SolveParams
@@ -25,11 +25,11 @@ from nova.services import intake
 
 # Products written with --outdir, as DIR/<file stem><suffix> (only the log when unsolved).
 PRODUCTS = {
-    "wcs": (solver.WCS_NAME, ".wcs"),
-    "corr": (solver.CORR_NAME, ".corr"),
-    "rdls": (solver.RDLS_NAME, ".rdls"),
-    "axy": (solver.AXY_NAME, ".axy"),
-    "log": (solver.LOG_NAME, ".log"),
+    "wcs": (job_files.WCS_NAME, ".wcs"),
+    "corr": (job_files.CORR_NAME, ".corr"),
+    "rdls": (job_files.RDLS_NAME, ".rdls"),
+    "axy": (job_files.AXY_NAME, ".axy"),
+    "log": (job_files.LOG_NAME, ".log"),
 }
 
 SOLVED = "solved"
@@ -107,7 +107,7 @@ def solve_file(
             reason = "The file could not be read (its decoder failed)."
             return FileResult(str(path), BAD_INPUT, time.monotonic() - started, reason=reason)
         use_header = params.use_header_hints and bool(config["USE_HEADER_HINTS"])
-        header, notes = hints.read_prepared(prepared) if use_header else (None, [])
+        header, notes = header_files.read_prepared(prepared) if use_header else (None, [])
         outcome = solver.solve(
             params,
             prepared,
@@ -127,13 +127,13 @@ def solve_file(
             sources=outcome.sources,
         )
         if outcome.solved:
-            header = read_wcs_header(work_dir / solver.WCS_NAME)
+            header = read_wcs_header(work_dir / job_files.WCS_NAME)
             numbers = compute_calibration(
                 header, prepared.width, prepared.height, y_axis_down=prepared.y_axis_down
             )
             result.calibration = nova_calibration(numbers)
             if wcs_out is not None:
-                result.products["wcs"] = _copy(work_dir / solver.WCS_NAME, wcs_out)
+                result.products["wcs"] = _copy(work_dir / job_files.WCS_NAME, wcs_out)
         if outdir is not None:  # the log of a failed solve too: it says what went wrong
             for name, (source, suffix) in PRODUCTS.items():
                 if (work_dir / source).exists():

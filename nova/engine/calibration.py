@@ -124,30 +124,29 @@ def read_wcs_header(path: Path) -> fits.Header:
         return hdus[0].header.copy()
 
 
-def format_ra_hms(ra: float) -> str:
-    hours = (ra % 360.0) / 15.0
-    h = int(hours)
-    minutes = (hours - h) * 60
+def _sexagesimal(value: float, rounds_up_at: float) -> tuple[int, int, float]:
+    """Whole units, minutes and seconds of a non-negative ``value``; seconds that would be
+    shown rounded to 60 (``rounds_up_at`` and more) carry into the minutes, and those into
+    the units (the caller wraps hours at 24)."""
+    whole = int(value)
+    minutes = (value - whole) * 60
     m = int(minutes)
     s = (minutes - m) * 60
-    if s >= 59.995:
+    if s >= rounds_up_at:
         s, m = 0.0, m + 1
     if m >= 60:
-        m, h = 0, (h + 1) % 24
-    return f"{h:02d}h {m:02d}m {s:05.2f}s"
+        m, whole = 0, whole + 1
+    return whole, m, s
+
+
+def format_ra_hms(ra: float) -> str:
+    h, m, s = _sexagesimal((ra % 360.0) / 15.0, 59.995)
+    return f"{h % 24:02d}h {m:02d}m {s:05.2f}s"
 
 
 def format_dec_dms(dec: float) -> str:
     sign = "-" if dec < 0 else "+"
-    value = abs(dec)
-    d = int(value)
-    minutes = (value - d) * 60
-    m = int(minutes)
-    s = (minutes - m) * 60
-    if s >= 59.95:
-        s, m = 0.0, m + 1
-    if m >= 60:
-        m, d = 0, d + 1
+    d, m, s = _sexagesimal(abs(dec), 59.95)
     return f"{sign}{d:02d}° {m:02d}′ {s:04.1f}″"
 
 

@@ -49,6 +49,12 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from nova.engine.commands import (
+    NO_VERIFY,
+    augment_sources_command,
+    image_extraction_options,
+    working_options,
+)
 from nova.engine.inputs import PreparedInput
 from nova.engine.params import SolveParams
 
@@ -139,7 +145,7 @@ def extract(
         listing, width, height = prepared.path, prepared.width, prepared.height
     else:
         # With --no-verify, solve-field ignores the image's WCS: so can this stage.
-        image, extension = _fits_image(prepared, work_dir, run, "--no-verify" in augment_options)
+        image, extension = _fits_image(prepared, work_dir, run, NO_VERIFY in augment_options)
         listing = _sorted_sources(params, image, extension, work_dir, run)
         with fits.open(image) as hdus:
             header = hdus[extension].header
@@ -154,20 +160,8 @@ def extract(
     rows = rows[order][:max_sources]
     xylist = work_dir / XYLIST_NAME
     _write_rows(listing, rows, xylist)
-    command = [
-        "solve-field",
-        "--just-augment",
-        *augment_options,
-        "--width",
-        str(width),
-        "--height",
-        str(height),
-        # Done above, as the Python helpers do it; an xylist input is not sorted again.
-        "--no-remove-lines",
-        "--uniformize",
-        "0",
-        str(xylist),
-    ]
+    # Done above, as the Python helpers do it; an xylist input is not sorted again.
+    command = augment_sources_command(augment_options, width, height, xylist)
     _check(run(command), "solve-field --just-augment")
     return Extraction(width, height, len(x), lines_removed, boxes, len(rows))
 
@@ -205,31 +199,10 @@ def _sorted_sources(
     """image2xy and the brightness sort, by solve-field itself and nothing else."""
     target = work_dir / SORTED_NAME
     target.unlink(missing_ok=True)
-    command = [
-        "solve-field",
-        "--no-plots",
-        "--overwrite",
-        "--dir",
-        str(work_dir),
-        "--temp-dir",
-        str(work_dir),
-        "--axy",
-        SCRATCH_AXY_NAME,
-        "--fits-image",
-        "--extension",
-        str(extension),
-        "--no-remove-lines",
-        "--uniformize",
-        "0",
-        "--dont-augment",
-        "--keep-xylist",
-        str(target),
-    ]
-    # As Nova's solve-field command: no --downsample 1 (it would leave the 8-bit code path).
-    if params.downsample_factor > 1:
-        command += ["--downsample", str(params.downsample_factor)]
-    if params.invert:
-        command.append("--invert")
+    command = ["solve-field", *working_options(work_dir), "--axy", SCRATCH_AXY_NAME]
+    command += ["--fits-image", "--extension", str(extension), "--no-remove-lines"]
+    command += ["--uniformize", "0", "--dont-augment", "--keep-xylist", str(target)]
+    command += image_extraction_options(params)  # as Nova's solve-field command
     _check(run([*command, str(image)]), "solve-field (extraction)")
     if not target.exists():
         raise RuntimeError("solve-field wrote no source list")

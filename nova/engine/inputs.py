@@ -24,7 +24,7 @@ from PIL import Image as PILImage
 
 from nova.engine.archives import compression_bomb
 from nova.engine.fits_layout import FitsLayoutError, Unit, read_layout
-from nova.infra.redaction import without_server_paths
+from nova.engine.redaction import without_server_paths
 
 RASTER_MAGIC = {
     b"\xff\xd8\xff": "jpeg",

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from nova.engine.solver import CORR_NAME, MATCH_NAME, WCS_NAME
+from nova.engine.job_files import CORR_NAME, MATCH_NAME, WCS_NAME
 
 KEYS = (
     "log_odds",

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from nova.infra import cancellation
+from nova.engine import process
 
 T = TypeVar("T")
 MB = 1 << 20
@@ -105,7 +105,7 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
     """
     if limits.wall_seconds <= 0:
         raise DecodeLimitExceeded("No time was left to read the file within the time limit.")
-    cancellation.check()
+    process.tracker.check()
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child process
@@ -113,7 +113,7 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
         _child(func, args, limits, writer)
     os.close(writer)
     # The child makes its own group (os.setpgid in _child); a cancel may come first.
-    cancellation.track_pid(pid)
+    process.tracker.track_pid(pid)
     deadline = time.monotonic() + limits.wall_seconds
     chunks: list[bytes] = []
     timed_out = False
@@ -135,8 +135,8 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
         if timed_out:
             _kill(pid)
         _, status = _wait(pid, deadline)
-        cancellation.forget(pid)
-    cancellation.check()
+        process.tracker.forget(pid)
+    process.tracker.check()
     if timed_out:
         raise DecodeLimitExceeded(
             f"Reading the file took longer than the {limits.wall_seconds:.0f} s it had."

@@ -26,7 +26,6 @@ explicit depths or bail/stop odds) make ``supports`` say no, and the engine is u
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import math
@@ -36,15 +35,14 @@ import signal
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS
 
-from nova.infra import cancellation
+from nova.engine import process
+from nova.engine.axy import AxyJob, read_axy
+from nova.engine.warm_products import write_products
 
 try:
     import astrometry
@@ -52,23 +50,9 @@ except ImportError:  # the subprocess engine is used instead
     astrometry = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
-# astrometry-engine's defaults (blind.c, engine.c at 0.93) for what job.axy does not say.
-DEFAULT_DEPTHS = tuple(range(10, 201, 10))
-DEFAULT_ODDS_TO_SOLVE = 1e9
-DEFAULT_ODDS_TO_TUNE_UP = 1e6
-DEFAULT_QUAD_SIZE_FRACTION_LOW = 0.1  # of the image's smaller side
-DEFAULT_QUAD_SIZE_FRACTION_HIGH = 1.0  # of the image's diagonal
-DEFAULT_TWEAK_ORDER = 2
 # After the soft stop at the deadline, the fork gets this long to end before SIGKILL.
 HARD_KILL_GRACE_SECONDS = 2.0
-# corr.fits: a reference star and a detected source correspond when this close (pixels):
-# at least 3 sigma of the positional error, and 1 % of the diagonal because distortion
-# left after a low-order fit grows towards the corners (the engine's matches reach that).
-CORR_SIGMAS = 3.0
-CORR_DIAGONAL_FRACTION = 0.01
 
 
 class WarmEngineCrashed(Exception):
@@ -81,116 +65,6 @@ class WarmEngineTimeout(Exception):
 
 def available() -> bool:
     return astrometry is not None
-
-
-@dataclass(frozen=True)
-class AxyJob:
-    """What ``job.axy`` asks the engine to do, read from its header and table."""
-
-    width: float
-    height: float
-    x: np.ndarray
-    y: np.ndarray
-    flux: np.ndarray | None
-    background: np.ndarray | None
-    scale_low: float | None  # arcsec per pixel
-    scale_high: float | None
-    position: tuple[float, float, float] | None  # RA, Dec, radius in degrees
-    parity: str  # "both", "pos" or "neg"
-    tweak: bool
-    tweak_order: int
-    positional_error: float
-    uniformize: bool
-    deduplicate: bool
-    odds_to_solve: float
-    odds_to_tune_up: float
-    quad_size_fraction_low: float
-    quad_size_fraction_high: float
-    unsupported: tuple[str, ...]  # header options the library cannot honour
-
-    @property
-    def diagonal(self) -> float:
-        return math.hypot(self.width, self.height)
-
-    def slices(self) -> list[tuple[int, int]]:
-        """The engine's depth steps: sources 0-10, 10-20, ... 190-200, as far as there are."""
-        stars = len(self.x)
-        slices: list[tuple[int, int]] = []
-        start = 0
-        for depth in DEFAULT_DEPTHS:
-            end = min(depth, stars)
-            if end > start:
-                slices.append((start, end))
-            start = end
-        return slices
-
-
-def _flag(header: fits.Header, key: str, default: bool) -> bool:
-    value = header.get(key)
-    return default if value is None else bool(value)
-
-
-def read_axy(path: Path) -> AxyJob:
-    with fits.open(path) as hdus:
-        header = hdus[0].header
-        data = hdus[1].data
-        names = {name.upper(): name for name in data.columns.names}
-        x = np.asarray(data[names["X"]], dtype=float)
-        y = np.asarray(data[names["Y"]], dtype=float)
-        flux = np.asarray(data[names["FLUX"]], dtype=float) if "FLUX" in names else None
-        background = (
-            np.asarray(data[names["BACKGROUND"]], dtype=float) if "BACKGROUND" in names else None
-        )
-    unsupported = [
-        key
-        for key in (
-            "ANCRPIXC",
-            "ANCRPIX1",
-            "ANCRPIX2",
-            "ANDPL1",
-            "ANDPU1",
-            "ANODDSBL",
-            "ANODDSST",
-            "ANAPPL2",
-            "ANXCOL",
-            "ANYCOL",
-        )
-        if key in header
-    ]
-    scale_low = header.get("ANAPPL1")
-    scale_high = header.get("ANAPPU1")
-    if scale_low is None or scale_high is None:
-        unsupported.append("a scale range without both bounds")
-    position = None
-    if all(key in header for key in ("ANERA", "ANEDEC", "ANERAD")):
-        position = (
-            float(header["ANERA"]) % 360.0,
-            float(header["ANEDEC"]),
-            float(header["ANERAD"]),
-        )
-    parity = str(header.get("ANPARITY", "")).strip().upper()
-    return AxyJob(
-        width=float(header["IMAGEW"]),
-        height=float(header["IMAGEH"]),
-        x=x,
-        y=y,
-        flux=flux,
-        background=background,
-        scale_low=None if scale_low is None else float(scale_low),
-        scale_high=None if scale_high is None else float(scale_high),
-        position=position,
-        parity={"POS": "pos", "NEG": "neg"}.get(parity, "both"),
-        tweak=_flag(header, "ANTWEAK", False),
-        tweak_order=int(header.get("ANTWEAKO", DEFAULT_TWEAK_ORDER)),
-        positional_error=float(header.get("ANPOSERR", 1.0)),
-        uniformize=_flag(header, "ANVERUNI", True),
-        deduplicate=_flag(header, "ANVERDUP", False),
-        odds_to_solve=float(header.get("ANODDSSL", DEFAULT_ODDS_TO_SOLVE)),
-        odds_to_tune_up=float(header.get("ANODDSTU", DEFAULT_ODDS_TO_TUNE_UP)),
-        quad_size_fraction_low=float(header.get("ANQSFMIN", DEFAULT_QUAD_SIZE_FRACTION_LOW)),
-        quad_size_fraction_high=float(header.get("ANQSFMAX", DEFAULT_QUAD_SIZE_FRACTION_HIGH)),
-        unsupported=tuple(unsupported),
-    )
 
 
 def index_files_in(index_dirs: Sequence[Path]) -> list[Path]:
@@ -292,14 +166,14 @@ class WarmEngine:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise WarmEngineTimeout()
-        cancellation.check()
+        process.tracker.check()
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the fork: solve, send the answer, never return into the caller
             os.close(read_end)
             _child(self, job, log_path, remaining, write_end)
         os.close(write_end)
-        cancellation.track_pid(pid)  # in the horse's group: a cancel kills it by pid
+        process.tracker.track_pid(pid)  # in the horse's group: a cancel kills it by pid
         chunks: list[bytes] = []
         hard_deadline = deadline + HARD_KILL_GRACE_SECONDS
         try:
@@ -322,9 +196,9 @@ class WarmEngine:
             raise
         finally:
             os.close(read_end)
-            cancellation.forget(pid)  # its pipe is closed: it has ended or been killed
+            process.tracker.forget(pid)  # its pipe is closed: it has ended or been killed
         _, status = os.waitpid(pid, 0)
-        cancellation.check()
+        process.tracker.check()
         if os.WIFSIGNALED(status):
             raise WarmEngineCrashed(
                 f"the warm engine's process was killed by signal {os.WTERMSIG(status)} "
@@ -358,7 +232,7 @@ def _child(engine: WarmEngine, job: AxyJob, log_path: Path, remaining: float, ou
     (database, redis), and leave with os._exit whatever happens."""
     code = 3
     try:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a horse killed with -9 takes this along
+        process.die_with_parent()  # a horse killed with -9 takes this along
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         # The library logs its progress (slices, indexes, matches) through logging.
@@ -394,158 +268,6 @@ def _child(engine: WarmEngine, job: AxyJob, log_path: Path, remaining: float, ou
             pass
     finally:
         os._exit(code)
-
-
-def _header_from_match(
-    job: AxyJob, match: dict[str, Any], index_files: Sequence[Path]
-) -> fits.Header:
-    """The solution as the engine writes wcs.fits: TAN (+ SIP when the tweak order is 2 or
-    more), IMAGEW/IMAGEH, and comments naming the index and the match."""
-    fields: dict[str, tuple[Any, str]] = {
-        key: (value[0], value[1]) for key, value in match["wcs_fields"].items()
-    }
-    order = int(fields.get("A_ORDER", (0, ""))[0])
-    with_sip = job.tweak and order >= 2
-    header = fits.Header()
-    header["WCSAXES"] = fields["WCSAXES"]
-    projection = "TAN"
-    header["CTYPE1"] = (
-        f"RA---{projection}{'-SIP' if with_sip else ''}",
-        "TAN (gnomic) projection" + (" + SIP distortions" if with_sip else ""),
-    )
-    header["CTYPE2"] = (
-        f"DEC--{projection}{'-SIP' if with_sip else ''}",
-        "TAN (gnomic) projection" + (" + SIP distortions" if with_sip else ""),
-    )
-    for key in (
-        "EQUINOX",
-        "LONPOLE",
-        "LATPOLE",
-        "CRVAL1",
-        "CRVAL2",
-        "CRPIX1",
-        "CRPIX2",
-        "CUNIT1",
-        "CUNIT2",
-        "CD1_1",
-        "CD1_2",
-        "CD2_1",
-        "CD2_2",
-    ):
-        header[key] = fields[key]
-    header["IMAGEW"] = (job.width, "Image width,  in pixels.")
-    header["IMAGEH"] = (job.height, "Image height, in pixels.")
-    if with_sip:
-        for prefix in ("A", "B", "AP", "BP"):
-            header[f"{prefix}_ORDER"] = fields[f"{prefix}_ORDER"]
-            for key, value in fields.items():
-                if key.startswith(f"{prefix}_") and key != f"{prefix}_ORDER":
-                    header[key] = value
-    header.add_history("Created by Nova's warm engine (astrometry.net solver as a library).")
-    header.add_comment(f"index: {Path(match['index_path']).name}")
-    header.add_comment(f"log odds: {match['logodds']:g}")
-    header.add_comment(f"scale: {match['scale_arcsec_per_pixel']:g} arcsec/pix")
-    header.add_comment(f"nindex: {len(match['stars'])}")
-    header.add_comment(f"nfield: {len(job.x)}")
-    header.add_comment(f"index files loaded: {len(index_files)}")
-    return header
-
-
-def write_products(
-    job: AxyJob, match: dict[str, Any], work_dir: Path, index_files: Sequence[Path]
-) -> None:
-    header = _header_from_match(job, match, index_files)
-    fits.PrimaryHDU(header=header).writeto(work_dir / "wcs.fits.tmp", overwrite=True)
-    stars = match["stars"]
-    ra = np.array([star["ra_deg"] for star in stars], dtype=float)
-    dec = np.array([star["dec_deg"] for star in stars], dtype=float)
-    tag_names = list(stars[0]["metadata"]) if stars else []
-    tags = {
-        name: np.array([star["metadata"].get(name, np.nan) for star in stars], dtype=float)
-        for name in tag_names
-    }
-    # rdls.fits: the reference stars in the field, tag-along columns first as the engine's.
-    rdls_columns = [fits.Column(name=name, format="E", array=tags[name]) for name in tag_names]
-    rdls_columns += [
-        fits.Column(name="RA", format="D", unit="deg", array=ra),
-        fits.Column(name="DEC", format="D", unit="deg", array=dec),
-    ]
-    rdls = fits.BinTableHDU.from_columns(rdls_columns)
-    rdls.header["AN_FILE"] = ("RDLS", "Astrometry.net file type")
-    fits.HDUList([fits.PrimaryHDU(), rdls]).writeto(work_dir / "rdls.fits.tmp", overwrite=True)
-    # corr.fits: each reference star with the nearest detected source, one to one.
-    wcs = WCS(header, relax=True, naxis=2)
-    index_x, index_y = wcs.all_world2pix(ra, dec, 1) if len(ra) else (ra, ra)
-    field_ra, field_dec = wcs.all_pix2world(job.x, job.y, 1)
-    sigma = max(job.positional_error, CORR_DIAGONAL_FRACTION * job.diagonal / CORR_SIGMAS)
-    reach = CORR_SIGMAS * sigma
-    pairs: list[tuple[float, int, int]] = []
-    for star, (sx, sy) in enumerate(zip(index_x, index_y, strict=True)):
-        distance = np.hypot(job.x - sx, job.y - sy)
-        for source in np.flatnonzero(distance <= reach):
-            pairs.append((float(distance[source]), int(source), star))
-    pairs.sort()
-    taken_sources: set[int] = set()
-    taken_stars: set[int] = set()
-    chosen: list[tuple[float, int, int]] = []
-    for distance, source, star in pairs:
-        if source in taken_sources or star in taken_stars:
-            continue
-        taken_sources.add(source)
-        taken_stars.add(star)
-        chosen.append((distance, source, star))
-    chosen.sort(key=lambda pair: pair[1])  # by field id, as the engine's
-    fid = np.array([source for _, source, _ in chosen], dtype=np.int32)
-    sid = np.array([star for _, _, star in chosen], dtype=np.int32)
-    distances = np.array([distance for distance, _, _ in chosen], dtype=float)
-    corr_columns = [
-        fits.Column(name="field_x", format="D", unit="pixels", array=job.x[fid]),
-        fits.Column(name="field_y", format="D", unit="pixels", array=job.y[fid]),
-        fits.Column(name="field_ra", format="D", unit="degrees", array=field_ra[fid]),
-        fits.Column(name="field_dec", format="D", unit="degrees", array=field_dec[fid]),
-        fits.Column(name="index_x", format="D", unit="pixels", array=np.asarray(index_x)[sid]),
-        fits.Column(name="index_y", format="D", unit="pixels", array=np.asarray(index_y)[sid]),
-        fits.Column(name="index_ra", format="D", unit="degrees", array=ra[sid]),
-        fits.Column(name="index_dec", format="D", unit="degrees", array=dec[sid]),
-        fits.Column(name="index_id", format="J", array=sid),
-        fits.Column(name="field_id", format="J", array=fid),
-        fits.Column(
-            name="match_weight",
-            format="D",
-            array=np.exp(-0.5 * (distances / max(job.positional_error, 1e-9)) ** 2),
-        ),
-    ]
-    corr_columns += [
-        fits.Column(name=name, format="E", array=tags[name][sid]) for name in tag_names
-    ]
-    if job.flux is not None:
-        corr_columns.append(fits.Column(name="FLUX", format="E", array=job.flux[fid]))
-    if job.background is not None:
-        corr_columns.append(fits.Column(name="BACKGROUND", format="E", array=job.background[fid]))
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(corr_columns)]).writeto(
-        work_dir / "corr.fits.tmp", overwrite=True
-    )
-    _write_match(job, match, len(chosen), work_dir / "match.fits.tmp")
-    # wcs.fits last: its presence means "solved" to solver.solve and the products.
-    for name in ("rdls.fits", "corr.fits", "match.fits", "wcs.fits"):
-        os.replace(work_dir / f"{name}.tmp", work_dir / name)
-
-
-def _write_match(job: AxyJob, match: dict[str, Any], matched: int, path: Path) -> None:
-    """match.fits as the engine's, with the columns nova.engine.quality reads: the library says
-    the log-odds, the index and its stars in the field; the pairs of corr.fits are the
-    matched stars."""
-    index_id = int(fits.getheader(match["index_path"]).get("INDEXID", -1))
-    columns = [
-        fits.Column(name="LOGODDS", format="E", array=[match["logodds"]]),
-        fits.Column(name="NMATCH", format="J", array=[matched]),
-        fits.Column(name="NFIELD", format="J", array=[len(job.x)]),
-        fits.Column(name="NINDEX", format="J", array=[len(match["stars"])]),
-        fits.Column(name="INDEXID", format="J", array=[index_id]),
-    ]
-    hdus = fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns)])
-    hdus[1].header["AN_FILE"] = ("MATCH", "Astrometry.net file type")
-    hdus.writeto(path, overwrite=True)
 
 
 _loaded: WarmEngine | None = None

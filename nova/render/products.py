@@ -25,7 +25,7 @@ from astropy.wcs import FITSFixedWarning
 
 from nova.engine import fieldobjects
 from nova.engine.inputs import RASTER_KINDS, PreparedInput
-from nova.engine.solver import AXY_NAME, RDLS_NAME, WCS_NAME
+from nova.engine.job_files import AXY_NAME, RDLS_NAME, WCS_NAME
 from nova.render import overlays, pictures, sky
 
 # Cards that describe a WCS: removed from an uploaded FITS header before the solution goes in.

@@ -34,7 +34,7 @@ from nova.db.models import (
     random_id,
     utcnow,
 )
-from nova.engine import solver
+from nova.engine import job_files, solver
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db
 from nova.infra import jobqueue
@@ -271,7 +271,7 @@ def wcs_zip(batch: Batch) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for state in states:
             assert state.job is not None
-            path = storage().job_file(state.job.id, solver.WCS_NAME)
+            path = storage().job_file(state.job.id, job_files.WCS_NAME)
             if path is not None:
                 archive.write(path, names[state.position])
     return buffer.getvalue()
@@ -307,16 +307,19 @@ def ensure_objects_in_field(job: Job) -> None:
     if job.status != JobStatus.SUCCESS:
         return
     job_dir = storage().job_dir(job.id)
-    if not (job_dir / solver.WCS_NAME).exists() or (job_dir / solver.ANNOTATIONS_NAME).exists():
+    if (
+        not (job_dir / job_files.WCS_NAME).exists()
+        or (job_dir / job_files.ANNOTATIONS_NAME).exists()
+    ):
         return
     store = storage()
 
     def build(target: Path) -> None:
         work_dir = store.make_work_dir(f"objects-{job.id}-")
         try:
-            os.link(job_dir / solver.WCS_NAME, work_dir / solver.WCS_NAME)
+            os.link(job_dir / job_files.WCS_NAME, work_dir / job_files.WCS_NAME)
             names = solver.objects_in_field(work_dir)
-            os.replace(work_dir / solver.ANNOTATIONS_NAME, target)
+            os.replace(work_dir / job_files.ANNOTATIONS_NAME, target)
         finally:
             store.discard(work_dir)
         image = job.user_image
@@ -327,7 +330,7 @@ def ensure_objects_in_field(job: Job) -> None:
             db.session.commit()
 
     try:
-        products.build_once(job_dir / solver.ANNOTATIONS_NAME, build)
+        products.build_once(job_dir / job_files.ANNOTATIONS_NAME, build)
     except Exception as exc:  # a bonus: never fail the request that asked for something else
         db.session.rollback()
         log.warning("listing the objects in the field of job %s failed: %s", job.id, exc)

@@ -20,11 +20,11 @@ from nova.db.models import (
     utcnow,
 )
 from nova.engine.calibration import CalibrationNumbers
+from nova.engine.job_files import LOG_NAME
 from nova.engine.params import SolveParams
-from nova.engine.solver import LOG_NAME
+from nova.engine.redaction import without_server_paths
 from nova.extensions import db
 from nova.infra import jobqueue, metrics
-from nova.infra.redaction import without_server_paths
 from nova.services import events, status, storage, webhooks
 
 log = logging.getLogger(__name__)

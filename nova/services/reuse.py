@@ -17,8 +17,15 @@ from nova.db.models import (
     UserImage,
     utcnow,
 )
+from nova.engine.job_files import (
+    ANNOTATIONS_NAME,
+    AXY_NAME,
+    CORR_NAME,
+    LOG_NAME,
+    RDLS_NAME,
+    WCS_NAME,
+)
 from nova.engine.params import SolveParams
-from nova.engine.solver import ANNOTATIONS_NAME, AXY_NAME, CORR_NAME, LOG_NAME, RDLS_NAME, WCS_NAME
 from nova.extensions import db
 from nova.services import storage
 from nova.services.jobs import announce_ended

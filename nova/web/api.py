@@ -20,8 +20,8 @@ from sqlalchemy.orm import joinedload
 
 from nova.db.models import ApiSession, ImageTag, Job, Submission, User, UserImage
 from nova.engine.calibration import nova_calibration
+from nova.engine.job_files import ANNOTATIONS_NAME
 from nova.engine.params import ParamError, parse_choice, parse_solve_params, row_id
-from nova.engine.solver import ANNOTATIONS_NAME
 from nova.extensions import db
 from nova.infra.metrics import refuse
 from nova.services import access, batches, jobs, retention, status, storage, submissions, webhooks

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 
 from nova import logs
 from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
-from nova.engine import solver
+from nova.engine import process
 from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
@@ -243,8 +243,10 @@ class BatchTask:
                 try:
                     if prepared is None:
                         prepared = intake.prepare_image(image, scratch, deadline - time.monotonic())
-                    ready = write_chained_axy(hints, prepared, scratch, deadline, self.template)
-                except (UnsupportedInput, solver.SolveTimeout):
+                    ready = write_chained_axy(
+                        hints, prepared, scratch, deadline, self.template, config["FAST_EXTRACTION"]
+                    )
+                except (UnsupportedInput, process.SolveTimeout):
                     ready = False
                 frames.append(GroupFrame(position, job_id, scratch, prepared, ready))
             run_engine(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nova.engine import extraction, solver
+from nova.engine import commands, extraction, job_files, process, solver
 from nova.engine.inputs import PreparedInput
 from nova.engine.params import SolveParams
 
@@ -54,14 +54,19 @@ def chained_solve(
         own_deadline = time.monotonic() + time_limit - shared_seconds
         deadline = own_deadline if deadline is None else min(deadline, own_deadline)
         if scratch is not None:
-            for name in (solver.AXY_NAME, solver.WCS_NAME, solver.CORR_NAME, solver.RDLS_NAME):
+            for name in (
+                job_files.AXY_NAME,
+                job_files.WCS_NAME,
+                job_files.CORR_NAME,
+                job_files.RDLS_NAME,
+            ):
                 if (scratch.scratch / name).exists():
                     os.replace(scratch.scratch / name, work_dir / name)
-            with (work_dir / solver.LOG_NAME).open("a") as log_file:
-                log_file.write((scratch.scratch / solver.LOG_NAME).read_text(errors="replace"))
-            if (work_dir / solver.WCS_NAME).exists():
-                return solver.SolveOutcome(True, None, table_rows(work_dir / solver.AXY_NAME))
-            with (work_dir / solver.LOG_NAME).open("a") as log_file:
+            with (work_dir / job_files.LOG_NAME).open("a") as log_file:
+                log_file.write((scratch.scratch / job_files.LOG_NAME).read_text(errors="replace"))
+            if (work_dir / job_files.WCS_NAME).exists():
+                return solver.SolveOutcome(True, None, table_rows(work_dir / job_files.AXY_NAME))
+            with (work_dir / job_files.LOG_NAME).open("a") as log_file:
                 log_file.write("\nno solution with the chain's hints; solving as an ordinary job\n")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -95,11 +100,12 @@ def write_chained_axy(
     scratch: Path,
     deadline: float,
     template: AxyTemplate,
+    fast: bool = True,
 ) -> bool:
     """job.axy with the chain's hints (as solve-field --just-augment writes it), and the
     engine's copy of it whose outputs point into ``scratch`` from its parent directory.
     False when no usable job.axy came out (the ordinary solve then tries and says why)."""
-    log_path = scratch / solver.LOG_NAME
+    log_path = scratch / job_files.LOG_NAME
     with log_path.open("a") as log_file:
         log_file.write(
             f"chained from the solved frame at RA {hints.center_ra:.5f}, Dec "
@@ -107,8 +113,8 @@ def write_chained_axy(
             f"+-{hints.scale_err:g}%, radius {hints.radius:.3f} deg, parity "
             f"{'positive' if hints.parity == 0 else 'negative'}, brightest {CHAIN_DEPTH} sources\n"
         )
-    code = extract_with_template(hints, prepared, scratch, log_path, deadline, template)
-    axy = scratch / solver.AXY_NAME
+    code = extract_with_template(hints, prepared, scratch, log_path, deadline, template, fast)
+    axy = scratch / job_files.AXY_NAME
     if code != 0 or not axy.exists() or table_rows(axy) < solver.MIN_SOURCES_TO_SOLVE:
         return False
     data = bytearray(axy.read_bytes())
@@ -138,22 +144,22 @@ def run_engine(scratches: Sequence[Path], index_dirs: Sequence[Path], deadline: 
     config = scratches[0] / "chain.cfg"
     cpulimit = int(max(1.0, deadline - time.monotonic())) + 1
     depths = " ".join(str(depth) for depth in range(10, CHAIN_DEPTH + 1, 10))
-    config.write_text(solver.engine_config(index_dirs, cpulimit) + f"depths {depths}\n")
+    config.write_text(commands.engine_config(index_dirs, cpulimit) + f"depths {depths}\n")
     run_log = scratches[0] / "chain.log"
     try:
-        solver.run_with_deadline(
+        process.run_with_deadline(
             ["astrometry-engine", "-c", str(config)]
             + [f"{scratch.name}/{ENGINE_AXY_NAME}" for scratch in scratches],
             parent,
             run_log,
             deadline,
         )
-    except solver.SolveTimeout:
+    except process.SolveTimeout:
         pass  # what is solved is kept; the rest is left to the ordinary solve (out of time)
     output = run_log.read_text(errors="replace")
     note = f"(one engine run for {len(scratches)} frames of the batch)\n"
     for scratch in scratches:
-        with (scratch / solver.LOG_NAME).open("a") as log_file:
+        with (scratch / job_files.LOG_NAME).open("a") as log_file:
             log_file.write(note + output)
 
 
@@ -280,20 +286,23 @@ def extract_with_template(
     log_path: Path,
     deadline: float,
     template: AxyTemplate,
+    fast: bool = True,
 ) -> int:
     """``solver.extract_sources``, with the in-process extraction's final solve-field
     --just-augment replaced by the template whenever the options are the same."""
-    if not solver.fast_extraction_setting():
+    if not fast:
         return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=False)
 
     def run(cmd: list[str]) -> int:
         augment = cmd[:2] == ["solve-field", "--just-augment"]
-        target = work_dir / solver.AXY_NAME
+        target = work_dir / job_files.AXY_NAME
         if augment and template.write(cmd, target):
             with log_path.open("a") as log_file:
-                log_file.write(f"{solver.AXY_NAME} written as the group's first (same options)\n")
+                log_file.write(
+                    f"{job_files.AXY_NAME} written as the group's first (same options)\n"
+                )
             return 0
-        code = solver.run_with_deadline(cmd, work_dir, log_path, deadline)
+        code = process.run_with_deadline(cmd, work_dir, log_path, deadline)
         if augment and code == 0 and target.exists():
             template.learn(cmd, target)
         return code
@@ -304,13 +313,13 @@ def extract_with_template(
             prepared,
             work_dir,
             run=run,
-            augment_options=solver.augment_options(params, work_dir),
-            max_sources=solver.MAX_SOURCES,
+            augment_options=commands.augment_options(params, work_dir),
+            max_sources=commands.MAX_SOURCES,
         )
-    except solver.SolveTimeout:
+    except process.SolveTimeout:
         raise
     except Exception:  # anything the fast path cannot do: exactly as an ordinary job
-        (work_dir / solver.AXY_NAME).unlink(missing_ok=True)
+        (work_dir / job_files.AXY_NAME).unlink(missing_ok=True)
         return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=True)
     with log_path.open("a") as log_file:
         log_file.write(done.describe() + "\n")

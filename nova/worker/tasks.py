@@ -20,7 +20,7 @@ from flask import Flask, current_app
 
 from nova import logs
 from nova.db.models import Job, UserImage
-from nova.engine import hints, quality, solver, warm_engine
+from nova.engine import header_files, hints, job_files, process, quality, solver, warm_engine
 from nova.engine.calibration import CalibrationNumbers, compute_calibration, read_wcs_header
 from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
@@ -47,7 +47,10 @@ def solve_job(job_id: int) -> None:
         )
         beating.start()
         try:
-            with cancellation.watching(jobqueue.redis_connection(), job_id):
+            with (
+                cancellation.watching(jobqueue.redis_connection(), job_id),
+                process.tracked_by(cancellation),
+            ):
                 _solve(job_id)
         except cancellation.JobCancelled:
             # jobs.cancel_job ended the row already; the engine's processes are gone.
@@ -170,7 +173,7 @@ def _solve_in(
         end.reason = str(exc)
         return
     use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
-    header, notes = hints.read_prepared(prepared) if use_header else (None, [])
+    header, notes = header_files.read_prepared(prepared) if use_header else (None, [])
     attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
     outcome = solve(
         params,
@@ -183,12 +186,14 @@ def _solve_in(
         deadline=deadline,
         header_attempts=attempts,
         ignore_file_wcs=use_header,
+        fast_extraction=current_app.config["FAST_EXTRACTION"],
+        engine_processes=current_app.config["ENGINE_PROCESSES"],
     )
     end.sources, end.reason = outcome.sources, outcome.reason
     clock.enter("products")  # the WCS read, objects in the field, files kept
     end.hints = hints.job_record(params, header, outcome.solved_by, outcome.header_tried, notes)
     if outcome.solved:
-        header = read_wcs_header(work_dir / solver.WCS_NAME)
+        header = read_wcs_header(work_dir / job_files.WCS_NAME)
         end.numbers = compute_calibration(
             header, image.width, image.height, y_axis_down=prepared.y_axis_down
         )
@@ -226,13 +231,13 @@ def _objects_in_field(work_dir: Path) -> list[str]:
 
 KEEP = frozenset(
     {
-        solver.AXY_NAME,
-        solver.LOG_NAME,
-        solver.WCS_NAME,
-        solver.CORR_NAME,
-        solver.RDLS_NAME,
-        solver.MATCH_NAME,
-        solver.ANNOTATIONS_NAME,
+        job_files.AXY_NAME,
+        job_files.LOG_NAME,
+        job_files.WCS_NAME,
+        job_files.CORR_NAME,
+        job_files.RDLS_NAME,
+        job_files.MATCH_NAME,
+        job_files.ANNOTATIONS_NAME,
     }
 )
 

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from nova.db.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Submission
-from nova.engine import solver
+from nova.engine import job_files, solver
 from nova.engine.inputs import prepare_input
 from nova.engine.params import parse_solve_params
 from nova.extensions import db
@@ -245,11 +245,11 @@ def test_job_axy_from_the_template_is_solve_fields_byte_for_byte(tmp_path: Path)
         log = directory / "log"
         deadline = time.monotonic() + 60
         assert extract_with_template(hints, prepared, directory, log, deadline, template) == 0
-        by_template = (directory / solver.AXY_NAME).read_bytes()
+        by_template = (directory / job_files.AXY_NAME).read_bytes()
         assert ("written as the group's first" in log.read_text()) == (number > 0)
-        (directory / solver.AXY_NAME).unlink()
+        (directory / job_files.AXY_NAME).unlink()
         code = solver.extract_sources(hints, prepared, directory, log, deadline, fast=True)
         assert code == 0
-        assert (directory / solver.AXY_NAME).read_bytes() == by_template
+        assert (directory / job_files.AXY_NAME).read_bytes() == by_template
         written.append(by_template)
     assert len(set(written)) == len(frames)  # every frame its own rows

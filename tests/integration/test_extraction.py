@@ -18,7 +18,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from nova.engine import extraction, solver
+from nova.engine import commands, extraction, job_files, process, solver
 from nova.engine.inputs import PreparedInput, prepare_input
 from nova.engine.params import SolveParams, parse_solve_params
 from tests.support.figures import record_figure
@@ -60,8 +60,8 @@ def runner(work_dir: Path, verbose: bool = False) -> extraction.Runner:
     def run(cmd: list[str]) -> int:
         if verbose and cmd[0] == "solve-field":
             cmd = [cmd[0], "-v", *cmd[1:]]
-        return solver.run_with_deadline(
-            cmd, work_dir, work_dir / solver.LOG_NAME, time.monotonic() + 120
+        return process.run_with_deadline(
+            cmd, work_dir, work_dir / job_files.LOG_NAME, time.monotonic() + 120
         )
 
     return run
@@ -75,8 +75,8 @@ def extract_here(
         prepared,
         work_dir,
         run=runner(work_dir, verbose),
-        augment_options=solver.augment_options(params, work_dir),
-        max_sources=solver.MAX_SOURCES,
+        augment_options=commands.augment_options(params, work_dir),
+        max_sources=commands.MAX_SOURCES,
     )
 
 
@@ -88,7 +88,7 @@ def both_ways(
     theirs.mkdir()
     ours.mkdir()
     started = time.perf_counter()
-    command = solver.augment_command(params, prepare(source, theirs, params), theirs)
+    command = commands.augment_command(params, prepare(source, theirs, params), theirs)
     subprocess.run(command, cwd=theirs, check=True, capture_output=True)
     their_seconds = time.perf_counter() - started
     started = time.perf_counter()
@@ -98,7 +98,7 @@ def both_ways(
         f"{source.name}: solve-field {their_seconds:.2f} s, in-process {our_seconds:.2f} s; "
         f"{done.describe()}"
     )
-    return theirs / solver.AXY_NAME, ours / solver.AXY_NAME, done
+    return theirs / job_files.AXY_NAME, ours / job_files.AXY_NAME, done
 
 
 def cards(header: fits.Header, skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
@@ -215,7 +215,7 @@ def test_downsampling_factors(photo: str, factor: int, tmp_path: Path) -> None:
     theirs, ours, done = both_ways(APOD / f"{photo}.jpg", params, tmp_path)
     assert assert_same_axy(theirs, ours) == done.sources
     if factor == 1 and photo == "apod1":
-        assert done.found > solver.MAX_SOURCES == done.sources  # cut after uniformizing
+        assert done.found > commands.MAX_SOURCES == done.sources  # cut after uniformizing
 
 
 def test_an_image_without_stars(tmp_path: Path) -> None:
@@ -228,7 +228,7 @@ def test_an_image_without_stars(tmp_path: Path) -> None:
 def test_star_lists_are_uniformized_and_cut_in_process(tmp_path: Path) -> None:
     params = hinted("apod4", image_width=719, image_height=507)
     theirs, ours, done = both_ways(APOD / "apod4.xyls", params, tmp_path)
-    assert assert_same_axy(theirs, ours) == solver.MAX_SOURCES < done.found
+    assert assert_same_axy(theirs, ours) == commands.MAX_SOURCES < done.found
     assert done.boxes is not None
 
 
@@ -245,12 +245,12 @@ def test_only_c_programs_run(tmp_path: Path) -> None:
     ours = tmp_path / "nova"
     ours.mkdir()
     extract_here(params, prepare(APOD / "apod4.jpg", ours, params), ours, verbose=True)
-    log = (ours / solver.LOG_NAME).read_text()
+    log = (ours / job_files.LOG_NAME).read_text()
     assert "Running image2xy" in log and "Writing headers to file job.axy" in log
     assert "python3" not in log and "astrometry.util" not in log
     theirs = tmp_path / "solve-field"
     theirs.mkdir()
-    command = solver.augment_command(params, prepare(APOD / "apod4.jpg", theirs, params), theirs)
+    command = commands.augment_command(params, prepare(APOD / "apod4.jpg", theirs, params), theirs)
     shown = subprocess.run(
         [command[0], "-v", *command[1:]], cwd=theirs, capture_output=True, text=True, check=True
     )
@@ -269,9 +269,9 @@ def solved_wcs(work_dir: Path, params: SolveParams, source: Path, fast: bool) ->
         fast_extraction=fast,
     )
     assert outcome.solved, outcome.reason
-    log = (work_dir / solver.LOG_NAME).read_text()
+    log = (work_dir / job_files.LOG_NAME).read_text()
     assert ("in-process extraction:" in log) == fast
-    return fits.getheader(work_dir / solver.WCS_NAME)
+    return fits.getheader(work_dir / job_files.WCS_NAME)
 
 
 @pytest.mark.parametrize("photo", ["apod3", "apod5"])
@@ -311,7 +311,7 @@ def test_unsupported_and_failing_cases_fall_back_to_solve_field(
         extract_here(params, prepared, lined)
     reference = tmp_path / "reference"
     reference.mkdir()
-    command = solver.augment_command(params, prepare(variants / "apod4-column.png", reference,
+    command = commands.augment_command(params, prepare(variants / "apod4-column.png", reference,
                                                      params), reference)  # fmt: skip
     subprocess.run(command, cwd=reference, check=True, capture_output=True)
     for work_dir, kind in ((lined, "png"), (tmp_path / "mislabelled", "jpeg")):
@@ -319,12 +319,17 @@ def test_unsupported_and_failing_cases_fall_back_to_solve_field(
         # "jpeg" makes jpegtopnm fail on the PNG; solve-field sniffs the type itself.
         given = replace(prepare(variants / "apod4-column.png", work_dir, params), kind=kind)
         code = solver.extract_sources(
-            params, given, work_dir, work_dir / solver.LOG_NAME, time.monotonic() + 120, fast=True
+            params,
+            given,
+            work_dir,
+            work_dir / job_files.LOG_NAME,
+            time.monotonic() + 120,
+            fast=True,
         )
         assert code == 0
-        log = (work_dir / solver.LOG_NAME).read_text()
+        log = (work_dir / job_files.LOG_NAME).read_text()
         assert "; extracting with solve-field --just-augment" in log
-        assert_same_axy(reference / solver.AXY_NAME, work_dir / solver.AXY_NAME)
-    assert "removelines drops" in (lined / solver.LOG_NAME).read_text()
-    mislabelled = (tmp_path / "mislabelled" / solver.LOG_NAME).read_text()
+        assert_same_axy(reference / job_files.AXY_NAME, work_dir / job_files.AXY_NAME)
+    assert "removelines drops" in (lined / job_files.LOG_NAME).read_text()
+    mislabelled = (tmp_path / "mislabelled" / job_files.LOG_NAME).read_text()
     assert "in-process extraction failed: jpegtopnm failed" in mislabelled

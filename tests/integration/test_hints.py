@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from PIL import Image, TiffImagePlugin
 from xisf import XISF
 
-from nova.engine import hints
+from nova.engine import header_hints, hints
 from nova.engine.params import SolveParams, parse_solve_params
 from tests.integration.test_solve_apod import APOD_CENTRES, angular_distance, finished_job, upload
 from tests.support.api import api_call
@@ -45,7 +45,7 @@ def test_nina_style_cards_give_scale_and_position() -> None:
         ("OBJCTRA", "05 35 17"),
         ("OBJCTDEC", "-05 23 28"),
     ]
-    found = hints.from_fits_cards(cards, 6248, 4176)
+    found = header_hints.from_fits_cards(cards, 6248, 4176)
     expected = 206.264806 * 3.76 / 530.0
     assert found.scale is not None and found.position is not None
     assert found.scale.lower == pytest.approx(expected * 0.9)
@@ -59,7 +59,7 @@ def test_nina_style_cards_give_scale_and_position() -> None:
 def test_sgp_style_sexagesimal_and_binning_ambiguity() -> None:
     cards = [("OBJCTRA", "05 35 17.3"), ("OBJCTDEC", "-05 23 28"), ("FOCALLEN", 1000),
              ("XPIXSZ", 7.52), ("XBINNING", 2)]  # fmt: skip
-    found = hints.from_fits_cards(cards, 3000, 2000)
+    found = header_hints.from_fits_cards(cards, 3000, 2000)
     assert found.position is not None
     assert found.position.ra == pytest.approx((5 + 35 / 60 + 17.3 / 3600) * 15)
     assert found.position.dec == pytest.approx(-(5 + 23 / 60 + 28 / 3600))
@@ -71,7 +71,9 @@ def test_sgp_style_sexagesimal_and_binning_ambiguity() -> None:
 
 
 def test_explicit_arcsec_per_pixel_keyword_wins_over_optics() -> None:
-    found = hints.from_fits_cards([("PIXSCALE", 1.25), ("FOCALLEN", 100), ("XPIXSZ", 5)], 100, 100)
+    found = header_hints.from_fits_cards(
+        [("PIXSCALE", 1.25), ("FOCALLEN", 100), ("XPIXSZ", 5)], 100, 100
+    )
     assert found.scale is not None and found.scale.keywords == ("PIXSCALE",)
     assert found.scale.lower < 1.25 < found.scale.upper
 
@@ -92,7 +94,7 @@ def test_explicit_arcsec_per_pixel_keyword_wins_over_optics() -> None:
     ],
 )
 def test_hostile_values_are_ignored_with_a_note(cards: list, ignored: str) -> None:
-    found = hints.from_fits_cards(cards, 1000, 800)
+    found = header_hints.from_fits_cards(cards, 1000, 800)
     assert found.scale is None and found.position is None
     assert any(note.startswith(ignored) for note in found.notes), found.notes
 
@@ -101,19 +103,19 @@ def test_a_singular_or_broken_wcs_is_ignored_with_a_note() -> None:
     base = [("CTYPE1", "RA---TAN"), ("CTYPE2", "DEC--TAN"), ("CRVAL1", 10.0),
             ("CRVAL2", 20.0), ("CRPIX1", 500.0), ("CRPIX2", 400.0)]  # fmt: skip
     singular = base + [("CD1_1", 1e-3), ("CD1_2", 2e-3), ("CD2_1", 1e-3), ("CD2_2", 2e-3)]
-    found = hints.from_fits_cards(singular, 1000, 800)
+    found = header_hints.from_fits_cards(singular, 1000, 800)
     assert found.wcs is None and any("singular" in note for note in found.notes)
     nan = base + [("CD1_1", float("nan")), ("CD1_2", 0.0), ("CD2_1", 0.0), ("CD2_2", 1e-3)]
-    assert hints.from_fits_cards(nan, 1000, 800).wcs is None
+    assert header_hints.from_fits_cards(nan, 1000, 800).wcs is None
     galactic = [("CTYPE1", "GLON-TAN"), ("CTYPE2", "GLAT-TAN")] + base[2:]
-    assert hints.from_fits_cards(galactic, 1000, 800).wcs is None
+    assert header_hints.from_fits_cards(galactic, 1000, 800).wcs is None
     good = base + [("CD1_1", -1e-3), ("CD1_2", 0.0), ("CD2_1", 0.0), ("CD2_2", 1e-3)]
-    checked = hints.from_fits_cards(good, 1000, 800)
+    checked = header_hints.from_fits_cards(good, 1000, 800)
     assert checked.wcs is not None and checked.wcs_scale == pytest.approx(3.6)
 
 
 def test_explicit_hints_always_win_and_the_header_fills_only_what_is_missing() -> None:
-    found = hints.from_fits_cards([("FOCALLEN", 530), ("XPIXSZ", 3.76), ("RA", 83.8),
+    found = header_hints.from_fits_cards([("FOCALLEN", 530), ("XPIXSZ", 3.76), ("RA", 83.8),
                                    ("DEC", -5.4)], 1000, 800)  # fmt: skip
     blind = SolveParams()
     plan = hints.plan_attempts(blind, found, 1000, 800)
@@ -132,13 +134,13 @@ def test_explicit_hints_always_win_and_the_header_fills_only_what_is_missing() -
 
 def test_exif_optics_give_a_scale() -> None:
     tags = {0x920A: 50.0, 0xA20E: 200.0, 0xA210: 4, 0xA002: 1600}
-    found = hints.from_exif(tags, 800, 600)  # resized to half: pixels twice as large
+    found = header_hints.from_exif(tags, 800, 600)  # resized to half: pixels twice as large
     assert found.scale is not None
     expected = 206264.806 * (2 / 200.0) / 50.0  # pixel in mm / focal length in mm
     assert found.scale.lower < expected < found.scale.upper
-    equivalent = hints.from_exif({0xA405: 50}, 6000, 4000)
+    equivalent = header_hints.from_exif({0xA405: 50}, 6000, 4000)
     assert equivalent.scale is not None and equivalent.scale.keywords == ("FocalLengthIn35mmFilm",)
-    assert hints.from_exif({0x920A: -3.0, 0xA20E: 0.0, 0xA210: 9}, 800, 600).scale is None
+    assert header_hints.from_exif({0x920A: -3.0, 0xA20E: 0.0, 0xA210: 9}, 800, 600).scale is None
 
 
 # -- real frames through the whole service ---------------------------------------------------
@@ -264,10 +266,10 @@ def xisf_bytes(tmp_path: Path, grey: np.ndarray, solution: fits.Header) -> bytes
     metadata = {
         "FITSKeywords": {"INSTRUME": [{"value": "'ZWO ASI2600MM Pro'", "comment": ""}]},
         "XISFProperties": {
-            hints.XISF_FOCAL: prop(hints.XISF_FOCAL, focal_m),
-            hints.XISF_PIXEL: prop(hints.XISF_PIXEL, PIXEL_UM),
-            hints.XISF_RA: prop(hints.XISF_RA, ra),
-            hints.XISF_DEC: prop(hints.XISF_DEC, dec),
+            header_hints.XISF_FOCAL: prop(header_hints.XISF_FOCAL, focal_m),
+            header_hints.XISF_PIXEL: prop(header_hints.XISF_PIXEL, PIXEL_UM),
+            header_hints.XISF_RA: prop(header_hints.XISF_RA, ra),
+            header_hints.XISF_DEC: prop(header_hints.XISF_DEC, dec),
         },
     }
     path = tmp_path / "frame.xisf"
@@ -406,8 +408,8 @@ def test_header_hints_on_real_frames(
 
     xisf_record = records["xisf"]
     assert xisf_record["source"] == "xisf"
-    assert hints.XISF_FOCAL in xisf_record["keywords"]
-    assert hints.XISF_RA in xisf_record["keywords"]
+    assert header_hints.XISF_FOCAL in xisf_record["keywords"]
+    assert header_hints.XISF_RA in xisf_record["keywords"]
 
     for name in ("exif-jpeg", "tiff16"):
         assert records[name]["source"] == "exif", records[name]

@@ -17,7 +17,7 @@ from astropy.wcs import WCS
 from PIL import Image
 
 from nova.config import default_engine_processes, load_config
-from nova.engine import solver
+from nova.engine import job_files, race, solver
 from nova.engine.inputs import PreparedInput
 from nova.engine.params import SolveParams
 from tests.integration.test_solve_apod import APOD_CENTRES, TOLERANCE_DEG, angular_distance
@@ -47,18 +47,18 @@ def _degrees(bands: list[tuple[float, float]], width: int) -> list[tuple[float, 
 
 def test_bands_split_wide_ranges_at_the_measured_width(tmp_path: Path) -> None:
     blind = _axy(tmp_path / "blind.axy", 900, 0.1, 180.0)
-    assert _degrees(solver.race_bands(blind, 2), 900) == [(0.1, 11.0), (round(10 / 1.1, 6), 180.0)]
-    assert solver.race_bands(blind, 1) == []
+    assert _degrees(race.race_bands(blind, 2), 900) == [(0.1, 11.0), (round(10 / 1.1, 6), 180.0)]
+    assert race.race_bands(blind, 1) == []
     # Three processes: the measured split, then the wider band at its geometric middle.
-    three = _degrees(solver.race_bands(blind, 3), 900)
+    three = _degrees(race.race_bands(blind, 3), 900)
     assert len(three) == 3 and three[0][0] == 0.1 and three[-1][1] == 180.0
     assert math.isclose(three[0][1], 1.1, rel_tol=1e-6)  # sqrt(0.1 * 10) = 1, overlapped
     # A +-20 % hint is solved quickly by one engine; a range without an upper bound is not
     # split either.
-    assert solver.race_bands(_axy(tmp_path / "hint.axy", 900, 51.0, 77.0), 2) == []
-    assert solver.race_bands(_axy(tmp_path / "open.axy", 900, 1.0, None), 2) == []
+    assert race.race_bands(_axy(tmp_path / "hint.axy", 900, 51.0, 77.0), 2) == []
+    assert race.race_bands(_axy(tmp_path / "open.axy", 900, 1.0, None), 2) == []
     # Wide, but not containing 10 degrees: split in the middle.
-    wide = _degrees(solver.race_bands(_axy(tmp_path / "wide.axy", 900, 20.0, 80.0), 2), 900)
+    wide = _degrees(race.race_bands(_axy(tmp_path / "wide.axy", 900, 20.0, 80.0), 2), 900)
     assert math.isclose(wide[0][1], 40.0 * 1.1) and math.isclose(
         wide[1][0], 40.0 / 1.1, rel_tol=1e-6
     )
@@ -116,7 +116,7 @@ def _apod(apod: Path, name: str) -> PreparedInput:
 
 
 def _assert_known_solution(work_dir: Path, name: str, prepared: PreparedInput) -> None:
-    header = fits.getheader(work_dir / solver.WCS_NAME)
+    header = fits.getheader(work_dir / job_files.WCS_NAME)
     wcs = WCS(header, naxis=2)
     ra, dec = wcs.all_pix2world([[prepared.width / 2 + 0.5, prepared.height / 2 + 0.5]], 1)[0]
     known_ra, known_dec = APOD_CENTRES[name][:2]
@@ -141,9 +141,9 @@ def test_a_blind_solve_races_bands_and_the_losers_are_gone(apod: Path, tmp_path:
     assert watched.most_engines <= 2
     # The losing engine was killed with the win, not left to search.
     assert _engines_in(tmp_path) == []
-    log = (tmp_path / solver.LOG_NAME).read_text()
+    log = (tmp_path / job_files.LOG_NAME).read_text()
     assert "scale band 1 of 2" in log and "(solved first)" in log and "(stopped)" in log
-    assert not list(tmp_path.glob(f"{solver.BAND_DIR_PREFIX}*"))
+    assert not list(tmp_path.glob(f"{job_files.BAND_DIR_PREFIX}*"))
     _assert_known_solution(tmp_path, "apod1", prepared)
 
 
@@ -227,5 +227,5 @@ def test_negatives_do_not_solve_with_bands(apod: Path, tmp_path: Path) -> None:
             engine_processes=2,
         )  # fmt: skip
         assert not outcome.solved, name
-        assert not (work_dir / solver.WCS_NAME).exists(), name
+        assert not (work_dir / job_files.WCS_NAME).exists(), name
         assert _engines_in(work_dir) == [], name

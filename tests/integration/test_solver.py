@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from nova.engine.commands import augment_command, augment_options, engine_config
 from nova.engine.inputs import PreparedInput
 from nova.engine.params import parse_solve_params
-from nova.engine.solver import (
-    SolveTimeout,
-    augment_command,
-    augment_options,
-    engine_config,
-    fast_extraction_setting,
-    run_with_deadline,
-)
+from nova.engine.process import SolveTimeout, run_with_deadline
 from tests.support.paths import REPO, SHARED_DATA
 from tests.support.processes import wait_for
 
@@ -156,7 +150,8 @@ def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path)
 
     from astropy.io import fits
 
-    from nova.engine.solver import ANNOTATIONS_NAME, objects_in_field
+    from nova.engine.job_files import ANNOTATIONS_NAME
+    from nova.engine.solver import objects_in_field
 
     header = fits.Header()
     header.update(
@@ -209,7 +204,7 @@ def test_job_axy_options_reach_the_warm_engine_as_the_engine_reads_them(tmp_path
     same header keys astrometry-engine reads."""
     import subprocess
 
-    from nova.engine.solver import AXY_NAME
+    from nova.engine.job_files import AXY_NAME
     from nova.engine.warm_engine import read_axy
 
     apod = SHARED_DATA
@@ -261,18 +256,18 @@ def test_augment_command_is_the_header_options_plus_the_input() -> None:
     assert "--downsample" not in options and "--width" not in options
 
 
-def test_fast_extraction_follows_the_setting(tmp_path: Path) -> None:
-    from flask import Flask
+def test_fast_extraction_is_on_unless_the_setting_turns_it_off(tmp_path: Path) -> None:
+    """The worker passes NOVA_FAST_EXTRACTION to solve; a caller without settings (the CLI's
+    library use, the benchmark) gets the in-process extraction."""
+    import inspect
 
     from nova.config import load_config
+    from nova.engine.solver import solve
 
-    assert fast_extraction_setting()  # outside an app: on
+    assert inspect.signature(solve).parameters["fast_extraction"].default is True
     assert load_config({"NOVA_DATA_DIR": str(tmp_path)})["FAST_EXTRACTION"]
     config = load_config({"NOVA_DATA_DIR": str(tmp_path), "NOVA_FAST_EXTRACTION": "false"})
-    app = Flask(__name__)
-    app.config.update(FAST_EXTRACTION=config["FAST_EXTRACTION"])
-    with app.app_context():
-        assert not fast_extraction_setting()
+    assert config["FAST_EXTRACTION"] is False
 
 
 def test_a_killed_worker_takes_its_commands_along(tmp_path: Path) -> None:

@@ -22,9 +22,10 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from nova.db.models import Job, JobStatus
-from nova.engine import solver, warm_engine
+from nova.engine import commands, job_files, solver, warm_engine
 from nova.engine.inputs import PreparedInput
 from nova.engine.params import parse_solve_params
+from nova.engine.process import run_with_deadline
 from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import intake
@@ -80,29 +81,29 @@ def separation_arcsec(a: tuple[float, float], b: tuple[float, float]) -> float:
 def run_subprocess_engine(axy: Path, work_dir: Path) -> float:
     """astrometry-engine on a copy of ``axy`` in ``work_dir``, as solver.solve runs it."""
     work_dir.mkdir()
-    shutil.copy(axy, work_dir / solver.AXY_NAME)
-    (work_dir / "engine.cfg").write_text(solver.engine_config(INDEX_DIRS, 300))
+    shutil.copy(axy, work_dir / job_files.AXY_NAME)
+    (work_dir / "engine.cfg").write_text(commands.engine_config(INDEX_DIRS, 300))
     started = time.perf_counter()
-    code = solver.run_with_deadline(
-        ["astrometry-engine", "-c", "engine.cfg", solver.AXY_NAME],
+    code = run_with_deadline(
+        ["astrometry-engine", "-c", "engine.cfg", job_files.AXY_NAME],
         work_dir,
-        work_dir / solver.LOG_NAME,
+        work_dir / job_files.LOG_NAME,
         time.monotonic() + 300,
     )
-    assert code == 0, (work_dir / solver.LOG_NAME).read_text()[-2000:]
+    assert code == 0, (work_dir / job_files.LOG_NAME).read_text()[-2000:]
     return time.perf_counter() - started
 
 
 def assert_same_answer(warm_dir: Path, engine_dir: Path) -> None:
-    ra, dec, scale, header = solution(warm_dir / solver.WCS_NAME)
-    ra_e, dec_e, scale_e, header_e = solution(engine_dir / solver.WCS_NAME)
+    ra, dec, scale, header = solution(warm_dir / job_files.WCS_NAME)
+    ra_e, dec_e, scale_e, header_e = solution(engine_dir / job_files.WCS_NAME)
     assert separation_arcsec((ra, dec), (ra_e, dec_e)) < SAME_CENTRE_ARCSEC, (ra, dec, ra_e, dec_e)
     assert abs(scale / scale_e - 1) < SAME_SCALE_FRACTION, (scale, scale_e)
     assert header["CTYPE1"] == header_e["CTYPE1"]
     assert header.get("A_ORDER") == header_e.get("A_ORDER")
     assert (header["IMAGEW"], header["IMAGEH"]) == (header_e["IMAGEW"], header_e["IMAGEH"])
     # rdls and corr: the columns the products and downloads read, and about the same stars.
-    for name in (solver.RDLS_NAME, solver.CORR_NAME):
+    for name in (job_files.RDLS_NAME, job_files.CORR_NAME):
         with fits.open(warm_dir / name) as warm, fits.open(engine_dir / name) as cold:
             assert set(cold[1].columns.names) <= set(warm[1].columns.names), name
             rows, rows_e = len(warm[1].data), len(cold[1].data)
@@ -123,12 +124,12 @@ def test_warm_engine_gives_the_subprocess_engines_answer(
     outcome = solver.solve(
         params, prepared(apod, name), warm_dir, index_dirs=INDEX_DIRS, time_limit=120, warm=engine
     )
-    assert outcome.solved, (warm_dir / solver.LOG_NAME).read_text()[-3000:]
-    log = (warm_dir / solver.LOG_NAME).read_text()
+    assert outcome.solved, (warm_dir / job_files.LOG_NAME).read_text()[-3000:]
+    log = (warm_dir / job_files.LOG_NAME).read_text()
     assert "in the warm engine" in log and "astrometry-engine -c" not in log
-    run_subprocess_engine(warm_dir / solver.AXY_NAME, tmp_path / "engine")
+    run_subprocess_engine(warm_dir / job_files.AXY_NAME, tmp_path / "engine")
     assert_same_answer(warm_dir, tmp_path / "engine")
-    ra, dec, _, _ = solution(warm_dir / solver.WCS_NAME)
+    ra, dec, _, _ = solution(warm_dir / job_files.WCS_NAME)
     expected = APOD_CENTRES[name]
     assert separation_arcsec((ra, dec), expected[:2]) < 0.05 * 3600
 
@@ -155,10 +156,10 @@ def test_options_reach_the_library_as_they_reach_the_engine(
         time_limit=120,
         warm=engine,
     )
-    assert outcome.solved, (warm_dir / solver.LOG_NAME).read_text()[-3000:]
-    run_subprocess_engine(warm_dir / solver.AXY_NAME, tmp_path / "engine")
+    assert outcome.solved, (warm_dir / job_files.LOG_NAME).read_text()[-3000:]
+    run_subprocess_engine(warm_dir / job_files.AXY_NAME, tmp_path / "engine")
     assert_same_answer(warm_dir, tmp_path / "engine")
-    header = fits.getheader(warm_dir / solver.WCS_NAME)
+    header = fits.getheader(warm_dir / job_files.WCS_NAME)
     if options.get("tweak_order") == 0:
         assert header["CTYPE1"] == "RA---TAN" and "A_ORDER" not in header
     else:
@@ -179,10 +180,10 @@ def test_options_the_library_cannot_take_go_to_the_subprocess_engine(
         warm=engine,
     )
     assert outcome.solved
-    log = (tmp_path / solver.LOG_NAME).read_text()
+    log = (tmp_path / job_files.LOG_NAME).read_text()
     assert "warm engine not used: job.axy asks for ANCRPIXC" in log
     assert "astrometry-engine -c" in log
-    header = fits.getheader(tmp_path / solver.WCS_NAME)
+    header = fits.getheader(tmp_path / job_files.WCS_NAME)
     assert header["CRPIX1"] == pytest.approx((header["IMAGEW"] + 1) / 2)
 
 
@@ -210,9 +211,9 @@ def test_the_time_limit_stops_the_warm_engine(
     assert not outcome.solved
     assert outcome.reason == "Stopped after the time limit of 6 s without a solution."
     assert elapsed < 6 + warm_engine.HARD_KILL_GRACE_SECONDS + 1.0, elapsed
-    assert "in the warm engine" not in (tmp_path / solver.LOG_NAME).read_text()
+    assert "in the warm engine" not in (tmp_path / job_files.LOG_NAME).read_text()
     assert set(_children_of(os.getpid())) <= children_before  # the fork is gone
-    assert not (tmp_path / solver.WCS_NAME).exists()
+    assert not (tmp_path / job_files.WCS_NAME).exists()
 
 
 def test_a_crash_inside_the_library_falls_back_to_the_subprocess_engine(
@@ -229,10 +230,10 @@ def test_a_crash_inside_the_library_falls_back_to_the_subprocess_engine(
         warm=engine,
     )
     assert outcome.solved
-    log = (tmp_path / solver.LOG_NAME).read_text()
+    log = (tmp_path / job_files.LOG_NAME).read_text()
     assert "killed by signal 6 (SIGABRT); solving with astrometry-engine instead" in log
     assert "astrometry-engine -c" in log
-    ra, dec, _, _ = solution(tmp_path / solver.WCS_NAME)
+    ra, dec, _, _ = solution(tmp_path / job_files.WCS_NAME)
     assert separation_arcsec((ra, dec), APOD_CENTRES["apod4"][:2]) < 0.05 * 3600
 
 
