@@ -26,7 +26,7 @@ from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import cancellation, jobqueue, metrics
-from nova.services import intake, jobs, storage
+from nova.services import intake, jobs, queueing, storage
 
 log = logging.getLogger(__name__)
 _worker_app: Flask | None = None
@@ -55,7 +55,7 @@ def app_context() -> Iterator[None]:
 def process_submission_job(submission_id: int) -> None:
     with app_context():
         for job_id in intake.process_submission(submission_id):
-            jobqueue.enqueue_solve(job_id)
+            queueing.enqueue_solve(job_id)
         db.session.remove()
 
 
