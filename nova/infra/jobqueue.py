@@ -8,16 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import Flask, current_app
-from rq import Queue, Worker
+from rq import Queue, Retry, Worker
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
-
-from nova.db.models import Job
-from nova.engine.params import SolveParams
-from nova.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +47,78 @@ def get_queue(name: str) -> Queue:
     return Queue(name, connection=redis_connection())
 
 
-def _enqueue(
-    queue_name: str, func: str, entity_id: int, rq_id: str, timeout: int, force: bool = False
-) -> bool:
-    """Enqueue ``func(entity_id)``; return False (and log) when redis cannot be reached.
+# Queue entry ids: the one home of the scheme. Every id is deterministic except a batch
+# task's (a batch may have any number of tasks and continuations side by side).
+def submission_entry_id(submission_id: int) -> str:
+    return f"submission-{submission_id}"
 
-    A failed enqueue loses nothing: the row stays queued and the reconciler (run when a
-    worker starts) puts it back on the queue.
-    """
+
+def solve_entry_id(job_id: int, attempts: int = 0) -> str:
+    """The entry of a job's next solve, after ``attempts`` claims (``Job.attempts``): a
+    retry gets an entry of its own (the dead worker's entry may still be cleaned up by RQ
+    later, and must not take the retry with it), the same for every reconciler that sees
+    the job."""
+    return f"solve-{job_id}" if attempts == 0 else f"solve-{job_id}-retry-{attempts}"
+
+
+def is_solve_entry_of(rq_id: str, job_id: int) -> bool:
+    """True for any of a job's solve entries (its first or a retry)."""
+    return rq_id == f"solve-{job_id}" or rq_id.startswith(f"solve-{job_id}-retry-")
+
+
+def webhook_entry_id(job_id: int) -> str:
+    return f"webhook-{job_id}"
+
+
+def _batch_entry_id(batch_id: int, task: int) -> str:
+    return f"batch-{batch_id}-{task}-{uuid.uuid4().hex[:8]}"
+
+
+def _is_batch_entry_of(rq_id: str, batch_id: int) -> bool:
+    return rq_id.startswith(f"batch-{batch_id}-")
+
+
+def _enqueue(
+    queue_name: str, func: str, entity_id: int, rq_id: str, timeout: int, **options: object
+) -> bool:
+    """Enqueue ``func(entity_id)`` once: an entry of this id that is waiting or running is
+    already the work (RQ's unique enqueue is atomic); one that has ended or was lost (its
+    worker gone, off its queue) is replaced. Return False (and log) when redis cannot be
+    reached: that loses nothing, the row stays queued and the reconciler (run when a worker
+    starts) puts it back on the queue."""
     try:
-        connection = redis_connection()
-        if not force and is_waiting_or_running(rq_id):
-            return True  # already waiting or running: a second entry would only be skipped
-        Queue(queue_name, connection=connection).enqueue(
-            func,
-            entity_id,
-            job_id=rq_id,
-            job_timeout=timeout,
-            result_ttl=3600,
-            failure_ttl=7 * 24 * 3600,
-        )
+        queue = Queue(queue_name, connection=redis_connection())
+        for _ in range(2):
+            try:
+                queue.enqueue(
+                    func,
+                    entity_id,
+                    job_id=rq_id,
+                    unique=True,
+                    job_timeout=timeout,
+                    result_ttl=3600,
+                    failure_ttl=7 * 24 * 3600,
+                    **options,
+                )
+                return True
+            except DuplicateJobError:
+                if is_waiting_or_running(rq_id):
+                    return True  # already waiting or running: a second entry would be skipped
+                _discard_entry(rq_id)
+        return True  # another process replaced the lost entry meanwhile
     except redis.exceptions.RedisError as exc:
         log.warning("could not enqueue %s: %s", rq_id, exc)
         return False
-    return True
+
+
+def _discard_entry(rq_id: str) -> None:
+    """Remove an entry nobody will run (ended, or lost with its worker), registries and all."""
+    connection = redis_connection()
+    try:
+        RQJob.fetch(rq_id, connection=connection).delete()
+    except NoSuchJobError:
+        # Only a heartbeat field left (a worker refreshed an entry redis had dropped).
+        connection.delete(RQJob.key_for(rq_id))
 
 
 def is_waiting_or_running(rq_id: str) -> bool:
@@ -105,65 +149,47 @@ def is_waiting_or_running(rq_id: str) -> bool:
     return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
+def submission_time_budget(download_timeout: float) -> float:
+    """The RQ timeout of a submission: two downloads (the upload's URL, then an archive
+    member's) and the reading."""
+    return 2 * download_timeout + 120
+
+
 def enqueue_submission(submission_id: int) -> bool:
-    timeout = 2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120
+    timeout = int(submission_time_budget(current_app.config["DOWNLOAD_TIMEOUT"]))
     return _enqueue(
         SUBMISSIONS_QUEUE,
         "nova.worker.tasks.process_submission_job",
         submission_id,
-        f"submission-{submission_id}",
+        submission_entry_id(submission_id),
         timeout,
     )
 
 
-# A hint makes a solve quick only when it narrows the search: a scale range at most this
-# wide (high / low; a careful +-20 % hint is 1.5) or a position within this radius. Wider
-# "hints" (0-180 degrees, a whole-sky radius) are blind solves and wait with them.
-QUICK_SCALE_SPREAD = 4.0
-QUICK_RADIUS_DEGREES = 30.0
-
-
-def is_quick(params: SolveParams, kind: str) -> bool:
-    """A solve that a hint or a star list makes quick: it goes to QUICK_SOLVE_QUEUE."""
-    if kind == "xylist":
-        return True
-    if params.has_position_hint and (params.radius or 180.0) <= QUICK_RADIUS_DEGREES:
-        return True
-    bounds = params.scale_bounds()
-    if bounds is None:
-        return False
-    low, high = bounds
-    return low > 0 and high / low <= QUICK_SCALE_SPREAD
-
-
-def solve_queue_for(job_id: int) -> str:
-    """The queue a job's solve belongs on, from its parameters and input kind."""
-    job = db.session.get(Job, job_id)
-    if job is None or job.user_image is None:
-        return SOLVE_QUEUE
-    image = job.user_image
-    return (
-        QUICK_SOLVE_QUEUE
-        if is_quick(SolveParams.from_row(image.submission), image.kind)
-        else SOLVE_QUEUE
-    )
-
-
-def enqueue_solve(job_id: int, force: bool = False) -> bool:
-    """Queue a solve; ``force`` replaces an entry that still looks alive in redis but whose
-    worker is known to be dead (the reconciler's retries)."""
+def enqueue_solve(job_id: int, *, quick: bool, attempts: int = 0) -> bool:
+    """Queue a job's solve after ``attempts`` claims (``solve_entry_id``), on the quick queue
+    when ``quick`` (the caller knows the job: nova.engine.params.is_quick)."""
     # RQ's own timeout is a backstop; the solver enforces SOLVE_TIME_LIMIT itself.
     timeout = current_app.config["SOLVE_TIME_LIMIT"] + 120
-    # A retry gets an entry of its own: the dead worker's entry may still be cleaned up by RQ
-    # later, and must not take the retry with it.
-    rq_id = f"solve-{job_id}-retry-{uuid.uuid4().hex[:8]}" if force else f"solve-{job_id}"
     return _enqueue(
-        solve_queue_for(job_id), "nova.worker.tasks.solve_job", job_id, rq_id, timeout, force=force
+        QUICK_SOLVE_QUEUE if quick else SOLVE_QUEUE,
+        "nova.worker.tasks.solve_job",
+        job_id,
+        solve_entry_id(job_id, attempts),
+        timeout,
     )
 
 
-def _is_entry_of(rq_id: str, job_id: int) -> bool:
-    return rq_id == f"solve-{job_id}" or rq_id.startswith(f"solve-{job_id}-retry-")
+def enqueue_delivery(job_id: int, func: str, *, timeout: int, retry_intervals: list[int]) -> bool:
+    """Queue the webhook delivery ``func(job_id)``, retried by RQ after each interval."""
+    return _enqueue(
+        WEBHOOK_QUEUE,
+        func,
+        job_id,
+        webhook_entry_id(job_id),
+        timeout,
+        retry=Retry(max=len(retry_intervals), interval=retry_intervals),
+    )
 
 
 def queue_position(job_id: int) -> int | None:
@@ -174,7 +200,7 @@ def queue_position(job_id: int) -> int | None:
     except redis.exceptions.RedisError:
         return None
     for position, rq_id in enumerate(ids, start=1):
-        if _is_entry_of(rq_id, job_id):
+        if is_solve_entry_of(rq_id, job_id):
             return position
     return None
 
@@ -192,18 +218,20 @@ def enqueue_batch(batch_id: int, task: int) -> bool:
     left, so any number of them may run side by side."""
     # The slice is checked between groups, and each frame of a group has its own time limit.
     timeout = BATCH_SLICE_SECONDS + BATCH_GROUP_SIZE * current_app.config["SOLVE_TIME_LIMIT"] + 120
-    rq_id = f"batch-{batch_id}-{task}-{uuid.uuid4().hex[:8]}"
     return _enqueue(
-        QUICK_SOLVE_QUEUE, "nova.worker.batch_solver.run_batch_task", batch_id, rq_id, timeout
+        QUICK_SOLVE_QUEUE,
+        "nova.worker.batch_solver.run_batch_task",
+        batch_id,
+        _batch_entry_id(batch_id, task),
+        timeout,
     )
 
 
 def batch_task_alive(batch_id: int) -> bool:
     """True when one of the batch's tasks is waiting or running."""
-    prefix = f"batch-{batch_id}-"
     quick = get_queue(QUICK_SOLVE_QUEUE)
     ids = quick.get_job_ids() + StartedJobRegistry(queue=quick).get_job_ids()
-    return any(rq_id.startswith(prefix) for rq_id in ids)
+    return any(_is_batch_entry_of(rq_id, batch_id) for rq_id in ids)
 
 
 def worker_count() -> int:
@@ -221,7 +249,7 @@ def cancel_solve(job_id: int) -> None:
     cancellation.request(connection, job_id, current_app.config["SOLVE_TIME_LIMIT"] + 600)
     for name in SOLVE_QUEUES:
         for rq_id in get_queue(name).get_job_ids():
-            if not _is_entry_of(rq_id, job_id):
+            if not is_solve_entry_of(rq_id, job_id):
                 continue
             try:
                 RQJob.fetch(rq_id, connection=connection).cancel()
@@ -233,6 +261,6 @@ def solve_running(job_id: int) -> bool:
     """True while a worker runs one of this job's solve entries."""
     for name in SOLVE_QUEUES:
         for rq_id in StartedJobRegistry(queue=get_queue(name)).get_job_ids():
-            if _is_entry_of(rq_id, job_id) and is_waiting_or_running(rq_id):
+            if is_solve_entry_of(rq_id, job_id) and is_waiting_or_running(rq_id):
                 return True
     return False

@@ -21,11 +21,10 @@ from nova.db.models import (
 )
 from nova.engine.calibration import CalibrationNumbers
 from nova.engine.job_files import LOG_NAME
-from nova.engine.params import SolveParams
 from nova.engine.redaction import without_server_paths
 from nova.extensions import db
 from nova.infra import jobqueue, metrics
-from nova.services import events, status, storage, webhooks
+from nova.services import events, queueing, status, storage, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,8 @@ def finish_job(
     db.session.commit()
     if job.started_at is not None:
         # The queue-position estimates (nova.services.status) come from recent durations per queue.
-        image = job.user_image
-        quick = jobqueue.is_quick(SolveParams.from_row(image.submission), image.kind)
         status.record_duration(
-            jobqueue.QUICK_SOLVE_QUEUE if quick else jobqueue.SOLVE_QUEUE,
+            queueing.solve_queue_for(job_id),
             (job.finished_at - job.started_at).total_seconds(),
         )
     job_ended(job_id, stage_seconds=stage_seconds)

@@ -18,7 +18,7 @@ from nova.db.models import (
 )
 from nova.extensions import db
 from nova.infra import jobqueue
-from nova.services import events, storage
+from nova.services import events, queueing, storage
 from nova.services.intake import fail_submission
 from nova.services.jobs import job_ended
 
@@ -69,7 +69,7 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
         db.session.commit()
         if changed and retry:
             events.job_changed(job.id)
-            jobqueue.enqueue_solve(job.id, force=True)
+            queueing.enqueue_solve(job.id)
         elif changed:
             job_ended(job.id, ran=False)  # given up: its worker's timings died with it
     from nova.services import batches  # batches builds on this module
@@ -79,14 +79,14 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
         Job.status == JobStatus.QUEUED, Job.id.not_in(batches.frame_job_ids())
     )
     for job_id in db.session.scalars(queued).all():
-        if not jobqueue.is_waiting_or_running(f"solve-{job_id}"):
-            counts["requeued"] += jobqueue.enqueue_solve(job_id)
+        if not queueing.solve_waiting_or_running(job_id):
+            counts["requeued"] += queueing.enqueue_solve(job_id)
     unprocessed = select(Submission).where(
         Submission.processing_finished.is_(None),
         Submission.id.not_in(batches.frame_submission_ids()),
     )
     for submission in db.session.scalars(unprocessed).all():
-        if jobqueue.is_waiting_or_running(f"submission-{submission.id}"):
+        if jobqueue.is_waiting_or_running(jobqueue.submission_entry_id(submission.id)):
             continue
         if submission.attempts >= max_attempts and not submission.user_images:
             fail_submission(

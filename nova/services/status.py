@@ -53,7 +53,7 @@ from nova.db.models import (
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db
 from nova.infra import jobqueue
-from nova.services import access
+from nova.services import access, queueing
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _job_facts(job_id: int) -> dict[str, Any] | None:
         "submission": row.submission_id,
         "calibration": row.calibration_id,
         # Which queue's durations estimate it (only asked while it can wait or run).
-        "queue": None if finished else jobqueue.solve_queue_for(job_id),
+        "queue": None if finished else queueing.solve_queue_for(job_id),
     }
 
 
@@ -279,7 +279,7 @@ def progress(job: dict[str, Any]) -> dict[str, int | None]:
     it ends, None until a solve of its queue has ended."""
     if job["status"] in (JobStatus.SUCCESS, JobStatus.FAILURE):
         return {}
-    rq_id = f"solve-{job['id']}"
+    rq_id = jobqueue.solve_entry_id(job["id"])
     try:
         pipe = _redis().pipeline(transaction=False)
         pipe.lpos(_queue_key(jobqueue.QUICK_SOLVE_QUEUE), rq_id)
@@ -335,8 +335,10 @@ def _retry_position(job_id: int) -> int | None:
         ]
     except redis.exceptions.RedisError:
         return None
-    prefix = f"solve-{job_id}-retry-"
-    return next((ahead for ahead, rq_id in enumerate(ids) if rq_id.startswith(prefix)), None)
+    return next(
+        (ahead for ahead, rq_id in enumerate(ids) if jobqueue.is_solve_entry_of(rq_id, job_id)),
+        None,
+    )
 
 
 def _submission_progress(
@@ -350,7 +352,7 @@ def _submission_progress(
     if facts["finished"] is None and not facts["images"]:
         try:
             at = _redis().lpos(
-                _queue_key(jobqueue.SUBMISSIONS_QUEUE), f"submission-{submission_id}"
+                _queue_key(jobqueue.SUBMISSIONS_QUEUE), jobqueue.submission_entry_id(submission_id)
             )
         except redis.exceptions.RedisError:
             at = None

@@ -18,9 +18,7 @@ import logging
 import secrets
 from typing import Any
 
-import redis
 from flask import current_app, url_for
-from rq import Queue, Retry
 from sqlalchemy import func, select
 
 from nova.db.models import Job, Submission, User, WebhookDelivery
@@ -102,29 +100,22 @@ def job_ended(job_id: int) -> None:
     if job is None or not job.is_finished or not job.user_image.submission.callback_url:
         return
     intervals = list(current_app.config["WEBHOOK_RETRY_INTERVALS"])
-    try:
-        Queue(jobqueue.WEBHOOK_QUEUE, connection=jobqueue.redis_connection()).enqueue(
-            "nova.services.webhooks.deliver_job",
-            job_id,
-            job_id=f"webhook-{job_id}",
-            retry=Retry(max=len(intervals), interval=intervals),
-            job_timeout=current_app.config["WEBHOOK_TIMEOUT"] + 30,
-            result_ttl=3600,
-            failure_ttl=7 * 24 * 3600,
-        )
-    except redis.exceptions.RedisError as exc:
-        log.warning("could not queue the webhook of job %s: %s", job_id, exc)
+    # False (logged by jobqueue) when redis is away: the webhook of that end is lost.
+    jobqueue.enqueue_delivery(
+        job_id,
+        "nova.worker.tasks.deliver_webhook",
+        timeout=current_app.config["WEBHOOK_TIMEOUT"] + 30,
+        retry_intervals=intervals,
+    )
 
 
 def deliver_job(job_id: int) -> None:
-    """One try (an RQ job): POST the job's end, record the try, raise unless it got 2xx."""
-    from nova.worker.context import app_context
-
-    with app_context():
-        try:
-            _deliver(job_id)
-        finally:
-            db.session.remove()
+    """One try (an RQ job, run by ``nova.worker.tasks.deliver_webhook`` in the worker's app
+    context): POST the job's end, record the try, raise unless it got 2xx."""
+    try:
+        _deliver(job_id)
+    finally:
+        db.session.remove()
 
 
 def _deliver(job_id: int) -> None:

@@ -26,7 +26,7 @@ from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import cancellation, jobqueue, metrics
-from nova.services import intake, jobs, storage
+from nova.services import intake, jobs, queueing, storage, webhooks
 from nova.worker.context import app_context
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def process_submission_job(submission_id: int) -> None:
     with app_context():
         for job_id in intake.process_submission(submission_id):
-            jobqueue.enqueue_solve(job_id)
+            queueing.enqueue_solve(job_id)
         db.session.remove()
 
 
@@ -59,6 +59,12 @@ def solve_job(job_id: int) -> None:
             stop.set()
             beating.join(timeout=5)
             db.session.remove()
+
+
+def deliver_webhook(job_id: int) -> None:
+    """One webhook try for a job's end (nova.services.webhooks), in the worker's app."""
+    with app_context():
+        webhooks.deliver_job(job_id)
 
 
 def _heartbeat(job_id: int, stop: threading.Event, app: Flask) -> None:

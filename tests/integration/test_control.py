@@ -21,7 +21,7 @@ from nova.db.models import Album, Job, JobStatus, Submission, UserImage
 from nova.extensions import db
 from nova.infra import jobqueue
 from nova.infra.cancellation import CANCEL_REASON
-from nova.services import intake, reconcile
+from nova.services import intake, queueing, reconcile
 from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import run_worker, wait_for
@@ -154,7 +154,7 @@ def test_a_cancelled_queued_job_never_runs(
         api_call(client, "upload", {"session": ann, **star_list(apod), **HINTS})["subid"]
     )
     (job_id,) = intake.process_submission(submission_id)
-    assert jobqueue.enqueue_solve(job_id)
+    assert queueing.enqueue_solve(job_id)
     assert jobqueue.queue_position(job_id) == 1
 
     assert api_call(client, f"jobs/{job_id}/cancel", {"session": bob})["status"] == "error"
@@ -167,7 +167,7 @@ def test_a_cancelled_queued_job_never_runs(
     assert jobqueue.queue_position(job_id) is None
     # A stale entry enqueued anyway (a redelivery) is refused by the worker's claim, and the
     # reconciler does not put the job back.
-    assert jobqueue.enqueue_solve(job_id, force=True)
+    assert queueing.enqueue_solve(job_id)
     reconcile.reconcile(max_attempts=3, heartbeat_seconds=10)
     run_worker()
     job = job_of(submission_id)

@@ -180,7 +180,7 @@ def test_objects_in_field_carry_messier_numbers_and_common_names(tmp_path: Path)
 def test_hinted_solves_and_star_lists_are_quick() -> None:
     """What goes on the quick-solve queue: a narrow scale or position hint, or a star list;
     a "hint" as wide as a blind solve waits with the blind solves (issue 16, M7)."""
-    from nova.infra.jobqueue import is_quick
+    from nova.services.queueing import is_quick
 
     assert not is_quick(parse_solve_params({}), "jpeg")  # nova's blind default
     assert is_quick(parse_solve_params({"scale_lower": 26, "scale_upper": 40}), "jpeg")

@@ -28,7 +28,7 @@ from nova.engine.params import parse_solve_params
 from nova.engine.process import run_with_deadline
 from nova.extensions import db
 from nova.infra import jobqueue
-from nova.services import intake
+from nova.services import intake, queueing
 from tests.integration.test_solve_apod import (
     APOD_CENTRES,
     assert_centre,
@@ -294,17 +294,17 @@ def test_a_hinted_job_overtakes_a_queued_blind_one(
         submission = upload(client, data, name, **fields)
         # Recognised here, so that the solves reach the queues in this order.
         (job_id,) = intake.process_submission(submission)
-        jobqueue.enqueue_solve(job_id)
+        queueing.enqueue_solve(job_id)
         return job_id
 
     # The upload page queued each submission too: the worker finds those already done.
     first_blind = queued(apod1, "blind1.jpg")
-    assert jobqueue.solve_queue_for(first_blind) == jobqueue.SOLVE_QUEUE
+    assert queueing.solve_queue_for(first_blind) == jobqueue.SOLVE_QUEUE
     workers()
     assert wait_for(lambda: job_state(first_blind).status == JobStatus.SOLVING, 60, 0.05)
     second_blind = queued(apod1, "blind2.jpg", tweak_order="3")
     hinted = queued((apod / "apod4.jpg").read_bytes(), "hinted.jpg", **scale_hint(33.0))
-    assert jobqueue.solve_queue_for(hinted) == jobqueue.QUICK_SOLVE_QUEUE
+    assert queueing.solve_queue_for(hinted) == jobqueue.QUICK_SOLVE_QUEUE
     # Positions as the status page shows them: the hinted job is next.
     assert jobqueue.queue_position(hinted) == 1 and jobqueue.queue_position(second_blind) == 2
     assert wait_for(lambda: job_state(second_blind).is_finished, 180, 0.2)
