@@ -14,6 +14,7 @@ from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
+from rq.worker_registration import REDIS_WORKER_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +265,26 @@ def solve_running(job_id: int) -> bool:
             if is_solve_entry_of(rq_id, job_id) and is_waiting_or_running(rq_id):
                 return True
     return False
+
+
+def queue_counts(connection: redis.Redis) -> dict[str, tuple[int, int]]:
+    """Every queue's (waiting, being worked on) entries, for /metrics."""
+    counts = {}
+    for name in ALL_QUEUES:
+        queue = Queue(name, connection=connection)
+        counts[name] = (queue.count, StartedJobRegistry(queue=queue).count)
+    return counts
+
+
+def worker_states(connection: redis.Redis) -> tuple[int, int]:
+    """(alive, busy): registered workers whose own key still exists (it expires when the
+    worker stops refreshing it), and those of them working on an entry."""
+    keys = sorted(connection.smembers(REDIS_WORKER_KEYS))
+    if not keys:
+        return 0, 0
+    with connection.pipeline(transaction=False) as pipeline:
+        for key in keys:
+            pipeline.hget(key, "state")
+        states = pipeline.execute()
+    alive = [state for state in states if state is not None]
+    return len(alive), sum(state == b"busy" for state in alive)

@@ -25,12 +25,14 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Flask, Response, g, request
+
+from nova.infra import jobqueue
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter
@@ -219,9 +221,7 @@ REDIS_FAMILIES: tuple[RedisCounter | RedisHistogram, ...] = (
 
 
 def _connection() -> redis.Redis:
-    from nova.infra.jobqueue import redis_connection
-
-    return redis_connection()
+    return jobqueue.redis_connection()
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -286,7 +286,12 @@ class StageClock:
 
 
 class ServiceCollector:
-    """The figures shared by the whole service: read from redis and the database per scrape."""
+    """The figures shared by the whole service, read per scrape: the queues and workers from
+    redis, and the unfinished jobs as the caller counts them (the database is the services'
+    to read, not this module's)."""
+
+    def __init__(self, unfinished_jobs: Callable[[], dict[str, int] | None]) -> None:
+        self.unfinished_jobs = unfinished_jobs
 
     def collect(self) -> Iterator[Metric]:
         yield from self._from_redis()
@@ -294,10 +299,6 @@ class ServiceCollector:
 
     def _from_redis(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
-        from rq import Queue
-        from rq.registry import StartedJobRegistry
-
-        from nova.infra.jobqueue import ALL_QUEUES
 
         up = GaugeMetricFamily("nova_redis_up", "1 when redis answered this scrape, else 0.")
         try:
@@ -308,11 +309,10 @@ class ServiceCollector:
             running = GaugeMetricFamily(
                 "nova_queue_running", "Entries being worked on, per queue.", labels=["queue"]
             )
-            for name in ALL_QUEUES:
-                rq_queue = Queue(name, connection=connection)
-                depth.add_metric([name], rq_queue.count)
-                running.add_metric([name], StartedJobRegistry(queue=rq_queue).count)
-            alive, busy = _workers(connection)
+            for name, (waiting, started) in jobqueue.queue_counts(connection).items():
+                depth.add_metric([name], waiting)
+                running.add_metric([name], started)
+            alive, busy = jobqueue.worker_states(connection)
             families = [
                 depth,
                 running,
@@ -338,48 +338,18 @@ class ServiceCollector:
 
     def _from_database(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
-        from sqlalchemy import func, select
-        from sqlalchemy.exc import SQLAlchemyError
 
-        from nova.db.models import Job, JobStatus
-        from nova.extensions import db
-
+        counts = self.unfinished_jobs()
+        if counts is None:
+            return  # the database did not answer (the caller logged why)
         unfinished = GaugeMetricFamily(
             "nova_jobs_unfinished",
             "Jobs in the database not yet ended, by status (queued or solving).",
             labels=["status"],
         )
-        try:
-            counts = dict(
-                db.session.execute(
-                    select(Job.status, func.count(Job.id))
-                    .where(Job.status.in_((JobStatus.QUEUED, JobStatus.SOLVING)))
-                    .group_by(Job.status)
-                ).all()
-            )
-        except SQLAlchemyError as exc:
-            db.session.rollback()
-            log.warning("metrics: the database did not answer: %s", exc)
-            return
-        for status in (JobStatus.QUEUED, JobStatus.SOLVING):
-            unfinished.add_metric([str(status)], counts.get(status, 0))
+        for status, count in counts.items():
+            unfinished.add_metric([status], count)
         yield unfinished
-
-
-def _workers(connection: redis.Redis) -> tuple[int, int]:
-    """(alive, busy): registered workers whose own key still exists (it expires when the
-    worker stops refreshing it), and those of them working on an entry."""
-    from rq.worker_registration import REDIS_WORKER_KEYS
-
-    keys = sorted(connection.smembers(REDIS_WORKER_KEYS))
-    if not keys:
-        return 0, 0
-    with connection.pipeline(transaction=False) as pipeline:
-        for key in keys:
-            pipeline.hget(key, "state")
-        states = pipeline.execute()
-    alive = [state for state in states if state is not None]
-    return len(alive), sum(state == b"busy" for state in alive)
 
 
 class _Families:
@@ -393,8 +363,9 @@ class _Families:
             yield from source.collect()
 
 
-def exposition() -> bytes:
-    """The scrape's text: this web server's counts and the service's."""
+def exposition(unfinished_jobs: Callable[[], dict[str, int] | None]) -> bytes:
+    """The scrape's text: this web server's counts and the service's (``unfinished_jobs``
+    counts the jobs not yet ended, by status, or None when the database is away)."""
     from prometheus_client import generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -402,7 +373,7 @@ def exposition() -> bytes:
         web: Any = MultiProcessCollector(None)  # every gunicorn worker's files, summed
     else:
         web = _web_metrics()[0]
-    return generate_latest(_Families([web, ServiceCollector()]))  # type: ignore[arg-type]
+    return generate_latest(_Families([web, ServiceCollector(unfinished_jobs)]))  # type: ignore[arg-type]
 
 
 def init_metrics(app: Flask) -> None:

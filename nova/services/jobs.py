@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
-from sqlalchemy import update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from nova import logs
 from nova.db.models import (
@@ -192,3 +193,21 @@ def heartbeat(job_id: int) -> None:
     """Say that the worker solving this job is alive (called from a thread: own connection)."""
     with db.engine.begin() as connection:
         connection.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+
+
+def unfinished_job_counts() -> dict[str, int] | None:
+    """Jobs not yet ended, by status (queued, solving), for /metrics; None when the database
+    does not answer (logged). Read only."""
+    try:
+        counts = dict(
+            db.session.execute(
+                select(Job.status, func.count(Job.id))
+                .where(Job.status.in_((JobStatus.QUEUED, JobStatus.SOLVING)))
+                .group_by(Job.status)
+            ).all()
+        )
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.warning("metrics: the database did not answer: %s", exc)
+        return None
+    return {str(status): counts.get(status, 0) for status in (JobStatus.QUEUED, JobStatus.SOLVING)}

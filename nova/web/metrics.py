@@ -8,6 +8,7 @@ import hmac
 from flask import Blueprint, Response, abort, current_app, request
 
 from nova.infra import metrics
+from nova.services import jobs
 
 bp = Blueprint("metrics", __name__)
 # The text format every Prometheus version reads (the names are all plain ASCII, so the
@@ -34,6 +35,6 @@ def scrape() -> Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         response.mimetype = "text/plain"
         return response
-    response = Response(metrics.exposition(), content_type=TEXT_FORMAT)
+    response = Response(metrics.exposition(jobs.unfinished_job_counts), content_type=TEXT_FORMAT)
     response.headers["Cache-Control"] = "no-store"
     return response
