@@ -31,7 +31,7 @@ numpy and astropy, which the worker has already done. Here:
   finished list (``--no-remove-lines --uniformize 0``: C only).
 
 The result is solve-field's ``job.axy``: same sources in the same order, same header
-(``tests/test_extraction.py`` compares them). What cannot be reproduced raises
+(``tests/integration/test_extraction.py`` compares them). What cannot be reproduced raises
 ``Unsupported`` and the caller runs solve-field: SourceExtractor, FITS images with a WCS
 header (solve-field asks the engine to verify it first; not with ``--no-verify``, which
 Nova passes when header hints check that WCS themselves), sources in lines, and file kinds
