@@ -31,7 +31,7 @@ from nova.engine.inputs import (
 )
 from nova.engine.params import SolveParams
 from nova.extensions import db
-from nova.infra import download
+from nova.infra import download, download_targets
 from nova.infra.storage import UploadTooLarge
 from nova.services import events, storage
 from nova.services.jobs import announce_ended
@@ -44,7 +44,7 @@ def _download(url: str, max_bytes: int, timeout: float) -> tuple[str, str]:
     """Fetch ``url`` into the upload store: public addresses only (unless
     NOVA_URL_ALLOW_PRIVATE), redirects checked hop by hop, a size and a total-time limit.
 
-    Returns (sha1, file name from the final URL); raises download.DownloadError.
+    Returns (sha1, file name from the final URL); raises download_targets.DownloadError.
     """
     allow_private = bool(current_app.config.get("URL_ALLOW_PRIVATE", False))
     with download.open_url(
@@ -165,7 +165,7 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
             sha1, name = _download(
                 submission.url or "", config["MAX_CONTENT_LENGTH"], config["DOWNLOAD_TIMEOUT"]
             )
-        except (download.DownloadError, UploadTooLarge, TimeoutError, OSError) as exc:
+        except (download_targets.DownloadError, UploadTooLarge, TimeoutError, OSError) as exc:
             fail_submission(submission, f"Failed to download {submission.url}: {exc}", None)
             return Recognised([])
         submission.upload_hash = sha1
