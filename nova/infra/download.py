@@ -227,6 +227,34 @@ def _request(
     raise DownloadError(f"could not connect to {target.host}: {last_error}")
 
 
+def _get_hop(
+    target: Target,
+    addresses: list[str],
+    remaining: float,
+    watchdog: _Watchdog,
+    tls_context: ssl.SSLContext | None,
+    timeout: float,
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """One hop's GET, its failures told as DownloadError (DownloadTimeout past the deadline)."""
+    try:
+        return _request(target, addresses, remaining, watchdog, tls_context)
+    except DownloadError:
+        raise
+    except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
+        if watchdog.expired or isinstance(exc, TimeoutError):
+            raise DownloadTimeout(f"the download took longer than {timeout:g} s") from None
+        raise DownloadError(f"the request to {target.host} failed: {exc}") from None
+
+
+def _check_answer(response: http.client.HTTPResponse, max_bytes: int) -> None:
+    """Refuse a final answer that is not a 200 or announces more than ``max_bytes``."""
+    if response.status != 200:
+        raise DownloadError(f"the server answered {response.status} {response.reason}")
+    length = response.getheader("Content-Length")
+    if length and length.strip().isdigit() and int(length) > max_bytes:
+        raise DownloadTooLarge(f"the file is larger than {_mb(max_bytes)}")
+
+
 @contextmanager
 def open_url(
     url: str,
@@ -261,14 +289,9 @@ def open_url(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DownloadTimeout(f"the download took longer than {timeout:g} s")
-            try:
-                connection, response = _request(target, addresses, remaining, watchdog, tls_context)
-            except DownloadError:
-                raise
-            except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
-                if watchdog.expired or isinstance(exc, TimeoutError):
-                    raise DownloadTimeout(f"the download took longer than {timeout:g} s") from None
-                raise DownloadError(f"the request to {target.host} failed: {exc}") from None
+            connection, response = _get_hop(
+                target, addresses, remaining, watchdog, tls_context, timeout
+            )
             if response.status in REDIRECT_STATUSES:
                 location = response.getheader("Location")
                 connection.close()
@@ -279,11 +302,7 @@ def open_url(
                     break
                 current = urljoin(current, location.strip())
                 continue
-            if response.status != 200:
-                raise DownloadError(f"the server answered {response.status} {response.reason}")
-            length = response.getheader("Content-Length")
-            if length and length.strip().isdigit() and int(length) > max_bytes:
-                raise DownloadTooLarge(f"the file is larger than {_mb(max_bytes)}")
+            _check_answer(response, max_bytes)
             yield Body(current, response, watchdog, deadline, timeout, max_bytes)
             return
         raise DownloadError(f"the server redirected more than {MAX_REDIRECTS} times")
