@@ -206,6 +206,15 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
             ]
     finally:
         storage().discard(work_dir)
+    jobs = _add_images(submission, usable)
+    submission.processing_finished = utcnow()
+    db.session.commit()
+    events.submission_changed(submission.id)
+    return Recognised([job.id for job in jobs], single if prepare_into is not None else None)
+
+
+def _add_images(submission: Submission, usable: list[_Usable]) -> list[Job]:
+    """An image and its queued job for each usable input (in the submission's album, if any)."""
     jobs = []
     album = db.session.get(Album, submission.album_id) if submission.album_id else None
     for item in usable:
@@ -225,10 +234,7 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
         if album is not None:
             album.images.append(image)
         jobs.append(job)
-    submission.processing_finished = utcnow()
-    db.session.commit()
-    events.submission_changed(submission.id)
-    return Recognised([job.id for job in jobs], single if prepare_into is not None else None)
+    return jobs
 
 
 def input_limits(config: Mapping[str, Any] | None = None) -> dict[str, int]:
