@@ -20,171 +20,28 @@ and intranet servers; link-local, multicast, unspecified and reserved stay refus
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
-from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin
+
+from nova.infra.download_targets import (
+    Check,
+    DownloadError,
+    DownloadTimeout,
+    DownloadTooLarge,
+    Resolver,
+    Target,
+    parse_url,
+    resolve,
+)
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "nova-solver"
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[..., list[tuple[Any, ...]]]
-Check = Callable[[str], str | None]
-
-
-class DownloadError(Exception):
-    """The download failed; the message (lower case, no URL) says why."""
-
-
-class UnsafeURL(DownloadError):
-    """The URL, or an address its host resolves to, is refused by policy."""
-
-
-class DownloadTooLarge(DownloadError):
-    pass
-
-
-class DownloadTimeout(DownloadError):
-    pass
-
-
-# -- addresses ------------------------------------------------------------------------------
-
-
-def address_category(address: str | Address) -> str | None:
-    """What kind of non-public address this is ("loopback", "private", ...); None if public."""
-    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return address_category(embedded)
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_reserved:
-        return "reserved"
-    if ip.is_private:
-        return "private"
-    if not ip.is_global:
-        return "non-public"  # e.g. 100.64.0.0/10 (carrier-grade NAT)
-    return None
-
-
-# With NOVA_URL_ALLOW_PRIVATE: still never these.
-ALWAYS_REFUSED = frozenset({"unspecified", "link-local", "multicast", "reserved"})
-
-
-def address_problem(address: str | Address, *, allow_private: bool = False) -> str | None:
-    """None when a download may connect to ``address``, else the reason it may not."""
-    try:
-        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    except ValueError:
-        return f"{address} is not an IP address"
-    category = address_category(ip)
-    if category is None or (allow_private and category not in ALWAYS_REFUSED):
-        return None
-    article = "an" if category[0] in "aeiou" else "a"
-    return f"{ip} is {article} {category} address"
-
-
-def _ip_text(address: str) -> str:
-    return address.split("%", 1)[0]  # an IPv6 scope (fe80::1%eth0) is not part of the address
-
-
-def resolve(
-    host: str,
-    port: int,
-    *,
-    allow_private: bool = False,
-    check: Check | None = None,
-    resolver: Resolver = socket.getaddrinfo,
-) -> list[str]:
-    """Resolve ``host`` and return its addresses, refusing it if ANY of them is refused.
-
-    ``check`` (default: address_problem with ``allow_private``) says why an address is
-    refused, or None.
-    """
-    if check is None:
-        check = partial(address_problem, allow_private=allow_private)
-    try:
-        infos = resolver(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise DownloadError(f"the host {host} could not be resolved ({exc})") from None
-    addresses: list[str] = []
-    for info in infos:
-        address = _ip_text(str(info[4][0]))
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise DownloadError(f"the host {host} has no address")
-    for address in addresses:
-        problem = check(address)
-        if problem is not None:
-            where = "" if host == address else f"{host}: "
-            raise UnsafeURL(f"{where}{problem}; Nova downloads only from public addresses")
-    return addresses
-
-
-# -- URLs -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    scheme: str
-    host: str  # ASCII (IDNA) host name or IP literal, without brackets
-    port: int
-    path: str  # path and query, quoted, as sent in the request line
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-
-def parse_url(url: str) -> Target:
-    """Split an http(s) URL into what the request needs; raise UnsafeURL or DownloadError."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise DownloadError(f"the URL is not valid ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise UnsafeURL("only http:// and https:// URLs can be downloaded")
-    host = parts.hostname or ""
-    if not host:
-        raise DownloadError("the URL names no host")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise DownloadError(f"the host name {host!r} is not valid") from None
-    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
-    if parts.query:
-        path += "?" + quote(parts.query, safe="/?%:@!$&'()*+,;=-._~")
-    return Target(scheme, host, port or (443 if scheme == "https" else 80), path)
-
-
 # -- the connection -------------------------------------------------------------------------
 
 
@@ -370,6 +227,34 @@ def _request(
     raise DownloadError(f"could not connect to {target.host}: {last_error}")
 
 
+def _get_hop(
+    target: Target,
+    addresses: list[str],
+    remaining: float,
+    watchdog: _Watchdog,
+    tls_context: ssl.SSLContext | None,
+    timeout: float,
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """One hop's GET, its failures told as DownloadError (DownloadTimeout past the deadline)."""
+    try:
+        return _request(target, addresses, remaining, watchdog, tls_context)
+    except DownloadError:
+        raise
+    except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
+        if watchdog.expired or isinstance(exc, TimeoutError):
+            raise DownloadTimeout(f"the download took longer than {timeout:g} s") from None
+        raise DownloadError(f"the request to {target.host} failed: {exc}") from None
+
+
+def _check_answer(response: http.client.HTTPResponse, max_bytes: int) -> None:
+    """Refuse a final answer that is not a 200 or announces more than ``max_bytes``."""
+    if response.status != 200:
+        raise DownloadError(f"the server answered {response.status} {response.reason}")
+    length = response.getheader("Content-Length")
+    if length and length.strip().isdigit() and int(length) > max_bytes:
+        raise DownloadTooLarge(f"the file is larger than {_mb(max_bytes)}")
+
+
 @contextmanager
 def open_url(
     url: str,
@@ -404,14 +289,9 @@ def open_url(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DownloadTimeout(f"the download took longer than {timeout:g} s")
-            try:
-                connection, response = _request(target, addresses, remaining, watchdog, tls_context)
-            except DownloadError:
-                raise
-            except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
-                if watchdog.expired or isinstance(exc, TimeoutError):
-                    raise DownloadTimeout(f"the download took longer than {timeout:g} s") from None
-                raise DownloadError(f"the request to {target.host} failed: {exc}") from None
+            connection, response = _get_hop(
+                target, addresses, remaining, watchdog, tls_context, timeout
+            )
             if response.status in REDIRECT_STATUSES:
                 location = response.getheader("Location")
                 connection.close()
@@ -422,11 +302,7 @@ def open_url(
                     break
                 current = urljoin(current, location.strip())
                 continue
-            if response.status != 200:
-                raise DownloadError(f"the server answered {response.status} {response.reason}")
-            length = response.getheader("Content-Length")
-            if length and length.strip().isdigit() and int(length) > max_bytes:
-                raise DownloadTooLarge(f"the file is larger than {_mb(max_bytes)}")
+            _check_answer(response, max_bytes)
             yield Body(current, response, watchdog, deadline, timeout, max_bytes)
             return
         raise DownloadError(f"the server redirected more than {MAX_REDIRECTS} times")

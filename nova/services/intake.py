@@ -31,7 +31,7 @@ from nova.engine.inputs import (
 )
 from nova.engine.params import SolveParams
 from nova.extensions import db
-from nova.infra import download
+from nova.infra import download, download_targets
 from nova.infra.storage import UploadTooLarge
 from nova.services import events, storage
 from nova.services.jobs import announce_ended
@@ -44,7 +44,7 @@ def _download(url: str, max_bytes: int, timeout: float) -> tuple[str, str]:
     """Fetch ``url`` into the upload store: public addresses only (unless
     NOVA_URL_ALLOW_PRIVATE), redirects checked hop by hop, a size and a total-time limit.
 
-    Returns (sha1, file name from the final URL); raises download.DownloadError.
+    Returns (sha1, file name from the final URL); raises download_targets.DownloadError.
     """
     allow_private = bool(current_app.config.get("URL_ALLOW_PRIVATE", False))
     with download.open_url(
@@ -165,7 +165,7 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
             sha1, name = _download(
                 submission.url or "", config["MAX_CONTENT_LENGTH"], config["DOWNLOAD_TIMEOUT"]
             )
-        except (download.DownloadError, UploadTooLarge, TimeoutError, OSError) as exc:
+        except (download_targets.DownloadError, UploadTooLarge, TimeoutError, OSError) as exc:
             fail_submission(submission, f"Failed to download {submission.url}: {exc}", None)
             return Recognised([])
         submission.upload_hash = sha1
@@ -206,6 +206,15 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
             ]
     finally:
         storage().discard(work_dir)
+    jobs = _add_images(submission, usable)
+    submission.processing_finished = utcnow()
+    db.session.commit()
+    events.submission_changed(submission.id)
+    return Recognised([job.id for job in jobs], single if prepare_into is not None else None)
+
+
+def _add_images(submission: Submission, usable: list[_Usable]) -> list[Job]:
+    """An image and its queued job for each usable input (in the submission's album, if any)."""
     jobs = []
     album = db.session.get(Album, submission.album_id) if submission.album_id else None
     for item in usable:
@@ -225,10 +234,7 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
         if album is not None:
             album.images.append(image)
         jobs.append(job)
-    submission.processing_finished = utcnow()
-    db.session.commit()
-    events.submission_changed(submission.id)
-    return Recognised([job.id for job in jobs], single if prepare_into is not None else None)
+    return jobs
 
 
 def input_limits(config: Mapping[str, Any] | None = None) -> dict[str, int]:

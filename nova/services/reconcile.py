@@ -35,6 +35,17 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
     Safe to run from several workers at once: every change is a conditional update.
     """
     counts = {"retried": 0, "failed": 0, "requeued": 0, "swept": 0}
+    _retry_lost_solves(counts, max_attempts, heartbeat_seconds)
+    _requeue_lost_work(counts, max_attempts)
+    from nova.services import batches  # batches builds on this module
+
+    counts["requeued"] += batches.reconcile()
+    counts["swept"] = sweep_tmp(_longest_work_seconds())
+    return counts
+
+
+def _retry_lost_solves(counts: dict[str, int], max_attempts: int, heartbeat_seconds: int) -> None:
+    """Solving jobs whose worker is gone: queued again, or failed after ``max_attempts``."""
     # A solving worker refreshes its heartbeat every heartbeat_seconds; three missed beats
     # (and some slack for a busy database) mean it is gone.
     lost_before = utcnow() - timedelta(seconds=3 * heartbeat_seconds + 10)
@@ -72,6 +83,11 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
             queueing.enqueue_solve(job.id)
         elif changed:
             job_ended(job.id, ran=False)  # given up: its worker's timings died with it
+
+
+def _requeue_lost_work(counts: dict[str, int], max_attempts: int) -> None:
+    """Queued jobs and unprocessed submissions missing from the queue: enqueued again (a
+    submission that keeps killing its worker fails instead)."""
     from nova.services import batches  # batches builds on this module
 
     # Frames of a batch are its tasks' work (batches.reconcile), never queued one by one.
@@ -98,9 +114,6 @@ def reconcile(max_attempts: int, heartbeat_seconds: int) -> dict[str, int]:
             counts["failed"] += 1
             continue
         counts["requeued"] += jobqueue.enqueue_submission(submission.id)
-    counts["requeued"] += batches.reconcile()
-    counts["swept"] = sweep_tmp(_longest_work_seconds())
-    return counts
 
 
 def _longest_work_seconds() -> float:

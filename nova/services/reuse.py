@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -39,12 +40,9 @@ log = logging.getLogger(__name__)
 REUSED_PRODUCTS = (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME, ANNOTATIONS_NAME)
 
 
-def reuse_solution(submission: Submission) -> bool:
-    """Answer an upload at once from an earlier solve of the same file with the same
-    parameters: a new image and a job that is already a success, with the same calibration
-    and engine products. Only the uploader's own solves and public ones are reused: a
-    private solve of someone else is neither copied nor revealed by an instant answer.
-    Returns False when there is nothing to reuse (the upload is queued)."""
+def _earlier_solve(submission: Submission) -> Job | None:
+    """The newest successful solve of the same file with the same parameters that this
+    submission's uploader may see (their own, or public)."""
     params = SolveParams.from_row(submission)
     same_params = [
         getattr(Submission, name).is_(None) if value is None else getattr(Submission, name) == value
@@ -53,7 +51,7 @@ def reuse_solution(submission: Submission) -> bool:
     reusable = UserImage.publicly_visible == "y"
     if submission.user_id is not None:
         reusable = reusable | (UserImage.user_id == submission.user_id)
-    earlier = db.session.scalars(
+    return db.session.scalars(
         select(Job)
         .join(UserImage, Job.user_image_id == UserImage.id)
         .join(Submission, UserImage.submission_id == Submission.id)
@@ -67,6 +65,29 @@ def reuse_solution(submission: Submission) -> bool:
         .order_by(Job.finished_at.desc())  # the newest solve (ids are random)
         .limit(1)
     ).first()
+
+
+def _publish_products(source_dir: Path, job_id: int) -> None:
+    """The copy's job directory: the earlier solve's engine products and a log saying so."""
+    work_dir = storage().make_work_dir(f"reuse-{job_id}-")
+    for name in REUSED_PRODUCTS:
+        product = source_dir / name
+        if product.is_file():
+            os.link(product, work_dir / name)  # products never change: share them
+    (work_dir / LOG_NAME).write_text(
+        "Answered at once from an earlier solve of the same file with the same parameters; "
+        "no engine ran for this job.\n"
+    )
+    storage().publish_job_dir(work_dir, job_id)
+
+
+def reuse_solution(submission: Submission) -> bool:
+    """Answer an upload at once from an earlier solve of the same file with the same
+    parameters: a new image and a job that is already a success, with the same calibration
+    and engine products. Only the uploader's own solves and public ones are reused: a
+    private solve of someone else is neither copied nor revealed by an instant answer.
+    Returns False when there is nothing to reuse (the upload is queued)."""
+    earlier = _earlier_solve(submission)
     if earlier is None or earlier.calibration is None:
         return False
     source_dir = storage().job_dir(earlier.id)
@@ -114,16 +135,7 @@ def reuse_solution(submission: Submission) -> bool:
             db.session.add(ImageTag(user_image_id=image.id, text=tag.text, machine=True))
     for obj in old_image.sky_objects:
         db.session.add(SkyObject(user_image_id=image.id, name=obj.name))
-    work_dir = storage().make_work_dir(f"reuse-{job.id}-")
-    for name in REUSED_PRODUCTS:
-        product = source_dir / name
-        if product.is_file():
-            os.link(product, work_dir / name)  # products never change: share them
-    (work_dir / LOG_NAME).write_text(
-        "Answered at once from an earlier solve of the same file with the same parameters; "
-        "no engine ran for this job.\n"
-    )
-    storage().publish_job_dir(work_dir, job.id)
+    _publish_products(source_dir, job.id)
     db.session.commit()
     announce_ended(submission)
     return True

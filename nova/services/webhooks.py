@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from nova.db.models import Job, Submission, User, WebhookDelivery
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db
-from nova.infra import download, jobqueue, metrics
+from nova.infra import download, download_targets, jobqueue, metrics
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ def check_callback_url(url: str) -> str:
     if len(url) > 2048:
         raise ValueError("The callback_url is longer than 2048 characters.")
     try:
-        target = download.parse_url(url)
-        download.resolve(
+        target = download_targets.parse_url(url)
+        download_targets.resolve(
             target.host, target.port, allow_private=current_app.config["URL_ALLOW_PRIVATE"]
         )
-    except download.DownloadError as exc:
+    except download_targets.DownloadError as exc:
         raise ValueError(f"The callback_url cannot be used: {exc}.") from None
     return url
 
@@ -151,7 +151,7 @@ def _deliver(job_id: int) -> None:
             timeout=current_app.config["WEBHOOK_TIMEOUT"],
             allow_private=current_app.config["URL_ALLOW_PRIVATE"],
         )
-    except download.DownloadError as exc:
+    except download_targets.DownloadError as exc:
         error = str(exc)
     if status is not None and not 200 <= status < 300:
         error = f"the receiver answered {status}"

@@ -24,17 +24,17 @@ import time
 from pathlib import Path
 
 from flask import Flask, current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 
 from nova import logs
-from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
+from nova.db.models import Calibration, Job
 from nova.engine import process
 from nova.engine.inputs import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import jobqueue
-from nova.services import intake, jobs, storage
-from nova.services.batches import Batch, BatchFrame
+from nova.services import batch_frames, intake, jobs, storage
+from nova.services.batches import Batch
 from nova.worker import context, tasks
 from nova.worker.chain import Chain, solved_frame
 from nova.worker.group_run import (
@@ -119,28 +119,10 @@ class BatchTask:
                 storage().discard(scratch)
             self.recognised.clear()
 
-    def pending(self, limit: int) -> list[tuple[int, int, int | None]]:
-        """The first frames still to do, in part order: (position, submission, queued job,
-        or None when the submission is still to be recognised)."""
-        rows = db.session.execute(
-            select(BatchFrame.position, Submission.id, Job.id)
-            .join(Submission, BatchFrame.submission_id == Submission.id)
-            .outerjoin(UserImage, UserImage.submission_id == Submission.id)
-            .outerjoin(Job, Job.user_image_id == UserImage.id)
-            .where(
-                BatchFrame.batch_id == self.batch_id,
-                Submission.processing_started.is_(None) | (Job.status == JobStatus.QUEUED),
-            )
-            .order_by(BatchFrame.position, Job.id)
-            .limit(limit)
-        ).all()
-        db.session.commit()  # end the read: other tasks' changes must be seen next time
-        return [(int(p), int(s), None if j is None else int(j)) for p, s, j in rows]
-
     def take_frames(self) -> list[tuple[int, int]] | None:
         """Claim the next frames (recognising them first when needed): a group of
         GROUP_SIZE once the chain has a frame to start from, else one. None: nothing left."""
-        rows = self.pending(GROUP_SIZE)
+        rows = batch_frames.pending_frames(self.batch_id, GROUP_SIZE)
         if not rows:
             return None
         if self.chained and self.chain.reference is None:
@@ -150,7 +132,7 @@ class BatchTask:
         claimed = []
         for position, submission_id, job_id in rows:
             if job_id is None:
-                if not self.claim_submission(submission_id):
+                if not batch_frames.claim_submission(submission_id):
                     continue
                 job_ids = self.recognise(submission_id)
             else:
@@ -171,16 +153,6 @@ class BatchTask:
 
     def take_prepared(self, job_id: int) -> tuple[Path, PreparedInput] | None:
         return self.recognised.pop(job_id, None)
-
-    def claim_submission(self, submission_id: int) -> bool:
-        """Take a frame's recognition; False when another task took it first."""
-        result = db.session.execute(
-            update(Submission)
-            .where(Submission.id == submission_id, Submission.processing_started.is_(None))
-            .values(processing_started=utcnow())
-        )
-        db.session.commit()
-        return result.rowcount == 1
 
     def solve_one(
         self,
@@ -264,15 +236,6 @@ class BatchTask:
 
     def seed_chain(self, position: int) -> None:
         """Start from the solved frame of the batch nearest to ``position`` (another task's)."""
-        row = db.session.execute(
-            select(BatchFrame.position, Calibration)
-            .join(UserImage, UserImage.submission_id == BatchFrame.submission_id)
-            .join(Job, Job.user_image_id == UserImage.id)
-            .join(Calibration, Calibration.job_id == Job.id)
-            .where(BatchFrame.batch_id == self.batch_id)
-            .order_by(func.abs(BatchFrame.position - position), BatchFrame.position)
-            .limit(1)
-        ).first()
-        db.session.commit()
-        if row is not None:
-            self.chain.record(solved_frame(int(row[0]), row[1]))
+        nearest = batch_frames.nearest_solved_frame(self.batch_id, position)
+        if nearest is not None:
+            self.chain.record(solved_frame(*nearest))

@@ -23,14 +23,13 @@ from sqlalchemy import select
 from nova.db.models import Job, Submission
 from nova.engine.params import SolveParams
 from nova.extensions import db
-from nova.infra.download import (
-    MAX_REDIRECTS,
+from nova.infra.download import MAX_REDIRECTS, open_url
+from nova.infra.download_targets import (
     DownloadError,
     DownloadTimeout,
     DownloadTooLarge,
     UnsafeURL,
     address_problem,
-    open_url,
     parse_url,
     resolve,
 )
