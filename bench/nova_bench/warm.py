@@ -85,7 +85,7 @@ def warm_inputs(image: Path, bounds: tuple[float, float]) -> tuple[Any, Any]:
     """SolveParams and PreparedInput for a photo (or the apod4 star list) with this scale."""
     from PIL import Image
 
-    from nova.engine.inputs import PreparedInput
+    from nova.engine.input_formats import PreparedInput
     from nova.engine.params import parse_solve_params
 
     params = parse_solve_params(

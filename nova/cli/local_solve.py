@@ -19,7 +19,8 @@ from typing import Any
 
 from nova.engine import header_files, hints, job_files, sandbox, solver
 from nova.engine.calibration import compute_calibration, nova_calibration, read_wcs_header
-from nova.engine.inputs import UnsupportedInput, prepare_input
+from nova.engine.input_formats import UnsupportedInput
+from nova.engine.inputs import prepare_input
 from nova.engine.params import SolveParams
 from nova.services import intake
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from nova.engine.inputs import PreparedInput
+from nova.engine.input_formats import PreparedInput
 from nova.engine.job_files import AXY_NAME, CORR_NAME, MATCH_NAME, RDLS_NAME, WCS_NAME
 from nova.engine.params import SolveParams
 

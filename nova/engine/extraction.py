@@ -55,7 +55,8 @@ from nova.engine.commands import (
     image_extraction_options,
     working_options,
 )
-from nova.engine.inputs import PreparedInput
+from nova.engine.fits_tables import FITS_BLOCK
+from nova.engine.input_formats import PreparedInput
 from nova.engine.params import SolveParams
 
 # image2pnm's converters for the kinds Nova recognises (``file`` names the same kinds).
@@ -74,7 +75,6 @@ TOOLS = ("solve-field", "an-pnmtofits", "ppmtopgm", "pbmtopgm", "sh")
 # about 10 boxes.
 REMOVELINES_CUT = 100.0
 UNIFORMIZE_BOXES = 10
-FITS_BLOCK = 2880
 CARD = 80
 # Files of this stage in the work directory (none is kept: see tasks.KEEP).
 PNM_NAME = "extract-image.pnm"

@@ -14,12 +14,8 @@ from astropy.io import fits
 
 from nova.engine.header_hints import cards_from_header, from_exif, from_fits_cards, from_xisf
 from nova.engine.hints import MAX_HEADER_CARDS, HeaderHints
-from nova.engine.inputs import (
-    MAX_XISF_HEADER_BYTES,
-    HeaderSource,
-    PreparedInput,
-    check_xisf_header_size,
-)
+from nova.engine.input_formats import HeaderSource, PreparedInput
+from nova.engine.xisf_input import MAX_XISF_HEADER_BYTES, check_xisf_header_size
 
 log = logging.getLogger(__name__)
 

@@ -171,12 +171,11 @@ WCS_KEYWORDS = (
 )  # fmt: skip
 
 
-def _checked_wcs(
-    values: dict[str, Any], width: int, height: int, reader: ValueReader
-) -> tuple[fits.Header, float, tuple[float, float], tuple[str, ...]] | None:
-    """The header's celestial TAN WCS, when it is one that can be verified: celestial axes,
-    finite numbers, an invertible matrix and a plausible scale. SIP terms are left out (the
-    engine fits its own); only the linear part is verified."""
+def _linear_tan_header(
+    values: dict[str, Any], reader: ValueReader
+) -> tuple[fits.Header, list[str]] | None:
+    """The header's TAN WCS keywords as a header of finite numbers and the names used; None
+    (with a note when there was a WCS) when it is not a complete celestial TAN projection."""
     ctype1, ctype2 = values.get("CTYPE1"), values.get("CTYPE2")
     if ctype1 is None and ctype2 is None:
         return None
@@ -213,6 +212,19 @@ def _checked_wcs(
     if not any(name in used for name in ("CD1_1", "CDELT1")):
         reader.notes.append("WCS ignored: neither CD nor CDELT matrix")
         return None
+    return header, used
+
+
+def _checked_wcs(
+    values: dict[str, Any], width: int, height: int, reader: ValueReader
+) -> tuple[fits.Header, float, tuple[float, float], tuple[str, ...]] | None:
+    """The header's celestial TAN WCS, when it is one that can be verified: celestial axes,
+    finite numbers, an invertible matrix and a plausible scale. SIP terms are left out (the
+    engine fits its own); only the linear part is verified."""
+    linear = _linear_tan_header(values, reader)
+    if linear is None:
+        return None
+    header, used = linear
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -8,7 +8,7 @@ lower bound, and a bad value is an error up front instead of a failed job later.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -168,85 +168,124 @@ def _in_range(name: str, value: float | int | None, low: float, high: float) -> 
         raise ParamError(name, f"must be between {low:g} and {high:g}, got {shown}")
 
 
-def parse_solve_params(data: Mapping[str, Any]) -> SolveParams:
-    """Validate the solve parameters present in ``data``; absent ones keep nova's defaults."""
-    defaults = SolveParams()
-    values: dict[str, Any] = {}
+def _scale_units(name: str, value: Any) -> str | None:
+    if _blank(value):
+        return None
+    canonical = SCALE_UNIT_ALIASES.get(str(value).strip().lower())
+    if canonical is None:
+        raise ParamError(name, "must be one of degwidth, arcminwidth, arcsecperpix, focalmm")
+    return canonical
 
-    units = data.get("scale_units")
-    if not _blank(units):
-        canonical = SCALE_UNIT_ALIASES.get(str(units).strip().lower())
-        if canonical is None:
-            raise ParamError(
-                "scale_units", "must be one of degwidth, arcminwidth, arcsecperpix, focalmm"
-            )
-        values["scale_units"] = canonical
 
-    scale_type = data.get("scale_type")
-    if not _blank(scale_type):
-        scale_type = str(scale_type).strip().lower()
-        if scale_type not in ("ul", "ev"):
-            raise ParamError("scale_type", "must be 'ul' (bounds) or 'ev' (estimate and error)")
-        values["scale_type"] = scale_type
-    scale_type = values.get("scale_type", defaults.scale_type)
+def _scale_type(name: str, value: Any) -> str | None:
+    if _blank(value):
+        return None
+    text = str(value).strip().lower()
+    if text not in ("ul", "ev"):
+        raise ParamError(name, "must be 'ul' (bounds) or 'ev' (estimate and error)")
+    return text
 
-    for name in ("scale_lower", "scale_upper", "scale_est", "scale_err", "positional_error"):
-        number = _float(name, data.get(name))
-        if number is not None:
-            values[name] = number
-    for name in ("scale_lower", "scale_upper"):
-        if name in values and values[name] < 0:
-            raise ParamError(name, "must not be negative")
-    if scale_type == "ul":
+
+def _non_negative(name: str, value: Any) -> float | None:
+    number = _float(name, value)
+    if number is not None and number < 0:
+        raise ParamError(name, "must not be negative")
+    return number
+
+
+def _positive(name: str, value: Any) -> float | None:
+    number = _float(name, value)
+    if number is not None and number <= 0:
+        raise ParamError(name, "must be greater than 0")
+    return number
+
+
+def _parity(name: str, value: Any) -> int | None:
+    number = _int(name, value)
+    if number is not None and number not in (0, 1, 2):
+        raise ParamError(name, "must be 0 (positive), 1 (negative) or 2 (try both)")
+    return number
+
+
+def _int_between(low: int, high: int) -> Callable[[str, Any], int | None]:
+    def read(name: str, value: Any) -> int | None:
+        number = _int(name, value)
+        _in_range(name, number, low, high)
+        return number
+
+    return read
+
+
+# One rule per field: how its value is read and what it must be on its own, in the order
+# the fields are checked. What depends on other fields is in _check_scale and _check_hint.
+FIELD_RULES: tuple[tuple[str, Callable[[str, Any], Any]], ...] = (
+    ("scale_units", _scale_units),
+    ("scale_type", _scale_type),
+    ("scale_lower", _non_negative),
+    ("scale_upper", _non_negative),
+    ("scale_est", _float),  # checked with scale_type 'ev' only
+    ("scale_err", _float),  # checked with scale_type 'ev' only
+    ("positional_error", _positive),
+    ("center_ra", _float),  # the position hint: checked together by _check_hint
+    ("center_dec", _float),
+    ("radius", _float),
+    ("parity", _parity),
+    ("tweak_order", _int_between(0, 9)),
+    ("downsample_factor", _int_between(1, 32)),
+    ("image_width", _int_between(0, 1_000_000)),
+    ("image_height", _int_between(0, 1_000_000)),
+    ("crpix_center", _bool),
+    ("invert", _bool),
+    ("use_sextractor", _bool),
+    ("use_header_hints", _bool),
+)
+HINT_FIELDS = ("center_ra", "center_dec", "radius")
+
+
+def _check_scale(values: dict[str, Any], defaults: SolveParams) -> None:
+    """Bounds must be ordered and positive; an estimate needs its error."""
+    if values.get("scale_type", defaults.scale_type) == "ul":
         lower = values.get("scale_lower", defaults.scale_lower)
         upper = values.get("scale_upper", defaults.scale_upper)
         if lower is not None and upper is not None and lower > upper:
             raise ParamError("scale_upper", "must not be smaller than scale_lower")
         if upper is not None and upper <= 0:
             raise ParamError("scale_upper", "must be greater than 0")
-    else:
-        if values.get("scale_est") is None or values.get("scale_err") is None:
-            raise ParamError("scale_est", "scale_type 'ev' needs both scale_est and scale_err")
-        if values["scale_est"] <= 0:
-            raise ParamError("scale_est", "must be greater than 0")
-        _in_range("scale_err", values["scale_err"], 0, 99.999)
-    if values.get("positional_error") is not None and values["positional_error"] <= 0:
-        raise ParamError("positional_error", "must be greater than 0")
+        return
+    if values.get("scale_est") is None or values.get("scale_err") is None:
+        raise ParamError("scale_est", "scale_type 'ev' needs both scale_est and scale_err")
+    if values["scale_est"] <= 0:
+        raise ParamError("scale_est", "must be greater than 0")
+    _in_range("scale_err", values["scale_err"], 0, 99.999)
 
-    hint = {name: _float(name, data.get(name)) for name in ("center_ra", "center_dec", "radius")}
-    given = [name for name, value in hint.items() if value is not None]
-    if given and len(given) != 3:
-        missing = ", ".join(name for name, value in hint.items() if value is None)
+
+def _check_hint(values: dict[str, Any]) -> None:
+    """A position hint is centre and radius together, each on the sky."""
+    given = [name for name in HINT_FIELDS if name in values]
+    if not given:
+        return
+    if len(given) != 3:
+        missing = ", ".join(name for name in HINT_FIELDS if name not in values)
         raise ParamError(
             missing.split(", ")[0],
             f"a position hint needs center_ra, center_dec and radius together (missing: {missing})",
         )
-    if given:
-        _in_range("center_ra", hint["center_ra"], 0, 360)
-        _in_range("center_dec", hint["center_dec"], -90, 90)
-        if not 0 < hint["radius"] <= 180:  # type: ignore[operator]
-            raise ParamError("radius", "must be greater than 0 and at most 180 degrees")
-        values.update(hint)
+    _in_range("center_ra", values["center_ra"], 0, 360)
+    _in_range("center_dec", values["center_dec"], -90, 90)
+    if not 0 < values["radius"] <= 180:
+        raise ParamError("radius", "must be greater than 0 and at most 180 degrees")
 
-    parity = _int("parity", data.get("parity"))
-    if parity is not None:
-        if parity not in (0, 1, 2):
-            raise ParamError("parity", "must be 0 (positive), 1 (negative) or 2 (try both)")
-        values["parity"] = parity
-    for name, low, high in (
-        ("tweak_order", 0, 9),
-        ("downsample_factor", 1, 32),
-        ("image_width", 0, 1_000_000),
-        ("image_height", 0, 1_000_000),
-    ):
-        number = _int(name, data.get(name))
-        if number is not None:
-            _in_range(name, number, low, high)
-            values[name] = number
-    for name in ("crpix_center", "invert", "use_sextractor", "use_header_hints"):
-        flag = _bool(name, data.get(name))
-        if flag is not None:
-            values[name] = flag
+
+def parse_solve_params(data: Mapping[str, Any]) -> SolveParams:
+    """Validate the solve parameters present in ``data``; absent ones keep nova's defaults."""
+    defaults = SolveParams()
+    values: dict[str, Any] = {}
+    for name, read in FIELD_RULES:
+        value = read(name, data.get(name))
+        if value is not None:
+            values[name] = value
+    _check_scale(values, defaults)
+    _check_hint(values)
     return SolveParams(**{**defaults.as_dict(), **values})
 
 

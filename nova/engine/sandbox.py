@@ -23,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nova.engine import process
 
@@ -118,18 +118,7 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
     chunks: list[bytes] = []
     timed_out = False
     try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([reader], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(reader, 1 << 16)
-            if not chunk:
-                break  # the child closed its end: it is exiting
-            chunks.append(chunk)
+        timed_out = _read_until(reader, deadline, chunks)
     finally:
         os.close(reader)
         if timed_out:
@@ -141,6 +130,28 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
         raise DecodeLimitExceeded(
             f"Reading the file took longer than the {limits.wall_seconds:.0f} s it had."
         )
+    return _child_outcome(status, chunks, limits)  # type: ignore[no-any-return]
+
+
+def _read_until(reader: int, deadline: float, chunks: list[bytes]) -> bool:
+    """Collect what the child writes until it closes its end; True when the deadline came
+    first. ``chunks`` is filled in place so that what was read survives an exception."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        ready, _, _ = select.select([reader], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(reader, 1 << 16)
+        if not chunk:
+            return False  # the child closed its end: it is exiting
+        chunks.append(chunk)
+
+
+def _child_outcome(status: int, chunks: list[bytes], limits: DecodeLimits) -> Any:
+    """The child's result from its exit status and what it wrote; raises what it raised,
+    or why it stopped."""
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         if number in (signal.SIGXCPU, signal.SIGKILL):
@@ -154,7 +165,7 @@ def run_limited(func: Callable[..., T], *args: object, limits: DecodeLimits) -> 
         raise DecodeCrashed(f"the decoder exited with status {os.WEXITSTATUS(status)}")
     tag, value = pickle.loads(b"".join(chunks))
     if tag == "ok":
-        return value  # type: ignore[no-any-return]
+        return value
     if tag == "memory":
         raise _memory_exceeded(limits)
     if tag == "raise":

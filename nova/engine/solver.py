@@ -44,7 +44,7 @@ from nova.engine.header_attempts import (
     solve_header_attempts,
 )
 from nova.engine.hints import Attempt
-from nova.engine.inputs import PreparedInput
+from nova.engine.input_formats import PreparedInput
 from nova.engine.job_files import (
     ANNOTATIONS_NAME,
     AXY_NAME,

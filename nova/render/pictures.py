@@ -21,7 +21,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-from nova.engine.inputs import RASTER_KINDS, PreparedInput, sniff
+from nova.engine.input_formats import RASTER_KINDS, PreparedInput, sniff
 
 DISPLAY_MAX = 640  # nova's "display" size: longest side at most 640 px
 THUMBNAIL_MAX = 256

@@ -24,7 +24,7 @@ from astropy.io import fits
 from astropy.wcs import FITSFixedWarning
 
 from nova.engine import fieldobjects
-from nova.engine.inputs import RASTER_KINDS, PreparedInput
+from nova.engine.input_formats import RASTER_KINDS, PreparedInput
 from nova.engine.job_files import AXY_NAME, RDLS_NAME, WCS_NAME
 from nova.render import overlays, pictures, sky
 

@@ -22,13 +22,9 @@ from nova.db.models import (
     UserImage,
     utcnow,
 )
-from nova.engine import archives, sandbox
-from nova.engine.inputs import (
-    SUPPORTED_TEXT,
-    PreparedInput,
-    UnsupportedInput,
-    prepare_input,
-)
+from nova.engine import archive_limits, archives, sandbox
+from nova.engine.input_formats import SUPPORTED_TEXT, PreparedInput, UnsupportedInput
+from nova.engine.inputs import prepare_input
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import download, download_targets
@@ -184,7 +180,7 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
         else:
             try:
                 found, skipped = _unpack_archive(upload, work_dir, submission, started)
-            except archives.ArchiveError as exc:
+            except archive_limits.ArchiveError as exc:
                 fail_submission(submission, str(exc), submission.upload_hash)
                 return Recognised([])
             if not found:
@@ -305,16 +301,16 @@ def _deadline(started: float) -> float:
 
 def _unpack_archive(
     upload: Path, work_dir: Path, submission: Submission, started: float
-) -> tuple[list[_Found], list[archives.Member]]:
+) -> tuple[list[_Found], list[archive_limits.Member]]:
     """Unpack and recognise every member of the archive into ``work_dir``; return the
     usable ones and the refused ones.
 
-    Raises archives.ArchiveError when the archive is corrupt or over a limit; nothing is
+    Raises archive_limits.ArchiveError when the archive is corrupt or over a limit; nothing is
     stored then (the work directory goes), and no image is created.
     """
     config = current_app.config
     budget = _processing_budget()
-    limits = archives.ArchiveLimits(
+    limits = archive_limits.ArchiveLimits(
         max_members=config["MAX_ARCHIVE_MEMBERS"],
         max_total_bytes=config["MAX_ARCHIVE_BYTES"],
         max_member_bytes=config["MAX_CONTENT_LENGTH"],
@@ -323,7 +319,7 @@ def _unpack_archive(
         time_limit=budget,
     )
     usable: list[_Found] = []
-    skipped: list[archives.Member] = []
+    skipped: list[archive_limits.Member] = []
     for index, member in enumerate(archives.iter_members(upload, work_dir, limits)):
         if member.path is None:
             skipped.append(member)
@@ -352,7 +348,7 @@ def _unpack_archive(
 _MAX_LISTED = 20
 
 
-def _nothing_usable(skipped: list[archives.Member]) -> str:
+def _nothing_usable(skipped: list[archive_limits.Member]) -> str:
     if not skipped:
         return "The archive holds no files."
     parts = []

@@ -27,9 +27,7 @@ from nova.db.models import (
     UserImage,
 )
 from nova.engine import archives
-from nova.engine.inputs import (
-    sniff_upload,
-)
+from nova.engine.inputs import sniff_upload
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import jobqueue

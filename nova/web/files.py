@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, current_app, send_file
 
 from nova.db.models import Calibration, Job, UserImage
 from nova.engine import sandbox
-from nova.engine.inputs import PreparedInput, UnsupportedInput
+from nova.engine.input_formats import PreparedInput, UnsupportedInput
 from nova.engine.job_files import AXY_NAME, CORR_NAME, RDLS_NAME, WCS_NAME
 from nova.engine.redaction import without_server_paths
 from nova.extensions import db

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from nova.db.models import Album, Job, Submission, UserImage
 from nova.engine import hints
 from nova.engine.calibration import format_dec_dms, format_ra_hms, format_size
-from nova.engine.inputs import UnsupportedInput
+from nova.engine.input_formats import UnsupportedInput
 from nova.engine.params import ParamError, parse_choice, parse_solve_params, row_id
 from nova.extensions import db
 from nova.infra import jobqueue

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from nova import logs
 from nova.db.models import Calibration, Job
 from nova.engine import process
-from nova.engine.inputs import PreparedInput, UnsupportedInput
+from nova.engine.input_formats import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import jobqueue

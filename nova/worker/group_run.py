@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nova.engine import commands, extraction, job_files, process, solver
-from nova.engine.inputs import PreparedInput
+from nova.engine import commands, extraction, fits_tables, job_files, process, solver
+from nova.engine.input_formats import PreparedInput
 from nova.engine.params import SolveParams
 
 # The chained attempt searches the brightest this many sources only: with the right hints a
@@ -200,7 +200,7 @@ class AxyTemplate:
         )
         if header is None:
             return False
-        padding = b"\0" * (-len(hdus.data) % extraction.FITS_BLOCK)
+        padding = b"\0" * (-len(hdus.data) % fits_tables.FITS_BLOCK)
         target.write_bytes(self.primary + header + hdus.data + padding)
         return True
 
@@ -228,7 +228,7 @@ def _header_end(raw: bytes, start: int) -> int | None:
     for offset in range(start, len(raw) - FITS_CARD + 1, FITS_CARD):
         if raw[offset : offset + 8] == b"END     ":
             end = offset + FITS_CARD
-            return end + (-(end - start) % extraction.FITS_BLOCK)
+            return end + (-(end - start) % fits_tables.FITS_BLOCK)
     return None
 
 

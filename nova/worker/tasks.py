@@ -22,7 +22,7 @@ from nova import logs
 from nova.db.models import Job, UserImage
 from nova.engine import header_files, hints, job_files, process, quality, solver, warm_engine
 from nova.engine.calibration import CalibrationNumbers, compute_calibration, read_wcs_header
-from nova.engine.inputs import PreparedInput, UnsupportedInput
+from nova.engine.input_formats import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
 from nova.extensions import db
 from nova.infra import cancellation, jobqueue, metrics

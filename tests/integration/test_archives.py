@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from nova.db.models import Job, Submission
 from nova.engine import archives
-from nova.engine.inputs import SUPPORTED_TEXT
+from nova.engine.input_formats import SUPPORTED_TEXT
 from nova.extensions import db
 from nova.services import intake
 from tests.support.api import api_call, api_login

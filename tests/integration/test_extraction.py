@@ -19,7 +19,8 @@ from astropy.io import fits
 from PIL import Image
 
 from nova.engine import commands, extraction, job_files, process, solver
-from nova.engine.inputs import PreparedInput, prepare_input
+from nova.engine.input_formats import PreparedInput
+from nova.engine.inputs import prepare_input
 from nova.engine.params import SolveParams, parse_solve_params
 from tests.support.figures import record_figure
 from tests.support.paths import APOD

@@ -464,7 +464,9 @@ def test_api_upload_option_and_info_key(
 
 
 def test_xisf_headers_beyond_the_limit_or_broken_are_refused_clearly(tmp_path: Path) -> None:
-    from nova.engine.inputs import MAX_XISF_HEADER_BYTES, UnsupportedInput, prepare_input
+    from nova.engine.input_formats import UnsupportedInput
+    from nova.engine.inputs import prepare_input
+    from nova.engine.xisf_input import MAX_XISF_HEADER_BYTES
 
     huge = tmp_path / "huge.xisf"
     huge.write_bytes(b"XISF0100" + (MAX_XISF_HEADER_BYTES + 1).to_bytes(4, "little") + bytes(8))
@@ -485,7 +487,8 @@ def test_xisf_headers_beyond_the_limit_or_broken_are_refused_clearly(tmp_path: P
 def test_an_xisf_image_larger_than_the_pixel_limit_is_refused_before_decoding(
     tmp_path: Path,
 ) -> None:
-    from nova.engine.inputs import UnsupportedInput, prepare_input
+    from nova.engine.input_formats import UnsupportedInput
+    from nova.engine.inputs import prepare_input
 
     path = tmp_path / "big.xisf"
     XISF.write(str(path), np.zeros((300, 400, 1), dtype=np.uint16), creator_app="test")
@@ -534,7 +537,8 @@ def test_a_zlib_bomb_in_xisf_is_refused_without_expanding(tmp_path: Path) -> Non
     """A block that declares a small image but inflates to 1 GB stops at the declared size."""
     import zlib
 
-    from nova.engine.inputs import UnsupportedInput, prepare_input
+    from nova.engine.input_formats import UnsupportedInput
+    from nova.engine.inputs import prepare_input
 
     bomb = zlib.compress(bytes(1 << 30), 9)  # 1 GB of zeros in about 1 MB
     header_length = 4096

@@ -18,7 +18,7 @@ from PIL import Image
 
 from nova.db.models import Job
 from nova.engine import fieldobjects
-from nova.engine.inputs import PreparedInput
+from nova.engine.input_formats import PreparedInput
 from nova.engine.job_files import WCS_NAME
 from nova.render.overlays import DrawnLabel, write_annotated
 from nova.render.pictures import (

@@ -18,7 +18,7 @@ from PIL import Image
 
 from nova.config import default_engine_processes, load_config
 from nova.engine import job_files, race, solver
-from nova.engine.inputs import PreparedInput
+from nova.engine.input_formats import PreparedInput
 from nova.engine.params import SolveParams
 from tests.integration.test_solve_apod import APOD_CENTRES, TOLERANCE_DEG, angular_distance
 from tests.support import starfields

@@ -15,7 +15,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from nova.engine.inputs import UnsupportedInput, prepare_input
+from nova.engine.input_formats import UnsupportedInput
+from nova.engine.inputs import prepare_input
 from tests.support.processes import free_port
 from tests.support.samples import SolveSamples
 

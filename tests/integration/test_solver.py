@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nova.engine.commands import augment_command, augment_options, engine_config
-from nova.engine.inputs import PreparedInput
+from nova.engine.input_formats import PreparedInput
 from nova.engine.params import parse_solve_params
 from nova.engine.process import SolveTimeout, run_with_deadline
 from tests.support.paths import REPO, SHARED_DATA

@@ -23,7 +23,7 @@ from PIL import Image
 
 from nova.db.models import Job, JobStatus
 from nova.engine import commands, job_files, solver, warm_engine
-from nova.engine.inputs import PreparedInput
+from nova.engine.input_formats import PreparedInput
 from nova.engine.params import parse_solve_params
 from nova.engine.process import run_with_deadline
 from nova.extensions import db

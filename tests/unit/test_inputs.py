@@ -12,7 +12,8 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from nova.engine.inputs import UnsupportedInput, prepare_input, sniff
+from nova.engine.input_formats import UnsupportedInput, sniff
+from nova.engine.inputs import prepare_input
 
 LIMITS = {
     "max_pixels": 50_000_000,

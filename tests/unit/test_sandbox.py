@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nova.engine.inputs import UnsupportedInput
+from nova.engine.input_formats import UnsupportedInput
 from nova.engine.sandbox import DecodeLimitExceeded, DecodeLimits, run_limited
 
 MB = 1 << 20
