@@ -108,7 +108,10 @@ def default_engine_processes(env: Mapping[str, str]) -> int:
 
 
 def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Build the Flask config mapping from ``env`` (default: ``os.environ``)."""
+    """Build the Flask config mapping from ``env`` (default: ``os.environ``).
+
+    The groups are read in this order, so of two malformed settings the same one is reported.
+    """
     env = os.environ if env is None else env
     environment = env.get("NOVA_ENV", "development").strip() or "development"
     if environment not in ("development", "production"):
@@ -127,8 +130,32 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DATA_DIR": data_dir,
         "SQLALCHEMY_DATABASE_URI": env.get("NOVA_DATABASE_URL")
         or f"sqlite:///{data_dir / 'nova.sqlite'}",
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "REDIS_URL": env.get("NOVA_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "INDEX_DIRS": index_dirs,
+        **_engine_settings(env),
+        **_decode_limits(env, max_upload_mb),
+        **_session_settings(env, environment, data_dir),
+        **_input_limits(env, max_upload_mb),
+        **_worker_settings(env),
+        "LOG_FORMAT": _choice(env, "NOVA_LOG_FORMAT", ("text", "json"), "text"),
+        **_abuse_limits(env),
+        # Time series (/api/upload_batch): most frames, and most bytes in one batch request.
+        "BATCH_MAX_FRAMES": _int(env, "NOVA_BATCH_MAX_FRAMES", 1000),
+        "BATCH_MAX_BYTES": _int(env, "NOVA_BATCH_MAX_MB", max_upload_mb) * 1024 * 1024,
+        **_webhook_and_event_settings(env),
+        # Days after which anonymous and failed uploads are deleted (0: keep everything).
+        "RETENTION_DAYS": _int(env, "NOVA_RETENTION_DAYS", 0, minimum=0),
+        # /metrics (Prometheus text format): off by default (404); with a token, only a
+        # scraper sending "Authorization: Bearer <token>" is answered.
+        "METRICS": _flag(env, "NOVA_METRICS", False),
+        "METRICS_TOKEN": env.get("NOVA_METRICS_TOKEN", "").strip(),
+    }
+
+
+def _engine_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """How a worker runs the engine."""
+    return {
         "SOLVE_TIME_LIMIT": _int(env, "NOVA_SOLVE_TIME_LIMIT", 300),
         # Solve with the index files kept open in the worker (PyPI astrometry), not a new
         # astrometry-engine process per job; the engine stays the fallback.
@@ -142,6 +169,12 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ENGINE_PROCESSES": _int(env, "NOVA_ENGINE_PROCESSES", default_engine_processes(env)),
         # Missing hints from the file's header (FITS, XISF, EXIF) as a first attempt.
         "USE_HEADER_HINTS": _flag(env, "NOVA_USE_HEADER_HINTS", True),
+    }
+
+
+def _decode_limits(env: Mapping[str, str], max_upload_mb: int) -> dict[str, Any]:
+    """How large an upload may be, and what reading and drawing it may cost."""
+    return {
         "MAX_CONTENT_LENGTH": max_upload_mb * 1024 * 1024,
         "MAX_IMAGE_PIXELS": _int(env, "NOVA_MAX_IMAGE_PIXELS", 200_000_000),
         # Pictures drawn of a solve (annotated, grid, ...) and of an upload: larger images are
@@ -152,6 +185,12 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # it may allocate, and processor seconds (also the wall-clock limit of a picture).
         "DECODE_MEMORY_MB": _int(env, "NOVA_DECODE_MEMORY_MB", 2048, minimum=64),
         "DECODE_CPU_SECONDS": _int(env, "NOVA_DECODE_CPU_SECONDS", 60),
+    }
+
+
+def _session_settings(env: Mapping[str, str], environment: str, data_dir: Path) -> dict[str, Any]:
+    """The signing key, the cookies, and how long sessions and id-only access last."""
+    return {
         "SECRET_KEY": _secret_key(env, environment, data_dir),
         "SESSION_COOKIE_NAME": "NovaSession",
         "SESSION_COOKIE_HTTPONLY": True,
@@ -159,11 +198,20 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Behind HTTPS, cookies must never travel over plain HTTP.
         "SESSION_COOKIE_SECURE": _flag(env, "NOVA_SECURE_COOKIES", False),
         "REMEMBER_COOKIE_SECURE": _flag(env, "NOVA_SECURE_COOKIES", False),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,  # a token lives as long as the session
         "API_SESSION_DAYS": _int(env, "NOVA_API_SESSION_DAYS", 14),
         "API_DEFAULT_VISIBILITY": _choice(env, "NOVA_API_DEFAULT_VISIBILITY", ("y", "n"), "y"),
         # Hours after a private job ends during which its id alone opens its status,
         # calibration and WCS (clients that poll without a session); 0: owner only.
         "ID_ACCESS_HOURS": _int(env, "NOVA_ID_ACCESS_HOURS", 24, minimum=0),
+    }
+
+
+def _input_limits(env: Mapping[str, str], max_upload_mb: int) -> dict[str, Any]:
+    """What one upload may hold (stars, archive members) and where it may come from."""
+    return {
         "MAX_STARS": _int(env, "NOVA_MAX_STARS", 100_000),
         # A form field (request-json above all) held in memory: room for NOVA_MAX_STARS x/y
         # pairs written out in full (Werkzeug's default of 500 kB holds about 12,000).
@@ -175,6 +223,12 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # URL uploads from loopback/private addresses: tests and intranet deployments only.
         "URL_ALLOW_PRIVATE": _flag(env, "NOVA_URL_ALLOW_PRIVATE", False),
         "ALLOW_ANONYMOUS_UPLOADS": _flag(env, "NOVA_ALLOW_ANONYMOUS_UPLOADS", True),
+    }
+
+
+def _worker_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Retries, queued work per account, result reuse, liveness and the workers' priority."""
+    return {
         "MAX_ATTEMPTS": _int(env, "NOVA_MAX_ATTEMPTS", 3),
         # Work waiting per account, or per address for anonymous uploads: jobs queued or
         # solving plus uploads not yet read (each image of an archive is a job).
@@ -182,15 +236,15 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "REUSE_RESULTS": _flag(env, "NOVA_REUSE_RESULTS", True),
         "HEARTBEAT_SECONDS": _int(env, "NOVA_HEARTBEAT_SECONDS", 10),
         "RECONCILE_SECONDS": _int(env, "NOVA_RECONCILE_SECONDS", 30),
-        "WTF_CSRF_TIME_LIMIT": None,  # a token lives as long as the session
-        "REMEMBER_COOKIE_HTTPONLY": True,
-        "REMEMBER_COOKIE_SAMESITE": "Lax",
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         # Solver workers run at this niceness (0 to 19): under contention the web server's
         # answers come before a long blind solve's next CPU slice.
         "WORKER_NICE": _int(env, "NOVA_WORKER_NICE", 10, minimum=0),
-        "LOG_FORMAT": _choice(env, "NOVA_LOG_FORMAT", ("text", "json"), "text"),
-        # Abuse limits, counted in redis (so shared by every web process and host).
+    }
+
+
+def _abuse_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """Abuse limits, counted in redis (so shared by every web process and host)."""
+    return {
         "RATE_LIMITS": _flag(env, "NOVA_RATE_LIMITS", True),
         "UPLOAD_RATE_LIMIT": _rate_limit(env, "NOVA_UPLOAD_RATE_LIMIT", "60/minute;1000/hour"),
         "LOGIN_RATE_LIMIT": _rate_limit(env, "NOVA_LOGIN_RATE_LIMIT", "30/minute;300/hour"),
@@ -199,11 +253,14 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CONTENT_RATE_LIMIT": _rate_limit(env, "NOVA_CONTENT_RATE_LIMIT", "20/minute;300/day"),
         # Reverse proxies in front (Caddy in the https profile: 1) whose X-Forwarded-* to trust.
         "PROXY_HOPS": _int(env, "NOVA_PROXY_HOPS", 0, minimum=0),
-        # Time series (/api/upload_batch): most frames, and most bytes in one batch request.
-        "BATCH_MAX_FRAMES": _int(env, "NOVA_BATCH_MAX_FRAMES", 1000),
-        "BATCH_MAX_BYTES": _int(env, "NOVA_BATCH_MAX_MB", max_upload_mb) * 1024 * 1024,
-        # Webhooks (callback_url): seconds between a failed delivery and its next try, one
-        # per retry (the default: 5 tries over 15 minutes), and each try's time limit.
+    }
+
+
+def _webhook_and_event_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Webhook deliveries (callback_url) and live event streams."""
+    return {
+        # Seconds between a failed delivery and its next try, one per retry (the default:
+        # 5 tries over 15 minutes), and each try's time limit.
         "WEBHOOK_RETRY_INTERVALS": _seconds_list(
             env, "NOVA_WEBHOOK_RETRY_INTERVALS", "60,120,240,480"
         ),
@@ -219,10 +276,4 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # it is alive in between (proxies close silent connections).
         "EVENTS_MAX_SECONDS": _int(env, "NOVA_EVENTS_MAX_SECONDS", 300),
         "EVENTS_KEEPALIVE_SECONDS": _int(env, "NOVA_EVENTS_KEEPALIVE_SECONDS", 15),
-        # Days after which anonymous and failed uploads are deleted (0: keep everything).
-        "RETENTION_DAYS": _int(env, "NOVA_RETENTION_DAYS", 0, minimum=0),
-        # /metrics (Prometheus text format): off by default (404); with a token, only a
-        # scraper sending "Authorization: Bearer <token>" is answered.
-        "METRICS": _flag(env, "NOVA_METRICS", False),
-        "METRICS_TOKEN": env.get("NOVA_METRICS_TOKEN", "").strip(),
     }

@@ -3,8 +3,9 @@
 Every record gets ``submission_id``, ``job_id``, ``image_id`` and ``request_id`` fields when
 they are known, found without the code that logs having to pass them:
 
-- in a work horse, from the RQ job being run (``solve-<job id>``, ``submission-<id>``) and from
-  what the task bound with :func:`bind` (a solve binds its submission);
+- in a work horse, from the RQ job being run (``solve-<job id>``, ``submission-<id>``: read
+  by nova.infra.rq_ids) and from what the task bound with :func:`bind` (a solve binds its
+  submission);
 - in a web request, from the URL's ``submission_id`` / ``job_id`` / ``image_id`` and a request
   id (the proxy's ``X-Request-ID``, else a new one, echoed in the response).
 
@@ -28,9 +29,10 @@ from typing import Any
 
 from flask import Flask, Response, has_request_context, request
 
+from nova.infra.rq_ids import ids_of_current_job
+
 ID_FIELDS = ("submission_id", "job_id", "image_id", "request_id")
 _bound: ContextVar[dict[str, Any] | None] = ContextVar("nova_log_ids", default=None)
-RQ_ID = re.compile(r"^(?P<kind>solve|submission)-(?P<id>\d+)")
 REQUEST_ID_KEY = "nova.request_id"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -45,22 +47,6 @@ def bind(**ids: Any) -> Iterator[None]:
         _bound.reset(token)
 
 
-def _ids_from_rq() -> dict[str, Any]:
-    try:
-        from rq import get_current_job
-
-        job = get_current_job()
-    except Exception:  # not in a work horse, or RQ's state is unavailable
-        return {}
-    if job is None:
-        return {}
-    match = RQ_ID.match(job.id)
-    if match is None:
-        return {}
-    field = "job_id" if match["kind"] == "solve" else "submission_id"
-    return {field: int(match["id"])}
-
-
 def _ids_from_request() -> dict[str, Any]:
     if not has_request_context():
         return {}
@@ -72,7 +58,7 @@ def _ids_from_request() -> dict[str, Any]:
 
 
 def current_ids() -> dict[str, Any]:
-    return {**_ids_from_rq(), **_ids_from_request(), **(_bound.get() or {})}
+    return {**ids_of_current_job(), **_ids_from_request(), **(_bound.get() or {})}
 
 
 _base_factory = logging.getLogRecordFactory()

@@ -19,7 +19,7 @@ from typing import Any
 
 from nova.engine import header_files, hints, job_files, sandbox, solver
 from nova.engine.calibration import compute_calibration, nova_calibration, read_wcs_header
-from nova.engine.input_formats import UnsupportedInput
+from nova.engine.input_formats import PreparedInput, UnsupportedInput
 from nova.engine.inputs import prepare_input
 from nova.engine.params import SolveParams
 from nova.services import intake
@@ -90,18 +90,8 @@ def solve_file(
     deadline = started + time_limit
     with tempfile.TemporaryDirectory(prefix="nova-solve-") as tmp:
         work_dir = Path(tmp)
-        read = partial(
-            prepare_input,
-            path.absolute(),  # the engine runs in the work directory
-            work_dir,
-            image_width=params.image_width,
-            image_height=params.image_height,
-            **intake.input_limits(config),
-        )
         try:
-            prepared = sandbox.run_limited(
-                read, limits=sandbox.limits_from_config(dict(config), time_limit)
-            )
+            prepared = _read_input(path, work_dir, params, config, time_limit)
         except (sandbox.DecodeLimitExceeded, UnsupportedInput, OSError) as exc:
             return FileResult(str(path), BAD_INPUT, time.monotonic() - started, reason=str(exc))
         except sandbox.DecodeCrashed:
@@ -136,12 +126,34 @@ def solve_file(
             if wcs_out is not None:
                 result.products["wcs"] = _copy(work_dir / job_files.WCS_NAME, wcs_out)
         if outdir is not None:  # the log of a failed solve too: it says what went wrong
-            for name, (source, suffix) in PRODUCTS.items():
-                if (work_dir / source).exists():
-                    target = outdir / (product_stem(path) + suffix)
-                    result.products[name] = _copy(work_dir / source, target)
+            result.products.update(_copy_products(work_dir, path, outdir))
     result.seconds = time.monotonic() - started
     return result
+
+
+def _read_input(
+    path: Path, work_dir: Path, params: SolveParams, config: Mapping[str, Any], time_limit: float
+) -> PreparedInput:
+    """``path`` read as a worker reads an upload: in a sandboxed child, within the limits."""
+    read = partial(
+        prepare_input,
+        path.absolute(),  # the engine runs in the work directory
+        work_dir,
+        image_width=params.image_width,
+        image_height=params.image_height,
+        **intake.input_limits(config),
+    )
+    return sandbox.run_limited(read, limits=sandbox.limits_from_config(dict(config), time_limit))
+
+
+def _copy_products(work_dir: Path, path: Path, outdir: Path) -> dict[str, str]:
+    """Copy the products the engine left in ``work_dir`` to ``outdir``; name -> path written."""
+    written = {}
+    for name, (source, suffix) in PRODUCTS.items():
+        if (work_dir / source).exists():
+            target = outdir / (product_stem(path) + suffix)
+            written[name] = _copy(work_dir / source, target)
+    return written
 
 
 def product_stem(path: Path) -> str:

@@ -1,0 +1,44 @@
+"""``nova worker``: check the schema and settings, pick up work left pending, then run the
+worker loop (nova/worker/loop.py)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from nova.cli.db import require_current_schema
+from nova.extensions import db
+from nova.services import reconcile
+from nova.worker import loop
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@with_appcontext
+def worker_command(burst: bool) -> None:
+    """Run an RQ worker that processes submissions and solves."""
+    require_current_schema()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    config = app.config
+    if config["WORKER_NICE"]:
+        # Inherited by every work horse and engine process; only ever lowers priority.
+        os.nice(min(config["WORKER_NICE"], 19))
+    counts = reconcile.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
+    if any(counts.values()):
+        click.echo(f"picked up work left pending: {counts}")
+    # Hold no database connection while RQ forks a work horse per job: a horse would inherit
+    # this session's connection, share it with its siblings and, once the database has
+    # restarted, fail every job on the dead socket (a fresh one passes the pool's pre-ping).
+    db.session.remove()
+    db.engine.dispose()
+    if config["WARM_ENGINE"]:
+        from nova.engine import warm_engine
+
+        # Opened here, before RQ forks a work horse per job: every horse shares it.
+        engine = warm_engine.preload(config["INDEX_DIRS"])
+        if engine is not None:
+            click.echo(f"warm engine: {len(engine.index_files)} index files open")
+    loop.run_worker(app, burst=burst)
