@@ -27,6 +27,7 @@ from nova.infra.metrics import refuse
 from nova.services import access, batches, jobs, retention, status, storage, submissions, webhooks
 from nova.services.accounts import user_for_api_key
 from nova.web.auth import current_user, open_api_session, session_user
+from nova.web.errors import api_refusal, reply
 from nova.web.forms import client_filename
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -42,21 +43,16 @@ class ApiError(Exception):
         self.status = status
 
 
-def reply(payload: dict[str, Any], status: int = 200) -> Response:
-    # json.dumps with its default separators, sent as text/plain: byte-for-byte nova's style.
-    return Response(json.dumps(payload), status=status, content_type="text/plain")
-
-
 @bp.errorhandler(ApiError)
 def api_error(error: ApiError) -> Response:
-    return reply({"status": "error", "errormessage": error.message}, error.status)
+    return api_refusal(error.message, error.status)
 
 
 @bp.errorhandler(submissions.QueueFull)
 def queue_full(error: submissions.QueueFull) -> Response:
     refuse("queue_full")
     # HTTP 200 with the envelope, as for every refusal clients are to show (nova-clients.md).
-    return reply({"status": "error", "errormessage": str(error)})
+    return api_refusal(str(error))
 
 
 def fail(message: str) -> NoReturn:
