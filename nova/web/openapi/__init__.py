@@ -3,7 +3,7 @@
 (schemas.py), then one ``Endpoint`` per route in ``ENDPOINTS`` (endpoints.py); document.py
 builds the whole document from them.
 
-A new endpoint is one more ``Endpoint`` (and its schemas): tests/test_openapi.py fails while
+A new endpoint is one more ``Endpoint`` (and its schemas): tests/system/test_openapi.py fails while
 a route under /api/ is missing here or a method it answers is not documented.
 
 nova's conventions are stated once, in ``DESCRIPTION``, and each endpoint's entry follows
