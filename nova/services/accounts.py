@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from nova.db.models import ApiSession, User
+from nova.db.models import ApiSession, User, utcnow
 from nova.extensions import db
 from nova.services.remember import forget_all
 
@@ -106,3 +107,45 @@ def reset_api_key(email: str) -> str:
     user.api_key_hash = hash_api_key(key)
     revoke_sessions(user)
     return key
+
+
+# API session keys are alphanumeric ASCII, as nova's clients expect (nova-clients.md).
+SESSION_KEY_ALPHABET = string.ascii_lowercase + string.digits
+SESSION_KEY_LENGTH = 32
+
+
+def open_api_session(user: User, days: int) -> ApiSession:
+    """Start an API session for ``user``, valid ``days`` (a fresh key every time). Commits."""
+    key = "".join(secrets.choice(SESSION_KEY_ALPHABET) for _ in range(SESSION_KEY_LENGTH))
+    api_session = ApiSession(key=key, user=user, expires_at=utcnow() + timedelta(days=days))
+    db.session.add(api_session)
+    db.session.commit()
+    return api_session
+
+
+def record_sign_in(user: User) -> None:
+    """Note when ``user`` last signed in on the site. Commits."""
+    user.last_login = utcnow()
+    db.session.commit()
+
+
+def change_password(user: User, password_hash: str) -> None:
+    """Store the new password and end every session of ``user`` (revoke_sessions). Commits."""
+    user.password_hash = password_hash
+    revoke_sessions(user)
+
+
+def save_profile(
+    user: User,
+    *,
+    display_name: str,
+    default_visibility: str,
+    default_commercial_use: str,
+    default_modifications: str,
+) -> None:
+    """Store the profile form's fields: the name shown and the defaults for new uploads. Commits."""
+    user.display_name = display_name
+    user.default_visibility = default_visibility
+    user.default_commercial_use = default_commercial_use
+    user.default_modifications = default_modifications
+    db.session.commit()

@@ -25,9 +25,9 @@ from werkzeug.wrappers import Response
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
-from nova.db.models import User, utcnow
+from nova.db.models import User
 from nova.extensions import db, login_manager
-from nova.services import webhooks
+from nova.services import accounts, webhooks
 from nova.services.accounts import first_api_key, reset_api_key, revoke_sessions, sign_up
 from nova.services.remember import forget, remember
 from nova.web.auth import COOKIE_SESSION_FIELD, web_user_for
@@ -140,8 +140,7 @@ def signin() -> Any:
             form.password.errors.append("Wrong email or password.")
         else:
             sign_in_here(user)
-            user.last_login = utcnow()
-            db.session.commit()
+            accounts.record_sign_in(user)
             key = first_api_key(user)
             if key is not None:
                 return render_template(
@@ -191,8 +190,7 @@ def change_password() -> Any:
         if not user.password_hash or not check_password_hash(user.password_hash, form.current.data):
             form.current.errors.append("That is not your current password.")
         else:
-            user.password_hash = generate_password_hash(form.password.data)
-            revoke_sessions(user)
+            accounts.change_password(user, generate_password_hash(form.password.data))
             sign_in_here(user)  # with the new session token
             flash("Password changed; every other session is signed out.")
             return redirect(url_for("account.profile"))
@@ -205,11 +203,13 @@ def profile() -> Any:
     user: User = flask_login.current_user  # type: ignore[assignment]
     form = ProfileForm(obj=user)
     if form.validate_on_submit():
-        user.display_name = form.display_name.data.strip()
-        user.default_visibility = form.default_visibility.data
-        user.default_commercial_use = form.default_commercial_use.data
-        user.default_modifications = form.default_modifications.data
-        db.session.commit()
+        accounts.save_profile(
+            user,
+            display_name=form.display_name.data.strip(),
+            default_visibility=form.default_visibility.data,
+            default_commercial_use=form.default_commercial_use.data,
+            default_modifications=form.default_modifications.data,
+        )
         flash("Profile saved.")
         return redirect(url_for("account.profile"))
     return render_template(

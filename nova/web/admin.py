@@ -5,21 +5,19 @@ Only admin users see it; everyone else gets the same 404 as for a page that does
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, abort, current_app, jsonify, render_template
 from redis.exceptions import RedisError
-from rq import Queue, Worker
 from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response
 
 from nova.db.models import Job, JobStatus, utcnow
 from nova.engine import indexes
 from nova.extensions import db
-from nova.infra import jobqueue
+from nova.infra.queue_overview import QueueInfo, WorkerInfo, queue_infos, worker_infos
 from nova.web.auth import current_user
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -33,33 +31,6 @@ def admins_only() -> None:
         abort(404)  # the same answer as for a page that does not exist
 
 
-@dataclass(frozen=True)
-class QueueInfo:
-    name: str
-    waiting: int
-    running: int
-    failed: int
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    name: str
-    hostname: str
-    pid: int | None
-    state: str
-    queues: list[str]
-    job_id: str | None
-    job_since: datetime | None  # naive UTC
-    last_heartbeat: datetime | None
-
-
-def naive_utc(value: datetime | None) -> datetime | None:
-    """rq's timestamps may be aware; the database's are naive UTC."""
-    if value is not None and value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
-
-
 def redacted(url: str) -> str:
     """``url`` without its password."""
     parts = urlsplit(url)
@@ -68,45 +39,6 @@ def redacted(url: str) -> str:
     host = parts.netloc.rsplit("@", 1)[-1]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + host))
-
-
-def queue_infos() -> list[QueueInfo]:
-    connection = jobqueue.redis_connection()
-    infos = []
-    for name in jobqueue.ALL_QUEUES:
-        rq_queue = Queue(name, connection=connection)
-        infos.append(
-            QueueInfo(
-                name=name,
-                waiting=rq_queue.count,
-                running=rq_queue.started_job_registry.count,
-                failed=rq_queue.failed_job_registry.count,
-            )
-        )
-    return infos
-
-
-def worker_infos() -> list[WorkerInfo]:
-    infos = []
-    for worker in Worker.all(connection=jobqueue.redis_connection()):
-        job = worker.get_current_job()
-        since = None
-        if job is not None:
-            execution = worker.execution
-            since = job.started_at or (execution.created_at if execution else None)
-        infos.append(
-            WorkerInfo(
-                name=worker.name,
-                hostname=worker.hostname or "",
-                pid=worker.pid,
-                state=worker.get_state(),
-                queues=worker.queue_names(),
-                job_id=job.id if job is not None else None,
-                job_since=naive_utc(since),
-                last_heartbeat=naive_utc(worker.last_heartbeat),
-            )
-        )
-    return sorted(infos, key=lambda info: (info.hostname, info.name))
 
 
 def recent_failures(limit: int = RECENT_FAILURES) -> list[Job]:

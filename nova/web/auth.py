@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import secrets
-import string
-from datetime import timedelta
 
 import flask_login
 from flask import current_app, request, session
@@ -14,24 +11,19 @@ from werkzeug.exceptions import HTTPException
 
 from nova.db.models import ApiSession, User, utcnow
 from nova.extensions import db
+from nova.services import accounts
 
-SESSION_KEY_ALPHABET = string.ascii_lowercase + string.digits
-SESSION_KEY_LENGTH = 32
 COOKIE_SESSION_FIELD = "api_session"
 _UNSET = object()
 
 
 def open_api_session(user: User) -> ApiSession:
     """Start an API session for ``user`` (a fresh key on every login, as nova does)."""
-    key = "".join(secrets.choice(SESSION_KEY_ALPHABET) for _ in range(SESSION_KEY_LENGTH))
-    days = current_app.config["API_SESSION_DAYS"]
-    api_session = ApiSession(key=key, user=user, expires_at=utcnow() + timedelta(days=days))
-    db.session.add(api_session)
-    db.session.commit()
+    api_session = accounts.open_api_session(user, current_app.config["API_SESSION_DAYS"])
     # Cookie-keeping clients (client.py, astroquery) then fetch product files as this user;
     # a browser posting here from another site gets no cookie (login CSRF).
     if not cross_site_browser_request():
-        session[COOKIE_SESSION_FIELD] = key
+        session[COOKIE_SESSION_FIELD] = api_session.key
     return api_session
 
 

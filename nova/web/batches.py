@@ -18,6 +18,7 @@ from nova.infra.metrics import refuse
 from nova.services import batches, storage
 from nova.web import api
 from nova.web.auth import current_user
+from nova.web.errors import api_refusal
 from nova.web.forms import client_filename
 
 bp = Blueprint("batches", __name__)
@@ -42,12 +43,9 @@ def batch_request_limits() -> Response | None:
     except RequestEntityTooLarge:
         refuse("too_large")
         limit = config["BATCH_MAX_BYTES"] // (1024 * 1024)
-        return api.reply(
-            {
-                "status": "error",
-                "errormessage": f"the batch is larger than {limit} MB (NOVA_BATCH_MAX_MB) or "
-                f"has more than {config['BATCH_MAX_FRAMES']} frames (NOVA_BATCH_MAX_FRAMES)",
-            }
+        return api_refusal(
+            f"the batch is larger than {limit} MB (NOVA_BATCH_MAX_MB) or "
+            f"has more than {config['BATCH_MAX_FRAMES']} frames (NOVA_BATCH_MAX_FRAMES)"
         )
     return None
 

@@ -13,7 +13,6 @@ status instead); a stream also ends after NOVA_EVENTS_MAX_SECONDS (the client re
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import events
 from nova.web import api
+from nova.web.errors import api_refusal
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 EVENT_STREAM = "text/event-stream"
@@ -171,11 +171,7 @@ def _too_many() -> Response:
         "too many live event streams are open; poll the status instead, or try again in "
         f"{RETRY_AFTER_SECONDS} s"
     )
-    response = Response(
-        json.dumps({"status": "error", "errormessage": message}),
-        status=503,
-        content_type="text/plain",
-    )
+    response = api_refusal(message, 503)
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

@@ -9,15 +9,15 @@ accepted then), never turned into errors.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter, RequestLimit
 
 from nova.infra.metrics import refuse
 from nova.web.auth import current_user
+from nova.web.errors import refusal
 
 # Endpoints that accept uploads: nova's API and the upload form (POST only).
 UPLOAD_ENDPOINTS = ("api.upload", "api.url_upload", "batches.upload_batch", "web.upload")
@@ -74,14 +74,9 @@ def limit_reached(limit: RequestLimit) -> Response:
             f"Too many uploads (limit: {limit.limit}); try again in {wait} s. "
             "The operator sets this with NOVA_UPLOAD_RATE_LIMIT."
         )
-    if request.path.startswith("/api/"):
-        # nova's clients expect HTTP 200 with {"status": "error"} for every refusal and show
-        # the message; some raise on other status codes without reading the body.
-        body = json.dumps({"status": "error", "errormessage": message})
-        response = Response(body, status=200, content_type="text/plain")
-    else:
-        page = render_template("error.html", code=429, message=message)
-        response = Response(page, status=429)
+    # nova's clients expect HTTP 200 with {"status": "error"} for every refusal and show
+    # the message; some raise on other status codes without reading the body.
+    response = refusal(message, 429, api_status=200)
     response.headers["Retry-After"] = str(wait)
     return response
 

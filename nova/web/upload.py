@@ -20,6 +20,7 @@ from flask import (
 from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response as BaseResponse
 
 from nova.db.models import Album, Job, Submission, UserImage
@@ -188,37 +189,10 @@ def upload() -> BaseResponse | Any:
     url = request.form.get("url", "").strip()
     time_series = bool(request.form.get("time_series")) and len(files) > 1
     if files:
-        work_dir = storage().make_work_dir("upload-")
-        try:
-            paths = []
-            for number, file in enumerate(files):
-                path = work_dir / f"upload-{number}"
-                file.save(path)
-                if time_series:  # a bad frame fails alone, on the worker
-                    paths.append((path, submissions.basename(client_filename(file))))
-                    continue
-                try:
-                    submissions.quick_check_upload(path)
-                except UnsupportedInput as exc:
-                    refuse("unrecognised_file")
-                    name = submissions.basename(client_filename(file))
-                    return _upload_form(f"{name}: {exc}", "file", 400)
-                paths.append((path, submissions.basename(client_filename(file))))
-            if time_series:
-                try:
-                    batch, _ = batches.create_batch(paths, options, chain=True)
-                except batches.BatchRefused as exc:
-                    refuse("frame_count")
-                    return _upload_form(f"{str(exc).capitalize()}.", "file", 400)
-                return redirect(url_for("batches.batch_page", batch_id=batch.id), code=303)
-            if len(paths) == 1:
-                submission = submissions.submit_file(paths[0][0], paths[0][1], options)
-            else:
-                # Several files become one submission with one image each, like an archive.
-                bundle = submissions.bundle_files(paths, work_dir / "bundle.tar")
-                submission = submissions.submit_file(bundle, f"{len(paths)} files", options)
-        finally:
-            storage().discard(work_dir)
+        answer = _submit_files(files, options, time_series)
+        if not isinstance(answer, Submission):
+            return answer  # the form again, or the batch's page
+        submission = answer
     elif url:
         try:
             url = submissions.validate_url(url)
@@ -237,6 +211,43 @@ def upload() -> BaseResponse | Any:
             "notice",
         )
     return redirect(url_for("web.status", submission_id=submission.id), code=303)
+
+
+def _submit_files(
+    files: list[FileStorage], options: submissions.SubmissionOptions, time_series: bool
+) -> Submission | Any:
+    """The uploaded files as one submission (or a time series batch: its page), or the form
+    again with the reason a file was refused."""
+    work_dir = storage().make_work_dir("upload-")
+    try:
+        paths = []
+        for number, file in enumerate(files):
+            path = work_dir / f"upload-{number}"
+            file.save(path)
+            if time_series:  # a bad frame fails alone, on the worker
+                paths.append((path, submissions.basename(client_filename(file))))
+                continue
+            try:
+                submissions.quick_check_upload(path)
+            except UnsupportedInput as exc:
+                refuse("unrecognised_file")
+                name = submissions.basename(client_filename(file))
+                return _upload_form(f"{name}: {exc}", "file", 400)
+            paths.append((path, submissions.basename(client_filename(file))))
+        if time_series:
+            try:
+                batch, _ = batches.create_batch(paths, options, chain=True)
+            except batches.BatchRefused as exc:
+                refuse("frame_count")
+                return _upload_form(f"{str(exc).capitalize()}.", "file", 400)
+            return redirect(url_for("batches.batch_page", batch_id=batch.id), code=303)
+        if len(paths) == 1:
+            return submissions.submit_file(paths[0][0], paths[0][1], options)
+        # Several files become one submission with one image each, like an archive.
+        bundle = submissions.bundle_files(paths, work_dir / "bundle.tar")
+        return submissions.submit_file(bundle, f"{len(paths)} files", options)
+    finally:
+        storage().discard(work_dir)
 
 
 def _visible_submission(submission_id: int) -> Submission:

@@ -55,7 +55,7 @@ def test_the_document_is_valid_openapi_and_lists_every_api_route(
         path: {method.upper() for method in item} for path, item in document["paths"].items()
     }
     missing = sorted(api_routes - set(documented))
-    assert not missing, f"routes missing from nova/web/openapi.py: {missing}"
+    assert not missing, f"routes missing from nova/web/openapi/endpoints.py: {missing}"
     stale = sorted(set(documented) - set(every_route))
     assert not stale, f"documented paths that are no route: {stale}"
     for path, methods in documented.items():

@@ -1,263 +1,33 @@
-"""nova's JSON API under /api/, wire-compatible with its clients.
-
-Conventions kept from nova (see nova-clients.md section 0): arguments arrive as one form
-field ``request-json``; answers are JSON sent as ``text/plain``; errors are HTTP 200
-``{"status": "error", "errormessage": ...}`` with nova's texts; read endpoints answer GET
-and POST, with or without a trailing slash. Fixed: every argument is validated before
-anything is stored, and private images are visible to their owner only, on every endpoint,
-but for the solve result that nova.services.access opens to whoever holds the id.
-"""
+"""What the API answers about submissions and jobs: status, calibration, tags, objects,
+annotations, listings, and the owner's cancel and delete."""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, NoReturn
+from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from nova.db.models import ApiSession, ImageTag, Job, Submission, User, UserImage
+from nova.db.models import ImageTag, Job, Submission, User, UserImage
 from nova.engine.calibration import nova_calibration
 from nova.engine.job_files import ANNOTATIONS_NAME
-from nova.engine.params import ParamError, parse_choice, parse_solve_params, row_id
+from nova.engine.params import row_id
 from nova.extensions import db
-from nova.infra.metrics import refuse
-from nova.services import access, batches, jobs, retention, status, storage, submissions, webhooks
-from nova.services.accounts import user_for_api_key
-from nova.web.auth import current_user, open_api_session, session_user
-from nova.web.forms import client_filename
-
-bp = Blueprint("api", __name__, url_prefix="/api")
-ANY_METHOD = ["GET", "POST"]
-
-
-class ApiError(Exception):
-    """Answered as nova's error envelope (HTTP 200 unless a status is given)."""
-
-    def __init__(self, message: str, status: int = 200) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-def reply(payload: dict[str, Any], status: int = 200) -> Response:
-    # json.dumps with its default separators, sent as text/plain: byte-for-byte nova's style.
-    return Response(json.dumps(payload), status=status, content_type="text/plain")
-
-
-@bp.errorhandler(ApiError)
-def api_error(error: ApiError) -> Response:
-    return reply({"status": "error", "errormessage": error.message}, error.status)
-
-
-@bp.errorhandler(submissions.QueueFull)
-def queue_full(error: submissions.QueueFull) -> Response:
-    refuse("queue_full")
-    # HTTP 200 with the envelope, as for every refusal clients are to show (nova-clients.md).
-    return reply({"status": "error", "errormessage": str(error)})
-
-
-def fail(message: str) -> NoReturn:
-    raise ApiError(message)
-
-
-def json_args() -> dict[str, Any]:
-    raw = request.form.get("request-json")
-    if not raw:
-        fail("no json")
-    try:
-        args = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-        fail(f'failed to parse JSON: "{raw[:1000]}"')
-    if not isinstance(args, dict):
-        fail("request-json must be a JSON object")
-    if not _storable(args):
-        fail("request-json holds a NUL character or an unpaired UTF-16 surrogate")
-    return args
-
-
-def _storable(value: object) -> bool:
-    r"""True when every string in ``value`` can be stored and hashed: JSON may carry "\u0000"
-    (PostgreSQL text refuses it) and lone surrogates such as "\ud800" (not encodable)."""
-    pending = [value]
-    while pending:  # iterative: the nesting depth is the client's choice
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= char <= "\udfff" for char in item):
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return True
-
-
-def require_session(args: dict[str, Any]) -> ApiSession:
-    if "session" not in args:
-        refuse("not_signed_in")
-        fail('no "session" in JSON.')
-    key = args["session"]
-    api_session = db.session.get(ApiSession, key) if isinstance(key, str) and key else None
-    if api_session is None:
-        refuse("not_signed_in")
-        fail(f'no session with key "{key}"')
-    return api_session
-
-
-def require_login(args: dict[str, Any]) -> User:
-    user = session_user(require_session(args).key)
-    if user is None:  # the session exists but has expired
-        refuse("not_signed_in")
-        fail("user is not authenticated.")
-    return user
-
-
-# -- login and uploads ---------------------------------------------------------------------
-
-
-@bp.route("/login", methods=ANY_METHOD)
-def login() -> Response:
-    args = json_args()
-    if args.get("apikey") is None:  # absent or null, as nova
-        fail('need "apikey"')
-    key = args["apikey"]
-    user = user_for_api_key(key) if isinstance(key, str) and key else None
-    if user is None:
-        fail("bad apikey")
-    api_session = open_api_session(user)
-    return reply(
-        {
-            "status": "success",
-            "message": f"authenticated user: {user.email}",
-            "session": api_session.key,
-        }
-    )
-
-
-def upload_options(args: dict[str, Any], user: User) -> submissions.SubmissionOptions:
-    try:
-        params = parse_solve_params(args)
-        visibility = parse_choice(
-            "publicly_visible",
-            args.get("publicly_visible"),
-            ("y", "n"),
-            current_app.config["API_DEFAULT_VISIBILITY"],
-        )
-        commercial = parse_choice(
-            "allow_commercial_use", args.get("allow_commercial_use"), ("y", "n", "d"), "d"
-        )
-        modifications = parse_choice(
-            "allow_modifications", args.get("allow_modifications"), ("y", "sa", "n", "d"), "d"
-        )
-    except ParamError as exc:
-        refuse("invalid_argument")
-        fail(f"invalid {exc.field}: {exc.message}")
-    album = None
-    if args.get("album") is not None:
-        title = str(args["album"])
-        album = submissions.find_album(user, title)
-        if album is None:
-            refuse("invalid_argument")
-            fail(f'Failed to find an Album with title "{title}"')
-    return submissions.SubmissionOptions(
-        callback_url=callback_url(args),
-        params=params,
-        user=user,
-        publicly_visible=visibility,
-        allow_commercial_use=commercial,
-        allow_modifications=modifications,
-        via_api=True,
-        album=album,
-    )
-
-
-def callback_url(args: dict[str, Any]) -> str | None:
-    """The upload's optional ``callback_url`` (nova.services.webhooks), checked before anything
-    is stored."""
-    value = args.get("callback_url")
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        fail("invalid callback_url: must be an http:// or https:// URL")
-    try:
-        return webhooks.check_callback_url(value)
-    except ValueError as exc:
-        fail(str(exc))
-
-
-def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
-    x, y = args.get("x"), args.get("y")
-
-    def numbers(values: object) -> list[float] | None:
-        if not isinstance(values, list) or not values:
-            return None
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            return None
-        floats = [float(v) for v in values]
-        return floats if all(math.isfinite(v) for v in floats) else None
-
-    xs, ys = numbers(x), numbers(y)
-    if xs is None or ys is None:
-        refuse("invalid_argument")
-        fail('Failed to parse JSON "x" and "y" values -- should be lists of floats')
-    if len(xs) != len(ys):
-        refuse("invalid_argument")
-        fail('"x" and "y" lists must be the same length')
-    if len(xs) > current_app.config["MAX_STARS"]:
-        refuse("invalid_argument")
-        fail(f'"x" and "y" lists are longer than the limit of {current_app.config["MAX_STARS"]}')
-    return xs, ys
-
-
-@bp.route("/upload", methods=ANY_METHOD)
-def upload() -> Response:
-    args = json_args()
-    user = require_login(args)
-    options = upload_options(args, user)
-    if "x" in args or "y" in args:
-        submission = submissions.submit_star_list(*star_lists(args), options)
-    else:
-        file = request.files.get("file")
-        if file is None:
-            refuse("no_input")
-            fail('no file: send the image as a "file" part, or "x" and "y" lists')
-        work_dir = storage().make_work_dir("upload-")
-        try:
-            path = work_dir / "upload"
-            file.save(path)
-            if path.stat().st_size == 0:
-                refuse("empty_file")
-                fail("the uploaded file is empty")
-            submission = submissions.submit_file(path, client_filename(file), options)
-        finally:
-            storage().discard(work_dir)
-    return reply({"status": "success", "subid": submission.id, "hash": submission.upload_hash})
-
-
-@bp.route("/url_upload", methods=ANY_METHOD)
-def url_upload() -> Response:
-    args = json_args()
-    user = require_login(args)
-    options = upload_options(args, user)
-    if "x" in args or "y" in args:
-        # astroquery sends its source lists here, with no "url".
-        submission = submissions.submit_star_list(*star_lists(args), options)
-        return reply({"status": "success", "subid": submission.id, "hash": submission.upload_hash})
-    url = args.get("url")
-    if not isinstance(url, str) or not url.strip():
-        refuse("no_input")
-        fail('need "url" (or "x" and "y" lists)')
-    try:
-        url = submissions.validate_url(url)
-    except ValueError as exc:
-        refuse("invalid_url")
-        fail(str(exc))
-    submission = submissions.submit_url(url, options)
-    return reply({"status": "success", "subid": submission.id})
-
+from nova.services import access, batches, jobs, retention, status, storage
+from nova.web.api.protocol import (
+    ANY_METHOD,
+    ApiError,
+    bp,
+    fail,
+    json_args,
+    require_login,
+    require_session,
+)
+from nova.web.auth import current_user, session_user
+from nova.web.errors import reply
 
 # -- status and results --------------------------------------------------------------------
 
