@@ -1,6 +1,6 @@
 """What unpacking an archive is bounded by and yields: the limits, the budget counting
 members, bytes and time against them, the refusal (ArchiveError), the member record, and
-the member checks and copy that tar and zip share."""
+the member checks, copy and unpacking loop that tar and zip share."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tarfile
 import time
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -199,3 +200,59 @@ def copy_member(
 
 def too_large_reason(budget: UnpackBudget) -> str:
     return f"skipped: larger than {size_text(budget.limits.max_member_bytes)}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One archive entry that is not a directory, as tar or zip declares it before unpacking."""
+
+    raw_name: str  # the name as stored in the archive
+    size: int  # the declared unpacked size
+    type_problem: str | None  # why its kind of entry is refused (a link, a device...), if so
+    open: Callable[[], BinaryIO]  # its content as a stream, closed by the caller
+    compressed_size: int | None = None  # zip only: judged against NOVA_MAX_COMPRESSION_RATIO
+
+
+def unpack_entries(
+    entries: Iterable[Entry],
+    work_dir: Path,
+    budget: UnpackBudget,
+    corrupt: str,
+    skip_errors: tuple[type[Exception], ...] = (),
+) -> Iterator[Member]:
+    """Check each entry against the limits and copy the admitted ones into ``work_dir``.
+
+    ``corrupt`` starts the ArchiveError for a read that fails ("The tar archive is corrupt");
+    an error in ``skip_errors`` while opening or copying skips that one member instead.
+    """
+    index = 0
+    for entry in entries:
+        budget.add_member()
+        name, filename = printable(entry.raw_name), member_filename(entry.raw_name)
+        reason = path_problem(entry.raw_name) or entry.type_problem
+        if reason is None and entry.size > budget.limits.max_member_bytes:
+            reason = too_large_reason(budget)
+        if reason is not None:
+            yield Member(name, filename, reason=reason)
+            continue
+        if entry.compressed_size is not None:
+            budget.check_ratio(f"The member {name}", entry.size, entry.compressed_size)
+        budget.fits(entry.size)
+        index += 1
+        target = work_dir / f"member-{index:04d}"
+        try:
+            with entry.open() as stream:
+                complete = copy_member(stream, target, budget, name, entry.compressed_size)
+        except skip_errors as exc:
+            target.unlink(missing_ok=True)
+            yield Member(name, filename, reason=f"skipped: {exc}")
+            continue
+        except CORRUPT_ERRORS as exc:
+            raise ArchiveError(f"{corrupt}: {exc}") from None
+        if not complete:
+            target.unlink(missing_ok=True)
+            yield Member(name, filename, reason=too_large_reason(budget))
+            continue
+        member = Member(name, filename, path=target)
+        check_compressed_member(member, budget)
+        yield member

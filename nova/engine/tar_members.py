@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from nova.engine.archive_limits import (
     CORRUPT_ERRORS,
     ArchiveError,
+    Entry,
     Member,
     UnpackBudget,
-    check_compressed_member,
-    copy_member,
-    member_filename,
-    path_problem,
-    printable,
     size_text,
-    too_large_reason,
+    unpack_entries,
 )
 
 # No legitimate tar header (pax or GNU long name) comes near this; tarfile reads one whole.
@@ -56,42 +53,32 @@ def tar_members(path: Path, work_dir: Path, budget: UnpackBudget) -> Iterator[Me
         except CORRUPT_ERRORS as exc:
             raise ArchiveError(f"The tar archive is corrupt: {exc}") from None
         with archive:
-            index = 0
-            while True:
-                try:
-                    info = archive.next()
-                except CORRUPT_ERRORS as exc:
-                    raise ArchiveError(f"The tar archive is corrupt: {exc}") from None
-                if info is None:
-                    return
-                if info.isdir():
-                    budget.add_directory()
-                    continue
-                budget.add_member()
-                name, filename = printable(info.name), member_filename(info.name)
-                reason = path_problem(info.name) or _tar_type_problem(info)
-                if reason is None and info.size > budget.limits.max_member_bytes:
-                    reason = too_large_reason(budget)
-                if reason is not None:
-                    yield Member(name, filename, reason=reason)
-                    continue
-                budget.fits(info.size)
-                index += 1
-                target = work_dir / f"member-{index:04d}"
-                try:
-                    stream = archive.extractfile(info)
-                    assert stream is not None  # a regular file always has a stream
-                    with stream:
-                        complete = copy_member(stream, target, budget, name)
-                except CORRUPT_ERRORS as exc:
-                    raise ArchiveError(f"The tar archive is corrupt: {exc}") from None
-                if not complete:
-                    target.unlink(missing_ok=True)
-                    yield Member(name, filename, reason=too_large_reason(budget))
-                    continue
-                member = Member(name, filename, path=target)
-                check_compressed_member(member, budget)
-                yield member
+            yield from unpack_entries(
+                _tar_entries(archive, budget), work_dir, budget, "The tar archive is corrupt"
+            )
+
+
+def _tar_entries(archive: tarfile.TarFile, budget: UnpackBudget) -> Iterator[Entry]:
+    """The archive's entries, read one header at a time as the unpacking asks for them."""
+    while True:
+        try:
+            info = archive.next()
+        except CORRUPT_ERRORS as exc:
+            raise ArchiveError(f"The tar archive is corrupt: {exc}") from None
+        if info is None:
+            return
+        if info.isdir():
+            budget.add_directory()
+            continue
+        yield Entry(
+            info.name, info.size, _tar_type_problem(info), partial(_tar_stream, archive, info)
+        )
+
+
+def _tar_stream(archive: tarfile.TarFile, info: tarfile.TarInfo) -> BinaryIO:
+    stream = archive.extractfile(info)
+    assert stream is not None  # a regular file always has a stream
+    return stream
 
 
 def _tar_type_problem(info: tarfile.TarInfo) -> str | None:

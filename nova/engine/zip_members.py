@@ -5,19 +5,16 @@ from __future__ import annotations
 import stat
 import zipfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from nova.engine.archive_limits import (
     CORRUPT_ERRORS,
     ArchiveError,
+    Entry,
     Member,
     UnpackBudget,
-    check_compressed_member,
-    copy_member,
-    member_filename,
-    path_problem,
-    printable,
-    too_large_reason,
+    unpack_entries,
 )
 
 _ZIP_CD_ENTRY_MAX = 46 + 3 * 0xFFFF  # fixed part + longest name, extra field and comment
@@ -67,36 +64,17 @@ def zip_members(path: Path, work_dir: Path, budget: UnpackBudget) -> Iterator[Me
     except (*CORRUPT_ERRORS, NotImplementedError) as exc:
         raise ArchiveError(f"The zip archive is corrupt: {exc}") from None
     with archive:
-        index = 0
-        for info in archive.infolist():
-            if info.is_dir():
-                budget.add_directory()
-                continue
-            budget.add_member()
-            name, filename = printable(info.filename), member_filename(info.filename)
-            reason = path_problem(info.filename) or _zip_type_problem(info)
-            if reason is None and info.file_size > budget.limits.max_member_bytes:
-                reason = too_large_reason(budget)
-            if reason is not None:
-                yield Member(name, filename, reason=reason)
-                continue
-            budget.check_ratio(f"The member {name}", info.file_size, info.compress_size)
-            budget.fits(info.file_size)
-            index += 1
-            target = work_dir / f"member-{index:04d}"
-            try:
-                with archive.open(info) as stream:
-                    complete = copy_member(stream, target, budget, name, info.compress_size)
-            except NotImplementedError as exc:
-                target.unlink(missing_ok=True)
-                yield Member(name, filename, reason=f"skipped: {exc}")
-                continue
-            except CORRUPT_ERRORS as exc:
-                raise ArchiveError(f"The zip archive is corrupt: {exc}") from None
-            if not complete:
-                target.unlink(missing_ok=True)
-                yield Member(name, filename, reason=too_large_reason(budget))
-                continue
-            member = Member(name, filename, path=target)
-            check_compressed_member(member, budget)
-            yield member
+        entries = _zip_entries(archive, budget)
+        yield from unpack_entries(
+            entries, work_dir, budget, "The zip archive is corrupt", (NotImplementedError,)
+        )
+
+
+def _zip_entries(archive: zipfile.ZipFile, budget: UnpackBudget) -> Iterator[Entry]:
+    for info in archive.infolist():
+        if info.is_dir():
+            budget.add_directory()
+            continue
+        open_member = partial(archive.open, info)
+        problem = _zip_type_problem(info)
+        yield Entry(info.filename, info.file_size, problem, open_member, info.compress_size)
