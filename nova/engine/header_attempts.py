@@ -6,12 +6,11 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from astropy.io import fits
 
-from nova.engine import warm_engine
 from nova.engine.commands import augment_options, augment_sources_command
 from nova.engine.hints import Attempt
 from nova.engine.job_files import (
@@ -22,7 +21,7 @@ from nova.engine.job_files import (
     WCS_NAME,
 )
 from nova.engine.process import SolveTimeout, run_with_deadline
-from nova.engine.solve_axy import solve_axy
+from nova.engine.solve_axy import EngineRun, solve_axy
 
 # A header hint is a first attempt, never a constraint: each gets at most this share of
 # the time limit (and at most HEADER_ATTEMPT_MAX_SECONDS); a hinted solve takes 0.1-0.6 s.
@@ -44,20 +43,13 @@ class HeaderPlan:
     tried: list[Attempt] = field(default_factory=list)
 
 
-def solve_header_attempts(
-    header: HeaderPlan,
-    work_dir: Path,
-    config_path: Path,
-    log_path: Path,
-    deadline: float,
-    warm: warm_engine.WarmEngine | None,
-    processes: int = 1,
-) -> Attempt | None:
+def solve_header_attempts(header: HeaderPlan, run: EngineRun) -> Attempt | None:
     """Solve the extracted sources with each header attempt on its short budget; return the
     one that solved, or None with ``job.axy`` as extraction wrote it (the job's own hints).
 
     Raises SolveTimeout only when the job's own deadline has passed.
     """
+    work_dir, log_path, deadline = run.work_dir, run.log_path, run.deadline
     axy, base = work_dir / AXY_NAME, work_dir / JOB_AXY_BASE_NAME
     shutil.copyfile(axy, base)
     with fits.open(base) as hdus:
@@ -73,9 +65,8 @@ def solve_header_attempts(
             attempt_deadline = min(deadline, time.monotonic() + header.budget)
             try:
                 solved = _solve_attempt(
-                    attempt, base, width, height, work_dir, config_path, log_path,
-                    attempt_deadline, warm, processes,
-                )  # fmt: skip
+                    attempt, base, width, height, replace(run, deadline=attempt_deadline)
+                )
             except SolveTimeout:
                 if time.monotonic() >= deadline:
                     raise
@@ -95,19 +86,9 @@ def solve_header_attempts(
         base.replace(axy)
 
 
-def _solve_attempt(
-    attempt: Attempt,
-    base: Path,
-    width: int,
-    height: int,
-    work_dir: Path,
-    config_path: Path,
-    log_path: Path,
-    deadline: float,
-    warm: warm_engine.WarmEngine | None,
-    processes: int = 1,
-) -> bool:
+def _solve_attempt(attempt: Attempt, base: Path, width: int, height: int, run: EngineRun) -> bool:
     """Write ``job.axy`` for one header attempt (the same sources, its hints) and solve it."""
+    work_dir = run.work_dir
     options = [*augment_options(attempt.params, work_dir), "--depth", f"1-{HEADER_ATTEMPT_DEPTH}"]
     verify: list[str] = []
     if attempt.verify_wcs is not None:
@@ -116,7 +97,7 @@ def _solve_attempt(
         verify = ["--verify", str(wcs_path)]
     command = augment_sources_command(options, width, height, base, after=verify)
     (work_dir / AXY_NAME).unlink(missing_ok=True)
-    if run_with_deadline(command, work_dir, log_path, deadline) != 0:
+    if run_with_deadline(command, work_dir, run.log_path, run.deadline) != 0:
         return False
-    solve_axy(work_dir, config_path, log_path, deadline, warm, processes)
+    solve_axy(run)
     return (work_dir / WCS_NAME).exists()

@@ -3,6 +3,7 @@ engines, the warm engine, or ``astrometry-engine``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from nova.engine import warm_engine
@@ -13,23 +14,30 @@ from nova.engine.process import SolveTimeout, run_with_deadline
 from nova.engine.race import race_bands, race_engines
 
 
-def solve_axy(
-    work_dir: Path,
-    config_path: Path,
-    log_path: Path,
-    deadline: float,
-    warm: warm_engine.WarmEngine | None,
-    processes: int = 1,
-) -> int:
-    """Solve ``job.axy``: scale bands raced in ``processes`` engines when its scale range is
-    wide (``race_bands``), else the warm engine when it can, else ``astrometry-engine``."""
-    bands = race_bands(work_dir / AXY_NAME, processes)
+@dataclass(frozen=True)
+class EngineRun:
+    """Where and how stage 2 runs: the job's directory, engine config and log, the deadline,
+    the warm engine if there is one, and how many engines may race."""
+
+    work_dir: Path
+    config_path: Path
+    log_path: Path
+    deadline: float
+    warm: warm_engine.WarmEngine | None
+    processes: int = 1
+
+
+def solve_axy(run: EngineRun) -> int:
+    """Solve ``job.axy``: scale bands raced in ``run.processes`` engines when its scale range
+    is wide (``race_bands``), else the warm engine when it can, else ``astrometry-engine``."""
+    work_dir, log_path, deadline = run.work_dir, run.log_path, run.deadline
+    bands = race_bands(work_dir / AXY_NAME, run.processes)
     if len(bands) > 1:
-        return race_engines(bands, work_dir, config_path, log_path, deadline)
-    solved = None if warm is None else solve_warm(warm, work_dir, log_path, deadline)
+        return race_engines(bands, work_dir, run.config_path, log_path, deadline)
+    solved = None if run.warm is None else solve_warm(run.warm, work_dir, log_path, deadline)
     if solved is not None:
         return 0
-    return run_with_deadline(engine_command(config_path), work_dir, log_path, deadline)
+    return run_with_deadline(engine_command(run.config_path), work_dir, log_path, deadline)
 
 
 def solve_warm(

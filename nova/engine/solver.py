@@ -55,7 +55,7 @@ from nova.engine.job_files import (
 )
 from nova.engine.params import SolveParams
 from nova.engine.process import SolveTimeout, run_with_deadline
-from nova.engine.solve_axy import solve_axy
+from nova.engine.solve_axy import EngineRun, solve_axy
 
 # Fewer sources than this after downsampling: extract again at full resolution, hinted or
 # not. A hint does not rescue so few: apod5's 46 sources at downsample 2 fail with a scale
@@ -301,13 +301,12 @@ def _solve_once(
     if too_few is not None:
         return too_few
     on_stage("solving")
+    engine = EngineRun(work_dir, config_path, log_path, deadline, warm, engine_processes)
     if header.attempts:
-        solved_by = solve_header_attempts(
-            header, work_dir, config_path, log_path, deadline, warm, engine_processes
-        )
+        solved_by = solve_header_attempts(header, engine)
         if solved_by is not None:
             return SolveOutcome(True, None, sources, solved_by=solved_by)
-    code = solve_axy(work_dir, config_path, log_path, deadline, warm, engine_processes)
+    code = solve_axy(engine)
     if (work_dir / WCS_NAME).exists():
         return SolveOutcome(True, None, sources)
     if code != 0:
