@@ -217,32 +217,48 @@ def extract_sources(
         def run(cmd: list[str]) -> int:
             return run_with_deadline(cmd, work_dir, log_path, deadline)
 
-        try:
-            done = extraction.extract(
-                params,
-                prepared,
-                work_dir,
-                run=run,
-                augment_options=options,
-                max_sources=MAX_SOURCES,
-            )
-        except SolveTimeout:
-            raise
-        except extraction.Unsupported as exc:
-            note = f"in-process extraction not used: {exc}"
-        except Exception as exc:  # a failed fast path must never fail the job
-            note = f"in-process extraction failed: {exc}"
-        else:
-            with log_path.open("a") as log:
-                log.write(done.describe() + "\n")
+        note = extract_in_process(params, prepared, work_dir, log_path, run, options)
+        if note is None:
             return 0
-        (work_dir / AXY_NAME).unlink(missing_ok=True)
         with log_path.open("a") as log:
             log.write(note + "; extracting with solve-field --just-augment\n")
     command = augment_command(params, prepared, work_dir)
     if ignore_file_wcs:
         command.insert(-1, NO_VERIFY)
     return run_with_deadline(command, work_dir, log_path, deadline)
+
+
+def extract_in_process(
+    params: SolveParams,
+    prepared: PreparedInput,
+    work_dir: Path,
+    log_path: Path,
+    run: Callable[[list[str]], int],
+    options: list[str],
+) -> str | None:
+    """Stage 1 by ``extraction`` in this process, ``run`` running its commands: None when it
+    wrote ``job.axy`` (the log says how), else why not, with no ``job.axy`` left behind."""
+    try:
+        done = extraction.extract(
+            params,
+            prepared,
+            work_dir,
+            run=run,
+            augment_options=options,
+            max_sources=MAX_SOURCES,
+        )
+    except SolveTimeout:
+        raise
+    except extraction.Unsupported as exc:
+        note = f"in-process extraction not used: {exc}"
+    except Exception as exc:  # a failed fast path must never fail the job
+        note = f"in-process extraction failed: {exc}"
+    else:
+        with log_path.open("a") as log:
+            log.write(done.describe() + "\n")
+        return None
+    (work_dir / AXY_NAME).unlink(missing_ok=True)
+    return note
 
 
 def _too_few_sources(sources: int, can_retry: bool) -> SolveOutcome | None:

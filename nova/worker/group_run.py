@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nova.engine import commands, extraction, fits_tables, job_files, process, solver
+from nova.engine import commands, fits_tables, job_files, process, solver
 from nova.engine.input_formats import PreparedInput
 from nova.engine.params import SolveParams
 
@@ -307,20 +307,8 @@ def extract_with_template(
             template.learn(cmd, target)
         return code
 
-    try:
-        done = extraction.extract(
-            params,
-            prepared,
-            work_dir,
-            run=run,
-            augment_options=commands.augment_options(params, work_dir),
-            max_sources=commands.MAX_SOURCES,
-        )
-    except process.SolveTimeout:
-        raise
-    except Exception:  # anything the fast path cannot do: exactly as an ordinary job
-        (work_dir / job_files.AXY_NAME).unlink(missing_ok=True)
-        return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=True)
-    with log_path.open("a") as log_file:
-        log_file.write(done.describe() + "\n")
-    return 0
+    options = commands.augment_options(params, work_dir)
+    if solver.extract_in_process(params, prepared, work_dir, log_path, run, options) is None:
+        return 0
+    # anything the fast path cannot do with the template: exactly as an ordinary job
+    return solver.extract_sources(params, prepared, work_dir, log_path, deadline, fast=True)
