@@ -236,13 +236,21 @@ def _get_hop(
     timeout: float,
 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """One hop's GET, its failures told as DownloadError (DownloadTimeout past the deadline)."""
-    try:
+    with _request_failures(target, watchdog, f"the download took longer than {timeout:g} s"):
         return _request(target, addresses, remaining, watchdog, tls_context)
+
+
+@contextmanager
+def _request_failures(target: Target, watchdog: _Watchdog, timeout_message: str) -> Iterator[None]:
+    """Tell a request's failures as DownloadError, or as DownloadTimeout with
+    ``timeout_message`` when the watchdog fired or the socket timed out."""
+    try:
+        yield
     except DownloadError:
         raise
     except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
         if watchdog.expired or isinstance(exc, TimeoutError):
-            raise DownloadTimeout(f"the download took longer than {timeout:g} s") from None
+            raise DownloadTimeout(timeout_message) from None
         raise DownloadError(f"the request to {target.host} failed: {exc}") from None
 
 
@@ -332,7 +340,7 @@ def post(
         addresses = resolve(
             target.host, target.port, allow_private=allow_private, resolver=resolver
         )
-        try:
+        with _request_failures(target, watchdog, f"no answer within {timeout:g} s"):
             connection, response = _request(
                 target,
                 addresses,
@@ -344,12 +352,6 @@ def post(
                 extra_headers=headers,
             )
             response.read(64 * 1024)  # a little of the answer; the status is what counts
-        except DownloadError:
-            raise
-        except (OSError, ssl.SSLError, http.client.HTTPException, ValueError) as exc:
-            if watchdog.expired or isinstance(exc, TimeoutError):
-                raise DownloadTimeout(f"no answer within {timeout:g} s") from None
-            raise DownloadError(f"the request to {target.host} failed: {exc}") from None
         return int(response.status)
     finally:
         watchdog.cancel()
