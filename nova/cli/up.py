@@ -22,18 +22,25 @@ from nova.infra.redis_health import redis_alive
 Process = subprocess.Popen[bytes]
 
 
+def _int_option_from_env(
+    flag: str, variable: str, fallback: int
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A whole-number option whose default is ``variable``, read when the command runs."""
+    return click.option(
+        flag,
+        type=int,
+        default=lambda: int(os.environ.get(variable, str(fallback))),
+        show_default=f"{variable} or {fallback}",
+    )
+
+
 @click.command("up")
 @click.option(
     "--host",
     default=lambda: os.environ.get("NOVA_BIND", "127.0.0.1"),
     show_default="NOVA_BIND or 127.0.0.1",
 )
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("NOVA_PORT", "8000")),
-    show_default="NOVA_PORT or 8000",
-)
+@_int_option_from_env("--port", "NOVA_PORT", 8000)
 @click.option(
     "--workers",
     type=int,
@@ -44,12 +51,7 @@ Process = subprocess.Popen[bytes]
     show_default="NOVA_WORKERS or one per CPU",
     help="Number of solver workers (each solve uses one core).",
 )
-@click.option(
-    "--web-workers",
-    type=int,
-    default=lambda: int(os.environ.get("NOVA_WEB_WORKERS", "2")),
-    show_default="NOVA_WEB_WORKERS or 2",
-)
+@_int_option_from_env("--web-workers", "NOVA_WEB_WORKERS", 2)
 @with_appcontext
 def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
     """Run the whole stack without Docker: redis (if needed), gunicorn web, RQ workers."""
