@@ -45,20 +45,20 @@ _cancelled = threading.Event()
 
 def track_group(pgid: int) -> None:
     """Kill this group on a cancel (at once when one came while it was starting)."""
-    with _lock:
-        _groups.add(pgid)
-        late = _cancelled.is_set()
-    if late:
-        _kill(os.killpg, pgid)
+    _track(_groups, os.killpg, pgid)
 
 
 def track_pid(pid: int) -> None:
     """Kill this process on a cancel (at once when one came while it was starting)."""
+    _track(_pids, os.kill, pid)
+
+
+def _track(tracked: set[int], kill: Callable[[int, int], None], target: int) -> None:
     with _lock:
-        _pids.add(pid)
+        tracked.add(target)
         late = _cancelled.is_set()
     if late:
-        _kill(os.kill, pid)
+        _kill(kill, target)
 
 
 def _kill(kill: Callable[[int, int], None], target: int) -> bool:
