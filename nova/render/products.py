@@ -70,25 +70,22 @@ class JobFacts:
     max_pixels: int | None  # NOVA_MAX_RENDER_PIXELS: larger images are drawn downscaled
 
 
+@dataclass(eq=False)  # eq=False: compared and hashed by identity, as one job's context
 class JobContext:
     """What builders read, loaded lazily: most products need only part of it."""
 
-    def __init__(
-        self,
-        facts: JobFacts,
-        job_dir: Path,
-        prepare: Callable[[], PreparedInput],
-        work_dir: Path,
-    ) -> None:
-        self.facts = facts
-        self.job_dir = job_dir
-        self._prepare = prepare
-        self.work_dir = work_dir
-        self.max_pixels = facts.max_pixels
+    facts: JobFacts
+    job_dir: Path
+    prepare: Callable[[], PreparedInput]  # reads the upload again: called once, by ``prepared``
+    work_dir: Path
+
+    @property
+    def max_pixels(self) -> int | None:
+        return self.facts.max_pixels
 
     @cached_property
     def prepared(self) -> PreparedInput:
-        return self._prepare()
+        return self.prepare()
 
     @cached_property
     def solved_header(self) -> fits.Header:
