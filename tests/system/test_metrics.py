@@ -25,8 +25,8 @@ from nova.infra import jobqueue, metrics
 from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import wait_for
-from tests.support.stack import live_stack
 from tests.support.settings import change_settings
+from tests.support.stack import live_stack
 
 MakeUser = Callable[[str], tuple[int, str]]
 TOKEN = "scrape-token-0123456789"
