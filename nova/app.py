@@ -11,10 +11,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter, Map
 
 from nova import web
-from nova.config import load_config
+from nova.config import Settings, setting_keys
 from nova.db.schema import MIGRATIONS_DIR, tune_sqlite
 from nova.engine.params import MAX_ROW_ID
-from nova.extensions import csrf, db, login_manager, migrate
+from nova.extensions import SETTINGS_EXTENSION, csrf, db, login_manager, migrate, settings
 from nova.infra.storage import Storage
 from nova.logs import configure_logging
 from nova.services.remember import init_remember
@@ -36,9 +36,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
-    app.config.update(load_config())
-    if overrides:
-        app.config.update(overrides)
+    overrides = overrides or {}
+    ours = setting_keys()
+    apply_settings(
+        app, Settings.from_env().replace({k: v for k, v in overrides.items() if k in ours})
+    )
+    app.config.update({k: v for k, v in overrides.items() if k not in ours})
     # Clients call both /api/login and /api/login/: match both, never redirect.
     app.url_map.strict_slashes = False
     # An id in a URL beyond what the database can store names no row: 404, not a 500 from
@@ -51,10 +54,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def apply_settings(app: Flask, new: Settings) -> None:
+    """The one way settings reach an app: create_app, and tests that change one."""
+    app.extensions[SETTINGS_EXTENSION] = new
+    app.config.update(new.flask_config())
+
+
 def init_extensions(app: Flask) -> None:
     """Storage, the database (tuned, with its migrations), sign-in, remember-me and CSRF."""
-    PILImage.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
-    store = Storage(Path(app.config["DATA_DIR"]))
+    PILImage.MAX_IMAGE_PIXELS = settings(app).max_image_pixels
+    store = Storage(settings(app).data_dir)
     store.ensure_dirs()
     app.extensions["nova.infra.storage"] = store
     db.init_app(app)
@@ -69,7 +78,7 @@ def init_extensions(app: Flask) -> None:
 def wrap_wsgi(app: Flask) -> None:
     """The middleware around the app: multipart boundaries quoted, then the proxy's headers."""
     app.wsgi_app = QuoteBareBoundaries(app.wsgi_app)  # type: ignore[method-assign]
-    hops = app.config["PROXY_HOPS"]
+    hops = settings(app).proxy_hops
     if hops:
         # Behind Caddy/nginx: the client's address (rate limits, logs) and https scheme
         # (links, Secure cookies) come from the proxy's X-Forwarded-* headers.

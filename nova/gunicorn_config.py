@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nova.config import _flag
+from nova.config.readers import parse_flag
 
 worker_class = "gthread"
 workers = int(os.environ.get("NOVA_WEB_WORKERS", "2"))
@@ -44,7 +44,7 @@ _own_metrics_dir: str | None = None
 
 def on_starting(server: Any) -> None:
     global _own_metrics_dir
-    if not _flag(os.environ, "NOVA_METRICS", False):
+    if not parse_flag(os.environ, "NOVA_METRICS", False):
         return
     if "prometheus_client.values" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Imported already, it would count in each worker's memory: every scrape would see

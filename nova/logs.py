@@ -29,6 +29,7 @@ from typing import Any
 
 from flask import Flask, Response, has_request_context, request
 
+from nova.extensions import settings
 from nova.infra.rq_ids import ids_of_current_job
 
 ID_FIELDS = ("submission_id", "job_id", "image_id", "request_id")
@@ -104,7 +105,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(app: Flask) -> None:
     """One handler on the root logger (stderr: the container's log), with the ids filter."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if app.config["LOG_FORMAT"] == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if settings(app).log_format == "json" else TextFormatter())
     handler.set_name("nova")
     root = logging.getLogger()
     for existing in list(root.handlers):

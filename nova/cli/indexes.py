@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
+
+from nova.extensions import settings
 
 
 @click.command("indexes")
@@ -19,7 +20,7 @@ def indexes_command(directories: tuple[Path, ...]) -> None:
     """
     from nova.engine import indexes
 
-    dirs = list(directories) or list(current_app.config["INDEX_DIRS"])
+    dirs = list(directories) or list(settings().index_dirs)
     scan = indexes.scan_index_dirs(dirs)
     click.echo("index directories: " + ", ".join(str(d) for d in dirs))
     if scan:

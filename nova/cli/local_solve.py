@@ -11,12 +11,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from nova.config import Settings
 from nova.engine import header_files, hints, job_files, sandbox, solver
 from nova.engine.calibration import compute_calibration, nova_calibration, read_wcs_header
 from nova.engine.input_formats import PreparedInput, UnsupportedInput
@@ -79,7 +79,7 @@ def solve_file(
     *,
     index_dirs: list[Path],
     time_limit: float,
-    config: Mapping[str, Any],
+    config: Settings,
     outdir: Path | None = None,
     wcs_out: Path | None = None,
 ) -> FileResult:
@@ -97,7 +97,7 @@ def solve_file(
         except sandbox.DecodeCrashed:
             reason = "The file could not be read (its decoder failed)."
             return FileResult(str(path), BAD_INPUT, time.monotonic() - started, reason=reason)
-        use_header = params.use_header_hints and bool(config["USE_HEADER_HINTS"])
+        use_header = params.use_header_hints and config.use_header_hints
         header, notes = header_files.read_prepared(prepared) if use_header else (None, [])
         outcome = solver.solve(
             params,
@@ -105,7 +105,7 @@ def solve_file(
             work_dir,
             index_dirs=index_dirs,
             time_limit=time_limit,
-            fast_extraction=bool(config["FAST_EXTRACTION"]),
+            fast_extraction=config.fast_extraction,
             deadline=deadline,
             header_attempts=hints.plan_attempts(params, header, prepared.width, prepared.height),
             ignore_file_wcs=use_header,
@@ -132,7 +132,7 @@ def solve_file(
 
 
 def _read_input(
-    path: Path, work_dir: Path, params: SolveParams, config: Mapping[str, Any], time_limit: float
+    path: Path, work_dir: Path, params: SolveParams, config: Settings, time_limit: float
 ) -> PreparedInput:
     """``path`` read as a worker reads an upload: in a sandboxed child, within the limits."""
     read = partial(
@@ -143,7 +143,7 @@ def _read_input(
         image_height=params.image_height,
         **intake.input_limits(config),
     )
-    return sandbox.run_limited(read, limits=sandbox.limits_from_config(dict(config), time_limit))
+    return sandbox.run_limited(read, limits=intake.decode_limits(time_limit, config))
 
 
 def _copy_products(work_dir: Path, path: Path, outdir: Path) -> dict[str, str]:

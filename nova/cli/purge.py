@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
+from nova.extensions import settings
 from nova.services import retention
 
 
@@ -19,7 +19,7 @@ from nova.services import retention
 @with_appcontext
 def purge_command(days: int | None) -> None:
     """Delete anonymous and failed uploads older than DAYS, with their products and files."""
-    days = days or current_app.config["RETENTION_DAYS"]
+    days = days or settings().retention_days
     if not days:
         raise click.ClickException("give --days N, or set NOVA_RETENTION_DAYS")
     removed = retention.purge(days)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from nova.config import Settings
     from nova.engine.params import SolveParams
 
 PARITY_CHOICES = {"pos": 0, "neg": 1, "both": 2}
@@ -99,7 +100,7 @@ def solve_command(
         "use_header_hints": not no_header_hints,
     }
     params, config = _params_and_settings(hints)
-    directories = list(index_dirs) or list(config["INDEX_DIRS"])
+    directories = list(index_dirs) or list(config.index_dirs)
     missing = [str(d) for d in directories if not d.is_dir()]
     if missing:
         raise click.UsageError(f"no such index directory: {', '.join(missing)}")
@@ -109,7 +110,7 @@ def solve_command(
             path,
             params,
             index_dirs=directories,
-            time_limit=time_limit or config["SOLVE_TIME_LIMIT"],
+            time_limit=time_limit or config.solve_time_limit,
             config=config,
             outdir=outdir,
             wcs_out=wcs_out,
@@ -121,15 +122,15 @@ def solve_command(
     raise SystemExit(local_solve.exit_status(results))
 
 
-def _params_and_settings(hints: dict[str, Any]) -> tuple[SolveParams, dict[str, Any]]:
+def _params_and_settings(hints: dict[str, Any]) -> tuple[SolveParams, Settings]:
     """The solve's parameters and the workers' settings, or a usage error saying what is wrong."""
-    from nova.config import ConfigError, load_config
+    from nova.config import ConfigError, Settings
     from nova.engine.params import ParamError, parse_solve_params
 
     try:
         params = parse_solve_params(hints)
         # The same settings the workers read; nothing is signed, so no secret key is needed.
-        config = load_config(
+        config = Settings.from_env(
             dict(os.environ, NOVA_SECRET_KEY=os.environ.get("NOVA_SECRET_KEY") or "unused")
         )
     except (ParamError, ConfigError) as exc:

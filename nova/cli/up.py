@@ -13,10 +13,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from nova.db.schema import init_database
+from nova.extensions import settings
 from nova.infra.redis_health import redis_alive
 
 Process = subprocess.Popen[bytes]
@@ -56,13 +56,13 @@ def _int_option_from_env(
 def up_command(host: str, port: int, workers: int, web_workers: int) -> None:
     """Run the whole stack without Docker: redis (if needed), gunicorn web, RQ workers."""
     init_database()
-    config = current_app.config
+    config = settings()
     processes: list[Process] = []
-    redis_process = _start_redis(config["REDIS_URL"], Path(config["DATA_DIR"]))
+    redis_process = _start_redis(config.redis_url, Path(config.data_dir))
     if redis_process is not None:
         processes.append(redis_process)
     # NOVA_WORKERS: each worker's share of the CPUs (NOVA_ENGINE_PROCESSES' default).
-    env = dict(os.environ, NOVA_DATA_DIR=str(config["DATA_DIR"]), NOVA_WORKERS=str(workers))
+    env = dict(os.environ, NOVA_DATA_DIR=str(config.data_dir), NOVA_WORKERS=str(workers))
     web = _start_web(host, port, web_workers, env)
     processes.append(web)
 

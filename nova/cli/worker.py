@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from nova.cli.db import require_current_schema
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.services import reconcile
 from nova.worker import loop
 
@@ -22,11 +22,11 @@ def worker_command(burst: bool) -> None:
     """Run an RQ worker that processes submissions and solves."""
     require_current_schema()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    config = app.config
-    if config["WORKER_NICE"]:
+    config = settings(app)
+    if config.worker_nice:
         # Inherited by every work horse and engine process; only ever lowers priority.
-        os.nice(min(config["WORKER_NICE"], 19))
-    counts = reconcile.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
+        os.nice(min(config.worker_nice, 19))
+    counts = reconcile.reconcile(config.max_attempts, config.heartbeat_seconds)
     if any(counts.values()):
         click.echo(f"picked up work left pending: {counts}")
     # Hold no database connection while RQ forks a work horse per job: a horse would inherit
@@ -34,11 +34,11 @@ def worker_command(burst: bool) -> None:
     # restarted, fail every job on the dead socket (a fresh one passes the pool's pre-ping).
     db.session.remove()
     db.engine.dispose()
-    if config["WARM_ENGINE"]:
+    if config.warm_engine:
         from nova.engine import warm_engine
 
         # Opened here, before RQ forks a work horse per job: every horse shares it.
-        engine = warm_engine.preload(config["INDEX_DIRS"])
+        engine = warm_engine.preload(config.index_dirs)
         if engine is not None:
             click.echo(f"warm engine: {len(engine.index_files)} index files open")
     loop.run_worker(app, burst=burst)

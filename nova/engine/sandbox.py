@@ -201,10 +201,9 @@ def _wait(pid: int, deadline: float) -> tuple[int, int]:
         time.sleep(0.01)
 
 
-def limits_from_config(config: dict[str, object], wall_seconds: float) -> DecodeLimits:
-    """The app's NOVA_DECODE_* settings with this much wall-clock time."""
+def limits_for(memory_mb: int, cpu_seconds: int, wall_seconds: float) -> DecodeLimits:
+    """Limits of ``memory_mb`` MB and ``cpu_seconds`` processor seconds (NOVA_DECODE_*), with
+    this much wall-clock time."""
     return DecodeLimits(
-        memory_bytes=int(config["DECODE_MEMORY_MB"]) * MB,  # type: ignore[call-overload]
-        cpu_seconds=int(config["DECODE_CPU_SECONDS"]),  # type: ignore[call-overload]
-        wall_seconds=wall_seconds,
+        memory_bytes=memory_mb * MB, cpu_seconds=cpu_seconds, wall_seconds=wall_seconds
     )

@@ -16,6 +16,8 @@ from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.worker_registration import REDIS_WORKER_KEYS
 
+from nova.extensions import settings
+
 log = logging.getLogger(__name__)
 
 SUBMISSIONS_QUEUE = "default"
@@ -39,7 +41,7 @@ def redis_connection(app: Flask | None = None) -> redis.Redis:
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     connection = app.extensions.get("nova.redis")
     if connection is None:
-        connection = redis.Redis.from_url(app.config["REDIS_URL"])
+        connection = redis.Redis.from_url(settings(app).redis_url)
         app.extensions["nova.redis"] = connection
     return connection
 
@@ -157,7 +159,7 @@ def submission_time_budget(download_timeout: float) -> float:
 
 
 def enqueue_submission(submission_id: int) -> bool:
-    timeout = int(submission_time_budget(current_app.config["DOWNLOAD_TIMEOUT"]))
+    timeout = int(submission_time_budget(settings().download_timeout))
     return _enqueue(
         SUBMISSIONS_QUEUE,
         "nova.worker.tasks.process_submission_job",
@@ -171,7 +173,7 @@ def enqueue_solve(job_id: int, *, quick: bool, attempts: int = 0) -> bool:
     """Queue a job's solve after ``attempts`` claims (``solve_entry_id``), on the quick queue
     when ``quick`` (the caller knows the job: nova.engine.params.is_quick)."""
     # RQ's own timeout is a backstop; the solver enforces SOLVE_TIME_LIMIT itself.
-    timeout = current_app.config["SOLVE_TIME_LIMIT"] + 120
+    timeout = settings().solve_time_limit + 120
     return _enqueue(
         QUICK_SOLVE_QUEUE if quick else SOLVE_QUEUE,
         "nova.worker.tasks.solve_job",
@@ -218,7 +220,7 @@ def enqueue_batch(batch_id: int, task: int) -> bool:
     """Queue one of a batch's tasks (``nova.worker.batch_solver``); each takes frames until none is
     left, so any number of them may run side by side."""
     # The slice is checked between groups, and each frame of a group has its own time limit.
-    timeout = BATCH_SLICE_SECONDS + BATCH_GROUP_SIZE * current_app.config["SOLVE_TIME_LIMIT"] + 120
+    timeout = BATCH_SLICE_SECONDS + BATCH_GROUP_SIZE * settings().solve_time_limit + 120
     return _enqueue(
         QUICK_SOLVE_QUEUE,
         "nova.worker.batch_solver.run_batch_task",
@@ -247,7 +249,7 @@ def cancel_solve(job_id: int) -> None:
 
     connection = redis_connection()
     # Longer than any solve may still run: the horse polls it until the job ends.
-    cancellation.request(connection, job_id, current_app.config["SOLVE_TIME_LIMIT"] + 600)
+    cancellation.request(connection, job_id, settings().solve_time_limit + 600)
     for name in SOLVE_QUEUES:
         for rq_id in get_queue(name).get_job_ids():
             if not is_solve_entry_of(rq_id, job_id):

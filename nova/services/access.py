@@ -19,10 +19,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from flask import current_app
 from sqlalchemy import ColumnElement
 
 from nova.db.models import Job, Submission, User, utcnow
+from nova.extensions import settings
 
 
 class Owned(Protocol):
@@ -59,7 +59,7 @@ def visible_clause(model: type[OwnedColumns], user: User | None) -> ColumnElemen
 
 
 def _id_access_window() -> timedelta | None:
-    hours = current_app.config.get("ID_ACCESS_HOURS", 0)
+    hours = settings().id_access_hours
     return timedelta(hours=hours) if hours > 0 else None
 
 

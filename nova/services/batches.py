@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import ForeignKey, String, UniqueConstraint, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
@@ -36,7 +35,7 @@ from nova.db.models import (
 )
 from nova.engine import job_files, solver
 from nova.engine.calibration import nova_calibration
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.render import products
 from nova.services import access, reuse, storage, submissions
@@ -89,7 +88,7 @@ class BatchRefused(ValueError):
 
 
 def check_frame_count(count: int) -> None:
-    limit = current_app.config["BATCH_MAX_FRAMES"]
+    limit = settings().batch_max_frames
     if count == 0:
         raise BatchRefused('no files: send each frame as a part named "file"')
     if count > limit:
@@ -127,7 +126,7 @@ def create_batch(
         len(files),
         f"user {batch.user_id}" if batch.user_id else "an anonymous client",
     )
-    if current_app.config["REUSE_RESULTS"]:
+    if settings().reuse_results:
         for submission in frames:
             reuse.reuse_solution(submission)
     enqueue_tasks(batch.id, len(files))
@@ -358,7 +357,7 @@ def reconcile() -> int:
     A frame whose recognition started but never finished (its task died) is released again
     once the time a task may spend on it has passed.
     """
-    stale = utcnow() - timedelta(seconds=2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120)
+    stale = utcnow() - timedelta(seconds=2 * settings().download_timeout + 120)
     db.session.execute(
         update(Submission)
         .where(

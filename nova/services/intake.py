@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
-from flask import current_app
-
+from nova.config import Settings
 from nova.db.models import (
     Album,
     Job,
@@ -26,7 +24,7 @@ from nova.engine import archive_limits, archives, sandbox
 from nova.engine.input_formats import SUPPORTED_TEXT, PreparedInput, UnsupportedInput
 from nova.engine.inputs import prepare_input
 from nova.engine.params import SolveParams
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import download, download_targets
 from nova.infra.storage import UploadTooLarge
 from nova.services import events, storage
@@ -42,7 +40,7 @@ def _download(url: str, max_bytes: int, timeout: float) -> tuple[str, str]:
 
     Returns (sha1, file name from the final URL); raises download_targets.DownloadError.
     """
-    allow_private = bool(current_app.config.get("URL_ALLOW_PRIVATE", False))
+    allow_private = bool(settings().url_allow_private)
     with download.open_url(
         url, max_bytes=max_bytes, timeout=timeout, allow_private=allow_private
     ) as body:
@@ -154,12 +152,12 @@ class _Found:
 
 
 def _process_submission(submission: Submission, prepare_into: Path | None) -> Recognised:
-    config = current_app.config
+    config = settings()
     started = time.monotonic()
     if submission.upload_hash is None:
         try:
             sha1, name = _download(
-                submission.url or "", config["MAX_CONTENT_LENGTH"], config["DOWNLOAD_TIMEOUT"]
+                submission.url or "", config.max_upload_bytes, config.download_timeout
             )
         except (download_targets.DownloadError, UploadTooLarge, TimeoutError, OSError) as exc:
             fail_submission(submission, f"Failed to download {submission.url}: {exc}", None)
@@ -191,7 +189,7 @@ def _process_submission(submission: Submission, prepare_into: Path | None) -> Re
             waiting = pending_work(
                 submission.user_id, submission.client_address, exclude=submission.id
             )
-            if waiting + len(found) > config["MAX_QUEUED_JOBS"]:
+            if waiting + len(found) > config.max_queued_jobs:
                 # Each image is a job: an archive counts as many uploads as it holds.
                 message = queue_full_message(waiting, len(found))
                 fail_submission(submission, message, submission.upload_hash)
@@ -233,15 +231,15 @@ def _add_images(submission: Submission, usable: list[_Usable]) -> list[Job]:
     return jobs
 
 
-def input_limits(config: Mapping[str, Any] | None = None) -> dict[str, int]:
+def input_limits(config: Settings | None = None) -> dict[str, int]:
     """The bounds every decoded input is held to (pixels, bytes, ratio, stars), from the
     app's settings or ``config`` (``nova solve`` runs without an app)."""
-    config = current_app.config if config is None else config
+    config = settings() if config is None else config
     return {
-        "max_pixels": config["MAX_IMAGE_PIXELS"],
-        "max_uncompressed_bytes": config["MAX_CONTENT_LENGTH"],
-        "max_ratio": config["MAX_COMPRESSION_RATIO"],
-        "max_stars": config["MAX_STARS"],
+        "max_pixels": config.max_image_pixels,
+        "max_uncompressed_bytes": config.max_upload_bytes,
+        "max_ratio": config.max_compression_ratio,
+        "max_stars": config.max_stars,
     }
 
 
@@ -265,12 +263,19 @@ def image_preparer(image: UserImage, work_dir: Path) -> Callable[[], PreparedInp
     return preparer(path, work_dir, SolveParams.from_row(image.submission))
 
 
+def decode_limits(wall_seconds: float, config: Settings | None = None) -> sandbox.DecodeLimits:
+    """The sandbox's NOVA_DECODE_* limits (the app's settings or ``config``) with this much
+    wall-clock time."""
+    config = settings() if config is None else config
+    return sandbox.limits_for(config.decode_memory_mb, config.decode_cpu_seconds, wall_seconds)
+
+
 def prepare_sandboxed(
     path: Path, work_dir: Path, params: SolveParams, wall_seconds: float
 ) -> PreparedInput:
     """``prepare_input`` in a child process under NOVA_DECODE_* limits and ``wall_seconds``;
     a limit that stops it is an UnsupportedInput with the reason, like any refusal."""
-    limits = sandbox.limits_from_config(current_app.config, wall_seconds)
+    limits = decode_limits(wall_seconds)
     try:
         return sandbox.run_limited(preparer(path, work_dir, params), limits=limits)
     except sandbox.DecodeLimitExceeded as exc:
@@ -292,7 +297,7 @@ _ARCHIVE_TIME_MARGIN = 30.0
 
 def _processing_budget() -> float:
     """Seconds a submission may take in all: download, unpacking, reading every file."""
-    return 2 * current_app.config["DOWNLOAD_TIMEOUT"] + 120 - _ARCHIVE_TIME_MARGIN
+    return 2 * settings().download_timeout + 120 - _ARCHIVE_TIME_MARGIN
 
 
 def _deadline(started: float) -> float:
@@ -308,13 +313,13 @@ def _unpack_archive(
     Raises archive_limits.ArchiveError when the archive is corrupt or over a limit; nothing is
     stored then (the work directory goes), and no image is created.
     """
-    config = current_app.config
+    config = settings()
     budget = _processing_budget()
     limits = archive_limits.ArchiveLimits(
-        max_members=config["MAX_ARCHIVE_MEMBERS"],
-        max_total_bytes=config["MAX_ARCHIVE_BYTES"],
-        max_member_bytes=config["MAX_CONTENT_LENGTH"],
-        max_ratio=config["MAX_COMPRESSION_RATIO"],
+        max_members=config.max_archive_members,
+        max_total_bytes=config.max_archive_bytes,
+        max_member_bytes=config.max_upload_bytes,
+        max_ratio=config.max_compression_ratio,
         deadline=started + budget,
         time_limit=budget,
     )

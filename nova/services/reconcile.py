@@ -7,7 +7,6 @@ import logging
 import time
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import select, update
 
 from nova.db.models import (
@@ -16,7 +15,7 @@ from nova.db.models import (
     Submission,
     utcnow,
 )
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.services import events, queueing, storage
 from nova.services.intake import fail_submission
@@ -118,8 +117,8 @@ def _requeue_lost_work(counts: dict[str, int], max_attempts: int) -> None:
 
 def _longest_work_seconds() -> float:
     """The longest any task may run (its RQ timeout): older work directories are orphans."""
-    config = current_app.config
-    return max(config["SOLVE_TIME_LIMIT"] + 120, 2 * config["DOWNLOAD_TIMEOUT"] + 120)
+    config = settings()
+    return max(config.solve_time_limit + 120, 2 * config.download_timeout + 120)
 
 
 # Slack on top of the longest task before a work directory counts as abandoned.

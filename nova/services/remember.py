@@ -17,11 +17,11 @@ import secrets
 from datetime import timedelta
 
 import flask_login
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from sqlalchemy import delete
 
 from nova.db.models import RememberToken, User, utcnow
-from nova.extensions import db
+from nova.extensions import db, settings
 
 COOKIE_NAME = "NovaRemember"
 REMEMBER_DAYS = 365
@@ -106,7 +106,6 @@ def set_cookie(response: Response) -> Response:
     if _SET not in request.environ:
         return response
     value = request.environ[_SET]
-    config = current_app.config
     if value is None:
         response.delete_cookie(COOKIE_NAME, httponly=True, samesite="Lax")
     else:
@@ -116,7 +115,7 @@ def set_cookie(response: Response) -> Response:
             max_age=REMEMBER_DAYS * 24 * 3600,
             httponly=True,
             samesite="Lax",
-            secure=config["SESSION_COOKIE_SECURE"],
+            secure=settings().secure_cookies,
         )
     return response
 

@@ -14,7 +14,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 from astropy.io import fits
-from flask import current_app
 from sqlalchemy import func, select
 
 from nova import logs
@@ -29,7 +28,7 @@ from nova.db.models import (
 from nova.engine import archives
 from nova.engine.inputs import sniff_upload
 from nova.engine.params import SolveParams
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.services import storage, webhooks
 from nova.services.reuse import reuse_solution
@@ -81,7 +80,7 @@ def pending_work(user_id: int | None, address: str | None, exclude: int | None =
 
 
 def queue_full_message(waiting: int, adding: int = 1) -> str:
-    limit = current_app.config["MAX_QUEUED_JOBS"]
+    limit = settings().max_queued_jobs
     what = "this upload" if adding == 1 else f"the {adding} images of this upload"
     return (
         f"Too much work waiting: {waiting} of your jobs are queued or solving, and {what} "
@@ -101,7 +100,7 @@ def new_submission(options: SubmissionOptions, **fields: object) -> Submission:
     user_id = options.user.id if options.user else None
     address = None if options.user else options.client_address
     waiting = pending_work(user_id, address)
-    if waiting + 1 > current_app.config["MAX_QUEUED_JOBS"]:
+    if waiting + 1 > settings().max_queued_jobs:
         raise QueueFull(queue_full_message(waiting))
     visible = "y" if options.user is None else options.publicly_visible  # anonymous: public
     # An account signs its webhooks with its own secret; an anonymous upload gets one.
@@ -131,7 +130,7 @@ def submit_file(path: Path, filename: str | None, options: SubmissionOptions) ->
     db.session.add(submission)
     db.session.commit()
     _log_received(submission, "file")
-    if not (current_app.config["REUSE_RESULTS"] and reuse_solution(submission)):
+    if not (settings().reuse_results and reuse_solution(submission)):
         jobqueue.enqueue_submission(submission.id)
     return submission
 
@@ -152,7 +151,7 @@ def submit_star_list(x: list[float], y: list[float], options: SubmissionOptions)
     db.session.add(submission)
     db.session.commit()
     _log_received(submission, f"star list of {len(x)}")
-    if not (current_app.config["REUSE_RESULTS"] and reuse_solution(submission)):
+    if not (settings().reuse_results and reuse_solution(submission)):
         jobqueue.enqueue_submission(submission.id)
     return submission
 

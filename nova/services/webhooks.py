@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from nova.db.models import Job, Submission, User, WebhookDelivery
 from nova.engine.calibration import nova_calibration
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import download, download_targets, jobqueue, metrics
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def check_callback_url(url: str) -> str:
     try:
         target = download_targets.parse_url(url)
         download_targets.resolve(
-            target.host, target.port, allow_private=current_app.config["URL_ALLOW_PRIVATE"]
+            target.host, target.port, allow_private=settings().url_allow_private
         )
     except download_targets.DownloadError as exc:
         raise ValueError(f"The callback_url cannot be used: {exc}.") from None
@@ -70,7 +70,7 @@ def signature(secret: str, body: bytes) -> str:
 
 def _result_url(job: Job) -> str:
     # Workers have no request to take the site's address from: NOVA_PUBLIC_URL says it.
-    with current_app.test_request_context(base_url=current_app.config["PUBLIC_URL"]):
+    with current_app.test_request_context(base_url=settings().public_url):
         return url_for("web.user_image", image_id=job.user_image_id, _external=True)
 
 
@@ -99,12 +99,12 @@ def job_ended(job_id: int) -> None:
     job = db.session.get(Job, job_id)
     if job is None or not job.is_finished or not job.user_image.submission.callback_url:
         return
-    intervals = list(current_app.config["WEBHOOK_RETRY_INTERVALS"])
+    intervals = list(settings().webhook_retry_intervals)
     # False (logged by jobqueue) when redis is away: the webhook of that end is lost.
     jobqueue.enqueue_delivery(
         job_id,
         "nova.worker.tasks.deliver_webhook",
-        timeout=current_app.config["WEBHOOK_TIMEOUT"] + 30,
+        timeout=settings().webhook_timeout + 30,
         retry_intervals=intervals,
     )
 
@@ -148,8 +148,8 @@ def _deliver(job_id: int) -> None:
             url,
             body,
             headers=headers,
-            timeout=current_app.config["WEBHOOK_TIMEOUT"],
-            allow_private=current_app.config["URL_ALLOW_PRIVATE"],
+            timeout=settings().webhook_timeout,
+            allow_private=settings().url_allow_private,
         )
     except download_targets.DownloadError as exc:
         error = str(exc)
@@ -161,7 +161,7 @@ def _deliver(job_id: int) -> None:
         metrics.callback_delivery("delivered")
     else:
         tries = db.session.scalar(select(func.count()).where(WebhookDelivery.job_id == job_id))
-        last = (tries or 0) > len(current_app.config["WEBHOOK_RETRY_INTERVALS"])
+        last = (tries or 0) > len(settings().webhook_retry_intervals)
         metrics.callback_delivery("gave_up" if last else "retrying")
     if error is not None:
         log.info("webhook of job %s not delivered: %s", job_id, error)

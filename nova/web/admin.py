@@ -9,14 +9,14 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Blueprint, abort, current_app, jsonify, render_template
+from flask import Blueprint, abort, jsonify, render_template
 from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response
 
 from nova.db.models import Job, JobStatus, utcnow
 from nova.engine import indexes
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra.queue_overview import QueueInfo, WorkerInfo, queue_infos, worker_infos
 from nova.web.auth import current_user
 
@@ -49,7 +49,7 @@ def recent_failures(limit: int = RECENT_FAILURES) -> list[Job]:
 
 def stuck_jobs() -> list[Job]:
     """Jobs solving for longer than the time limit: their worker probably died (lost)."""
-    limit = timedelta(seconds=current_app.config["SOLVE_TIME_LIMIT"])
+    limit = timedelta(seconds=settings().solve_time_limit)
     query = (
         select(Job)
         .where(Job.status == JobStatus.SOLVING)
@@ -67,7 +67,7 @@ def job_counts() -> dict[str, int]:
 
 
 def index_scan() -> indexes.IndexScan:
-    return indexes.scan_index_dirs(current_app.config["INDEX_DIRS"])
+    return indexes.scan_index_dirs(settings().index_dirs)
 
 
 @bp.get("/")
@@ -79,7 +79,7 @@ def overview() -> Any:
         queues = queue_infos()
         workers = worker_infos()
     except RedisError as exc:
-        redis_error = f"redis does not answer at {redacted(current_app.config['REDIS_URL'])}: {exc}"
+        redis_error = f"redis does not answer at {redacted(settings().redis_url)}: {exc}"
     scan = index_scan()
     return render_template(
         "admin/index.html",
@@ -90,8 +90,8 @@ def overview() -> Any:
         counts=job_counts(),
         failures=recent_failures(),
         stuck=stuck_jobs(),
-        time_limit=current_app.config["SOLVE_TIME_LIMIT"],
-        index_dirs=current_app.config["INDEX_DIRS"],
+        time_limit=settings().solve_time_limit,
+        index_dirs=settings().index_dirs,
         scan=scan,
         bands=indexes.coverage(scan),
         summary=indexes.summary(scan),
@@ -102,7 +102,7 @@ def overview() -> Any:
 @bp.get("/indexes")
 def indexes_json() -> Response:
     data = indexes.scan_as_json(index_scan())
-    data["directories"] = [str(d) for d in current_app.config["INDEX_DIRS"]]
+    data["directories"] = [str(d) for d in settings().index_dirs]
     response = jsonify(data)
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -6,11 +6,11 @@ import hmac
 import json
 
 import flask_login
-from flask import current_app, request, session
+from flask import request, session
 from werkzeug.exceptions import HTTPException
 
 from nova.db.models import ApiSession, User, utcnow
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.services import accounts
 
 COOKIE_SESSION_FIELD = "api_session"
@@ -19,7 +19,7 @@ _UNSET = object()
 
 def open_api_session(user: User) -> ApiSession:
     """Start an API session for ``user`` (a fresh key on every login, as nova does)."""
-    api_session = accounts.open_api_session(user, current_app.config["API_SESSION_DAYS"])
+    api_session = accounts.open_api_session(user, settings().api_session_days)
     # Cookie-keeping clients (client.py, astroquery) then fetch product files as this user;
     # a browser posting here from another site gets no cookie (login CSRF).
     if not cross_site_browser_request():

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from nova.engine.params import _bool
-from nova.extensions import csrf
+from nova.extensions import csrf, settings
 from nova.infra.metrics import refuse
 from nova.services import batches, storage
 from nova.web import api
@@ -35,17 +35,17 @@ def batch_request_limits() -> Response | None:
     hook because this blueprint is registered before the limiter."""
     if request.endpoint != "batches.upload_batch":
         return None
-    config = current_app.config
-    request.max_content_length = config["BATCH_MAX_BYTES"]
-    request.max_form_parts = config["BATCH_MAX_FRAMES"] + SPARE_FORM_PARTS
+    config = settings()
+    request.max_content_length = config.batch_max_bytes
+    request.max_form_parts = config.batch_max_frames + SPARE_FORM_PARTS
     try:
         request.form  # noqa: B018 -- parse now, so that a refusal is nova's error envelope
     except RequestEntityTooLarge:
         refuse("too_large")
-        limit = config["BATCH_MAX_BYTES"] // (1024 * 1024)
+        limit = config.batch_max_bytes // (1024 * 1024)
         return api_refusal(
             f"the batch is larger than {limit} MB (NOVA_BATCH_MAX_MB) or "
-            f"has more than {config['BATCH_MAX_FRAMES']} frames (NOVA_BATCH_MAX_FRAMES)"
+            f"has more than {config.batch_max_frames} frames (NOVA_BATCH_MAX_FRAMES)"
         )
     return None
 

@@ -16,7 +16,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra.metrics import refuse
 from nova.services.submissions import QueueFull
 
@@ -50,12 +50,12 @@ def refusal(message: str, code: int, api_status: int | None = None) -> Response:
 
 def too_large(error: RequestEntityTooLarge) -> Response:
     refuse("too_large")
-    config = current_app.config
-    limit = config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+    config = settings()
+    limit = config.max_upload_bytes // (1024 * 1024)
     length = request.content_length
-    if length is not None and length <= config["MAX_CONTENT_LENGTH"]:
+    if length is not None and length <= config.max_upload_bytes:
         # The body is within the upload limit: a form field is what is too large.
-        field_kb = config["MAX_FORM_MEMORY_SIZE"] // 1024
+        field_kb = current_app.config["MAX_FORM_MEMORY_SIZE"] // 1024
         message = f"A form field is larger than {field_kb:,} kB; files go in file fields."
     else:
         message = f"The upload is larger than the limit of {limit} MB (NOVA_MAX_UPLOAD_MB)."

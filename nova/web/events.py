@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 
 from nova.db.models import Job, Submission
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.services import events
 from nova.web import api
@@ -42,7 +42,7 @@ class Snapshot:
 def _watchers(app: Flask) -> threading.BoundedSemaphore:
     semaphore = app.extensions.get("nova.event_watchers")
     if semaphore is None:
-        semaphore = threading.BoundedSemaphore(max(app.config["EVENTS_MAX_WATCHERS"], 1))
+        semaphore = threading.BoundedSemaphore(max(settings(app).events_max_watchers, 1))
         app.extensions["nova.event_watchers"] = semaphore
     return semaphore
 
@@ -106,9 +106,9 @@ class _Watch:
 
 def _stream(channel: str, snapshot: Callable[[], Snapshot]) -> Response:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    config = app.config
+    config = settings(app)
     semaphore = _watchers(app)
-    if config["EVENTS_MAX_WATCHERS"] == 0 or not semaphore.acquire(blocking=False):
+    if config.events_max_watchers == 0 or not semaphore.acquire(blocking=False):
         return _too_many()
     try:
         # Subscribed before the first read: a change in between is not missed.
@@ -132,8 +132,8 @@ def _stream(channel: str, snapshot: Callable[[], Snapshot]) -> Response:
 
     def generate() -> Iterator[str]:
         nonlocal current, last
-        ends = time.monotonic() + config["EVENTS_MAX_SECONDS"]
-        keepalive = config["EVENTS_KEEPALIVE_SECONDS"]
+        ends = time.monotonic() + config.events_max_seconds
+        keepalive = config.events_keepalive_seconds
         try:
             yield "retry: 2000\n\n"
             while True:

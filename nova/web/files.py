@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, current_app, send_file
+from flask import Blueprint, Response, abort, send_file
 
 from nova.db.models import Calibration, Job, UserImage
 from nova.engine import sandbox
 from nova.engine.input_formats import PreparedInput, UnsupportedInput
 from nova.engine.job_files import AXY_NAME, CORR_NAME, RDLS_NAME, WCS_NAME
 from nova.engine.redaction import without_server_paths
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.render import pictures, sky
 from nova.render.products import (
     JOB_PRODUCTS,
@@ -31,7 +31,7 @@ from nova.render.products import (
 )
 from nova.services import storage
 from nova.services.access import can_read_result, can_view
-from nova.services.intake import image_preparer
+from nova.services.intake import decode_limits, image_preparer
 from nova.services.jobs import job_log_text
 from nova.web.auth import current_user
 
@@ -102,8 +102,7 @@ def with_prepared_image(
         return target
     store = storage()
     work_dir = store.make_work_dir("picture-")
-    config = current_app.config
-    limits = sandbox.limits_from_config(config, config["DECODE_CPU_SECONDS"])
+    limits = decode_limits(settings().decode_cpu_seconds)
     try:
         prepare = image_preparer(image, work_dir) if image.file_hash else _no_upload
         return sandbox.run_limited(use, prepare, work_dir, limits=limits)
@@ -133,7 +132,7 @@ def send_job_product(job_id: int, name: str) -> Response:
             job.user_image.kind,
             job.user_image.original_filename,
             job.calibration.radius if job.calibration else None,
-            current_app.config.get("MAX_RENDER_PIXELS"),
+            settings().max_render_pixels,
         )
         return job_product_path(JobContext(facts, job_dir, prepare, work_dir), product)
 
@@ -226,7 +225,7 @@ def _image_picture(image_id: int, max_side: int | None, name: str) -> Response:
         return serve(source, direct, image)  # JPEG, PNG and GIF are shown as uploaded
     fmt = "PNG" if image.kind == "xylist" else "JPEG"
     target = store.cache / f"image-{image.id}-{name}.{fmt.lower().replace('jpeg', 'jpg')}"
-    max_pixels = current_app.config.get("MAX_RENDER_PIXELS")
+    max_pixels = settings().max_render_pixels
     # The full picture of a huge FITS/TIFF/star list is drawn within NOVA_MAX_RENDER_PIXELS.
     full_scale = pictures.render_scale(image.width, image.height, max_pixels)
     side = max_side or max(1, round(max(image.width, image.height) * full_scale))

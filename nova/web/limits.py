@@ -15,6 +15,7 @@ import time
 from flask import Flask, Response, request
 from flask_limiter import Limiter, RequestLimit
 
+from nova.extensions import settings
 from nova.infra.metrics import refuse
 from nova.web.auth import current_user
 from nova.web.errors import refusal
@@ -89,9 +90,10 @@ def form_posts_only(endpoint: str) -> list[str] | None:
 
 def init_limits(app: Flask) -> None:
     """Attach the configured limits to the upload and sign-in views (after registration)."""
-    config = app.config
-    config.setdefault("RATELIMIT_ENABLED", config["RATE_LIMITS"])
-    config.setdefault("RATELIMIT_STORAGE_URI", config["REDIS_URL"])
+    ours = settings(app)
+    config = app.config  # Flask-Limiter's own settings, unless a test has set them
+    config.setdefault("RATELIMIT_ENABLED", ours.rate_limits)
+    config.setdefault("RATELIMIT_STORAGE_URI", ours.redis_url)
     config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1})
     config.setdefault("RATELIMIT_KEY_PREFIX", "nova-limits")
     config.setdefault("RATELIMIT_STRATEGY", "moving-window")
@@ -113,22 +115,22 @@ def init_limits(app: Flask) -> None:
     views = app.view_functions
     for endpoint in UPLOAD_ENDPOINTS:
         views[endpoint] = limiter.limit(
-            config["UPLOAD_RATE_LIMIT"],
+            ours.upload_rate_limit,
             key_func=caller_key,
             methods=form_posts_only(endpoint),
             scope="uploads",
         )(views[endpoint])
     for endpoint in CONTENT_ENDPOINTS:
         views[endpoint] = limiter.limit(
-            config["CONTENT_RATE_LIMIT"], key_func=caller_key, methods=["POST"], scope="content"
+            ours.content_rate_limit, key_func=caller_key, methods=["POST"], scope="content"
         )(views[endpoint])
     for endpoint in SIGN_IN_ENDPOINTS:
         limited = limiter.limit(
-            config["LOGIN_RATE_LIMIT"], methods=form_posts_only(endpoint), scope="sign-ins"
+            ours.login_rate_limit, methods=form_posts_only(endpoint), scope="sign-ins"
         )(views[endpoint])
         if endpoint == "account.signin":
             limited = limiter.limit(
-                config["LOGIN_FAILURE_LIMIT"],
+                ours.login_failure_limit,
                 key_func=account_key,
                 methods=["POST"],
                 deduct_when=sign_in_failed,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, request
 
+from nova.extensions import settings
 from nova.infra import metrics
 from nova.services import jobs
 
@@ -26,10 +27,10 @@ def _token_matches(expected: str) -> bool:
 
 @bp.get("/metrics")
 def scrape() -> Response:
-    config = current_app.config
-    if not config["METRICS"]:
+    config = settings()
+    if not config.metrics:
         abort(404)
-    token = config["METRICS_TOKEN"]
+    token = config.metrics_token
     if token and not _token_matches(token):
         response = Response("A bearer token is needed (NOVA_METRICS_TOKEN).\n", status=401)
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -9,7 +9,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -28,7 +27,7 @@ from nova.engine import hints
 from nova.engine.calibration import format_dec_dms, format_ra_hms, format_size
 from nova.engine.input_formats import UnsupportedInput
 from nova.engine.params import ParamError, parse_choice, parse_solve_params, row_id
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.infra.metrics import refuse
 from nova.services import access, batches, gallery, jobs, storage, submissions, webhooks
@@ -173,7 +172,7 @@ def upload_page() -> Any:
 @bp.post("/upload")
 def upload() -> BaseResponse | Any:
     user = current_user()
-    if user is None and not current_app.config["ALLOW_ANONYMOUS_UPLOADS"]:
+    if user is None and not settings().allow_anonymous_uploads:
         refuse("not_signed_in")
         return _upload_form(
             "Sign in to upload: this server does not take anonymous uploads.", "file", 403

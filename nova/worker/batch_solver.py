@@ -31,7 +31,7 @@ from nova.db.models import Calibration, Job
 from nova.engine import process
 from nova.engine.input_formats import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.services import batch_frames, intake, jobs, storage
 from nova.services.batches import Batch
@@ -71,7 +71,7 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         with self.app.app_context():
-            while not self.stopped.wait(self.app.config["HEARTBEAT_SECONDS"]):
+            while not self.stopped.wait(settings(self.app).heartbeat_seconds):
                 for job_id in list(self.job_ids):
                     try:
                         jobs.heartbeat(job_id)
@@ -192,9 +192,9 @@ class BatchTask:
     def solve_group(self, claimed: list[tuple[int, int]]) -> None:
         """Chained frames: every job.axy with the chain's hints, one engine run for all, then
         each frame recorded (or solved again as an ordinary job when the hints failed)."""
-        config = self.app.config
+        config = settings(self.app)
         started = time.monotonic()
-        deadline = started + config["SOLVE_TIME_LIMIT"]
+        deadline = started + config.solve_time_limit
         store = storage()
         frames: list[GroupFrame] = []
         # One set of hints for the whole group (the radius for its frame farthest from the
@@ -216,14 +216,14 @@ class BatchTask:
                     if prepared is None:
                         prepared = intake.prepare_image(image, scratch, deadline - time.monotonic())
                     ready = write_chained_axy(
-                        hints, prepared, scratch, deadline, self.template, config["FAST_EXTRACTION"]
+                        hints, prepared, scratch, deadline, self.template, config.fast_extraction
                     )
                 except (UnsupportedInput, process.SolveTimeout):
                     ready = False
                 frames.append(GroupFrame(position, job_id, scratch, prepared, ready))
             run_engine(
                 [frame.scratch for frame in frames if frame.ready],
-                config["INDEX_DIRS"],
+                config.index_dirs,
                 deadline,
             )
             # Each frame's share of the common phase counts against its own time limit.

@@ -12,7 +12,7 @@ import redis
 from flask import Flask
 from rq import Worker
 
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.infra.redis_health import redis_alive
 from nova.services import reconcile, retention
@@ -44,26 +44,26 @@ def run_worker(app: Flask, *, burst: bool) -> None:
             # RQ's signal handlers only set a flag on the worker that quit: stop at once.
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            while not redis_alive(app.config["REDIS_URL"]):
+            while not redis_alive(settings(app).redis_url):
                 time.sleep(1)
             _say("redis is back; working on")
 
 
 def _reconcile_forever(app: Flask) -> None:
     """Every NOVA_RECONCILE_SECONDS: retry jobs whose worker died, re-queue lost entries."""
-    config = app.config
+    config = settings(app)
     last_purge = 0.0
     while True:
-        time.sleep(config["RECONCILE_SECONDS"])
+        time.sleep(config.reconcile_seconds)
         with app.app_context():
             try:
-                counts = reconcile.reconcile(config["MAX_ATTEMPTS"], config["HEARTBEAT_SECONDS"])
+                counts = reconcile.reconcile(config.max_attempts, config.heartbeat_seconds)
                 if any(counts.values()):
                     app.logger.warning("reconciler: %s", counts)
                 # Retention, hourly: every worker may do it; deleting twice is harmless.
-                if config["RETENTION_DAYS"] and time.monotonic() - last_purge > 3600:
+                if config.retention_days and time.monotonic() - last_purge > 3600:
                     last_purge = time.monotonic()
-                    retention.purge(config["RETENTION_DAYS"])
+                    retention.purge(config.retention_days)
             except Exception:  # redis or the database away: try again next round
                 app.logger.exception("reconciler round failed")
             finally:

@@ -24,7 +24,7 @@ from nova.engine import header_files, hints, job_files, process, quality, solver
 from nova.engine.calibration import CalibrationNumbers, compute_calibration, read_wcs_header
 from nova.engine.input_formats import PreparedInput, UnsupportedInput
 from nova.engine.params import SolveParams
-from nova.extensions import db
+from nova.extensions import db, settings
 from nova.infra import cancellation, jobqueue, metrics
 from nova.services import intake, jobs, queueing, storage, webhooks
 from nova.worker.context import app_context
@@ -70,7 +70,7 @@ def deliver_webhook(job_id: int) -> None:
 def _heartbeat(job_id: int, stop: threading.Event, app: Flask) -> None:
     """Tell the database every few seconds that this job's worker is alive; the reconciler
     retries a solving job whose heartbeats stop (worker killed, machine gone)."""
-    interval = app.config["HEARTBEAT_SECONDS"]
+    interval = settings(app).heartbeat_seconds
     with app.app_context():
         while not stop.wait(interval):
             try:
@@ -104,7 +104,7 @@ def _solve_claimed(
     (``batches.ensure_objects_in_field``)."""
     job_id = job.id
     store = storage()
-    time_limit = current_app.config["SOLVE_TIME_LIMIT"]
+    time_limit = settings().solve_time_limit
     # The job's time limit counts from here: reading the input is part of it.
     deadline = time.monotonic() + time_limit
     work_dir = store.make_work_dir(f"job-{job_id}-")
@@ -178,22 +178,22 @@ def _solve_in(
     except UnsupportedInput as exc:
         end.reason = str(exc)
         return
-    use_header = params.use_header_hints and current_app.config["USE_HEADER_HINTS"]
+    use_header = params.use_header_hints and settings().use_header_hints
     header, notes = header_files.read_prepared(prepared) if use_header else (None, [])
     attempts = hints.plan_attempts(params, header, prepared.width, prepared.height)
     outcome = solve(
         params,
         prepared,
         work_dir,
-        index_dirs=current_app.config["INDEX_DIRS"],
+        index_dirs=settings().index_dirs,
         time_limit=time_limit,
         on_stage=on_stage,
         warm=_warm_engine(),
         deadline=deadline,
         header_attempts=attempts,
         ignore_file_wcs=use_header,
-        fast_extraction=current_app.config["FAST_EXTRACTION"],
-        engine_processes=current_app.config["ENGINE_PROCESSES"],
+        fast_extraction=settings().fast_extraction,
+        engine_processes=settings().engine_processes,
     )
     end.sources, end.reason = outcome.sources, outcome.reason
     clock.enter("products")  # the WCS read, objects in the field, files kept
@@ -211,10 +211,10 @@ def _solve_in(
 
 def _warm_engine() -> warm_engine.WarmEngine | None:
     """The worker's warm engine (opened before RQ forked this horse), when it is on."""
-    config = current_app.config
-    if not config["WARM_ENGINE"]:
+    config = settings()
+    if not config.warm_engine:
         return None
-    return warm_engine.loaded(config["INDEX_DIRS"])
+    return warm_engine.loaded(config.index_dirs)
 
 
 def _quality(work_dir: Path) -> dict[str, Any] | None:

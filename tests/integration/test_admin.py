@@ -26,6 +26,7 @@ from nova.infra import jobqueue
 from tests.integration.test_site import sign_up
 from tests.integration.test_solve_apod import upload
 from tests.support.processes import free_port, run_worker, wait_for
+from tests.support.settings import change_settings
 
 SYSTEM_INDEXES = Path("/usr/share/astrometry")
 TYCHO2 = [f"index-tycho2-{n:02d}.littleendian.fits" for n in range(7, 20)]
@@ -242,7 +243,7 @@ def test_admin_index_table_and_json(client: FlaskClient) -> None:
 def test_admin_with_a_missing_index_directory(
     app: Flask, client: FlaskClient, tmp_path: Path
 ) -> None:
-    app.config["INDEX_DIRS"] = [SYSTEM_INDEXES, tmp_path / "extra"]
+    change_settings(app, INDEX_DIRS=[SYSTEM_INDEXES, tmp_path / "extra"])
     make_admin(client)
     page = client.get("/admin").get_data(as_text=True)
     assert f"{tmp_path / 'extra'}: the directory does not exist" in page
@@ -290,7 +291,7 @@ def test_jobs_solving_longer_than_the_time_limit_are_listed(
 
 def test_admin_page_when_redis_does_not_answer(app: Flask, client: FlaskClient) -> None:
     make_admin(client)
-    app.config["REDIS_URL"] = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    change_settings(app, REDIS_URL=f"redis://:s3cret@127.0.0.1:{free_port()}/0")
     app.extensions.pop("nova.redis", None)
     page = client.get("/admin")
     assert page.status_code == 200

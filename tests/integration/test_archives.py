@@ -31,6 +31,7 @@ from nova.extensions import db
 from nova.services import intake
 from tests.support.api import api_call, api_login
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 MB = 1 << 20
 STAR_LIST = b"# x y\n" + b"".join(f"{10 + i * 7} {20 + i * 5}\n".encode() for i in range(30))
@@ -333,7 +334,7 @@ def test_unsafe_zip_members_are_refused(app: Flask, upload: Callable[..., int], 
 def test_a_member_larger_than_an_upload_is_skipped(
     app: Flask, upload: Callable[..., int], apod: Path
 ) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = MB
+    change_settings(app, MAX_CONTENT_LENGTH=MB)
     noise = np.random.default_rng(1).integers(0, 4, size=MB + 1000, dtype=np.uint8).tobytes()
     data = pack("tar.bz2", [("huge.fits", noise), ("apod4.jpg", (apod / "apod4.jpg").read_bytes())])
     subid = upload(data, "two.tar.bz2")

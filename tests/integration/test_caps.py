@@ -20,6 +20,7 @@ from nova.extensions import db
 from nova.services import reconcile, storage
 from tests.support.api import api_call, api_login
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 STARS = b"".join(f"{10 + 7 * i % 500} {20 + 11 * i % 400}\n".encode() for i in range(40))
 
@@ -38,7 +39,7 @@ def form_upload(
 def test_waiting_work_is_capped_per_account_and_per_anonymous_address(
     app: Flask, client: FlaskClient, make_user
 ) -> None:  # type: ignore[no-untyped-def]
-    app.config["MAX_QUEUED_JOBS"] = 3
+    change_settings(app, MAX_QUEUED_JOBS=3)
     for _ in range(3):
         assert form_upload(client).status_code == 303
     refused = form_upload(client)
@@ -58,7 +59,7 @@ def test_waiting_work_is_capped_per_account_and_per_anonymous_address(
 def test_each_image_of_an_archive_counts_against_the_cap(
     app: Flask, client: FlaskClient, make_user
 ) -> None:  # type: ignore[no-untyped-def]
-    app.config["MAX_QUEUED_JOBS"] = 4
+    change_settings(app, MAX_QUEUED_JOBS=4)
     os.environ["NOVA_MAX_QUEUED_JOBS"] = "4"  # the worker reads the same setting
     try:
         buffer = io.BytesIO()

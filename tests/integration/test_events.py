@@ -18,6 +18,7 @@ from nova.db.models import Job, JobStatus
 from nova.services import events
 from tests.support.api import api_call, api_login
 from tests.support.processes import wait_for
+from tests.support.settings import change_settings
 
 APOD4_HINT = {"scale_units": "degwidth", "scale_lower": 25, "scale_upper": 40}
 
@@ -149,7 +150,7 @@ def test_a_private_job_streams_to_its_owner_only(
     make_user: Callable[[str], tuple[int, str]],
     apod: Path,
 ) -> None:
-    app.config["ID_ACCESS_HOURS"] = 0  # the id alone opens nothing (nova.services.access)
+    change_settings(app, ID_ACCESS_HOURS=0)  # the id alone opens nothing (nova.services.access)
     _, ann_key = make_user("ann@example.org")
     _, bob_key = make_user("bob@example.org")
     ann = app.test_client()
@@ -198,7 +199,7 @@ def test_watchers_over_the_cap_are_told_to_poll(
     make_user: Callable[[str], tuple[int, str]],
     apod: Path,
 ) -> None:
-    app.config["EVENTS_MAX_WATCHERS"] = 1
+    change_settings(app, EVENTS_MAX_WATCHERS=1)
     _, key = make_user("ann@example.org")
     session = api_login(client, key)
     submission_id = upload_apod4(client, session, apod)

@@ -27,6 +27,7 @@ from tests.support.api import api_login
 from tests.support.figures import record_figure
 from tests.support.paths import REPO
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 STARS = b"".join(f"{10 + 7 * i % 500} {20 + 11 * i % 400}\n".encode() for i in range(40))
 
@@ -234,7 +235,7 @@ def test_users_never_see_server_paths(app: Flask, client: FlaskClient, apod: Pat
 
 
 def test_a_refused_archive_leaves_nothing_in_the_store(app: Flask, client: FlaskClient) -> None:
-    app.config["MAX_ARCHIVE_MEMBERS"] = 2
+    change_settings(app, MAX_ARCHIVE_MEMBERS=2)
     import os
 
     os.environ["NOVA_MAX_ARCHIVE_MEMBERS"] = "2"  # the worker reads the same setting

@@ -37,6 +37,7 @@ from tests.support.api import api_call
 from tests.support.figures import record_figure
 from tests.support.paths import REPO
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -458,7 +459,7 @@ def test_pictures_of_large_images_are_drawn_within_the_render_limit(
     job = solve(client, apod, "apod4")
     width, height = 719, 507
     limit = width * height // 4  # as if the photo were twice as large in each direction
-    app.config["MAX_RENDER_PIXELS"] = limit
+    change_settings(app, MAX_RENDER_PIXELS=limit)
     sizes = {}
     for name, fmt, _ in PICTURES:
         picture = fetch_picture(client, f"/{name}/{job.id}", fmt)

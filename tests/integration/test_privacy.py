@@ -25,6 +25,7 @@ from nova.services.gallery import add_tag
 from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 pytestmark = pytest.mark.engine
 
@@ -199,7 +200,7 @@ def test_no_id_access_setting_keeps_private_results_to_the_owner(
     app: Flask,
     solved: dict,  # type: ignore[type-arg]
 ) -> None:
-    app.config["ID_ACCESS_HOURS"] = 0
+    change_settings(app, ID_ACCESS_HOURS=0)
     checked, leaks = matrix(app, solved, id_opens=set())
     assert leaks == 0
 

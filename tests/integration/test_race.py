@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from PIL import Image
 
-from nova.config import default_engine_processes, load_config
+from nova.config import Settings, default_engine_processes
 from nova.engine import job_files, race, solver
 from nova.engine.input_formats import PreparedInput
 from nova.engine.params import SolveParams
@@ -70,8 +70,8 @@ def test_engine_processes_share_the_cpus_among_the_workers(tmp_path: Path) -> No
     assert default_engine_processes({"NOVA_WORKERS": "1"}) == cpus
     assert default_engine_processes({"NOVA_WORKERS": str(cpus)}) == 1
     assert default_engine_processes({"NOVA_WORKERS": str(cpus * 4)}) == 1
-    config = load_config({"NOVA_ENGINE_PROCESSES": "3", "NOVA_DATA_DIR": str(tmp_path)})
-    assert config["ENGINE_PROCESSES"] == 3
+    config = Settings.from_env({"NOVA_ENGINE_PROCESSES": "3", "NOVA_DATA_DIR": str(tmp_path)})
+    assert config.engine_processes == 3
 
 
 def _engines_in(directory: Path) -> list[int]:

@@ -24,6 +24,7 @@ from nova.extensions import db
 from tests.integration.test_solve_apod import assert_centre, finished_job, scale_hint, upload
 from tests.support.figures import record_figure
 from tests.support.processes import run_worker, wait_for
+from tests.support.settings import change_settings
 
 pytestmark = pytest.mark.engine
 
@@ -50,7 +51,7 @@ def test_an_identical_upload_is_answered_from_the_earlier_solve(
     assert client.get(f"/status/{other}/state").get_json()["images"] == []
     assert redis.Redis.from_url(redis_url).llen("rq:queue:default") == 1
     # And the operator can switch reuse off (e.g. after adding index files).
-    client.application.config["REUSE_RESULTS"] = False
+    change_settings(client.application, REUSE_RESULTS=False)
     third = upload(client, data, "c.jpg", **scale_hint(33.0))
     assert client.get(f"/status/{third}/state").get_json()["images"] == []
     assert redis.Redis.from_url(redis_url).llen("rq:queue:default") == 2

@@ -18,6 +18,7 @@ from nova.extensions import db
 from tests.integration.test_solve_apod import finished_job, scale_hint, upload
 from tests.support.api import api_call
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 
 def sign_up(client: FlaskClient, email: str, password: str = "correct horse") -> str:
@@ -149,7 +150,7 @@ def test_anonymous_uploads_are_public_and_can_be_switched_off(
 ) -> None:
     client.post("/upload", data={"url": "https://example.org/a.jpg", "publicly_visible": "n"})
     assert db.session.scalars(select(Submission)).one().publicly_visible == "y"
-    app.config["ALLOW_ANONYMOUS_UPLOADS"] = False
+    change_settings(app, ALLOW_ANONYMOUS_UPLOADS=False)
     response = client.post("/upload", data={"url": "https://example.org/b.jpg"})
     assert response.status_code == 403
     assert "does not take anonymous uploads" in response.get_data(as_text=True)

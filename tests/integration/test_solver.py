@@ -261,13 +261,13 @@ def test_fast_extraction_is_on_unless_the_setting_turns_it_off(tmp_path: Path) -
     library use, the benchmark) gets the in-process extraction."""
     import inspect
 
-    from nova.config import load_config
+    from nova.config import Settings
     from nova.engine.solver import solve
 
     assert inspect.signature(solve).parameters["fast_extraction"].default is True
-    assert load_config({"NOVA_DATA_DIR": str(tmp_path)})["FAST_EXTRACTION"]
-    config = load_config({"NOVA_DATA_DIR": str(tmp_path), "NOVA_FAST_EXTRACTION": "false"})
-    assert config["FAST_EXTRACTION"] is False
+    assert Settings.from_env({"NOVA_DATA_DIR": str(tmp_path)}).fast_extraction
+    config = Settings.from_env({"NOVA_DATA_DIR": str(tmp_path), "NOVA_FAST_EXTRACTION": "false"})
+    assert config.fast_extraction is False
 
 
 def test_a_killed_worker_takes_its_commands_along(tmp_path: Path) -> None:

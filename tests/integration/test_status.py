@@ -17,6 +17,7 @@ from nova.db.models import Job, UserImage
 from nova.extensions import db
 from tests.support.api import api_call, api_login
 from tests.support.processes import wait_for
+from tests.support.settings import change_settings
 
 pytestmark = pytest.mark.engine
 
@@ -120,7 +121,7 @@ def test_cached_answers_follow_state_and_visibility(
     jobs.finish_job(job_id, numbers=None, wcs_header=None, failure_reason="test end", sources=0)
     assert api_call(anonymous, f"jobs/{job_id}", method="GET") == {"status": "failure"}
     # The id window closed: only the owner now; the cached facts are judged again per poll.
-    app.config["ID_ACCESS_HOURS"] = 0
+    change_settings(app, ID_ACCESS_HOURS=0)
     missing = {"status": "error", "errormessage": "job does not exist"}
     assert api_call(anonymous, f"jobs/{job_id}", method="GET") == missing
     assert api_call(client, f"jobs/{job_id}", {"session": session}) == {"status": "failure"}

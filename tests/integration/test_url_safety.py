@@ -35,6 +35,7 @@ from nova.infra.download_targets import (
 )
 from nova.services import intake, submissions
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 MB = 1 << 20
 
@@ -414,7 +415,7 @@ def test_worker_fails_a_slow_download(
 def test_redirected_download_is_named_after_the_final_url(
     app: Flask, client: FlaskClient, server: _Server
 ) -> None:
-    app.config["URL_ALLOW_PRIVATE"] = True
+    change_settings(app, URL_ALLOW_PRIVATE=True)
     submit(client, f"{base(server)}/hop/3")
     submission = db.session.scalars(select(Submission)).one()
     assert len(intake.process_submission(submission.id)) == 1

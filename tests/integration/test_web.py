@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from nova.db.models import Job, Submission
 from nova.extensions import db
 from tests.support.processes import run_worker
+from tests.support.settings import change_settings
 
 
 def count(model: type) -> int:
@@ -100,7 +101,7 @@ def test_non_image_upload_is_refused_with_a_clear_message(app: Flask, client: Fl
 
 
 def test_oversized_upload_gets_a_413_page(app: Flask, client: FlaskClient) -> None:
-    app.config["MAX_CONTENT_LENGTH"] = 1024
+    change_settings(app, MAX_CONTENT_LENGTH=1024)
     data = {"file": (io.BytesIO(b"\0" * 4096), "big.fits")}
     response = client.post("/upload", data=data, content_type="multipart/form-data")
     assert response.status_code == 413

@@ -34,7 +34,7 @@ from rq import Worker
 from sqlalchemy.engine import make_url
 
 from nova import gunicorn_config
-from nova.config import load_config
+from nova.config import Settings
 from tests.support.paths import REPO
 from tests.support.processes import free_port, wait_for
 
@@ -529,9 +529,9 @@ def test_compose_startup_order_scaling_and_shutdown() -> None:
     assert "ports" not in worker and "container_name" not in worker, "worker must scale"
     assert "deploy" not in worker or "replicas" not in worker["deploy"]
     solve_limit = int(compose_environment("worker")["NOVA_SOLVE_TIME_LIMIT"])
-    default = load_config(
+    default = Settings.from_env(
         {"NOVA_ENV": "production", "NOVA_SECRET_KEY": "x", "NOVA_DATA_DIR": "/nonexistent"}
-    )["SOLVE_TIME_LIMIT"]
+    ).solve_time_limit
     assert solve_limit == default
     assert duration_seconds(worker["stop_grace_period"]) > solve_limit
 

@@ -25,6 +25,7 @@ from nova.infra import jobqueue, metrics
 from tests.support.api import api_call, api_login
 from tests.support.figures import record_figure
 from tests.support.processes import wait_for
+from tests.support.settings import change_settings
 from tests.support.stack import live_stack
 
 MakeUser = Callable[[str], tuple[int, str]]
@@ -56,7 +57,7 @@ def test_metrics_are_off_by_default(client: FlaskClient) -> None:
 
 @pytest.fixture
 def metrics_client(nova_env: dict[str, str], app: Flask) -> FlaskClient:
-    app.config.update(METRICS=True, METRICS_TOKEN=TOKEN)
+    change_settings(app, METRICS=True, METRICS_TOKEN=TOKEN)
     return app.test_client()
 
 

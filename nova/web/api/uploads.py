@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, request
 
 from nova.db.models import User
 from nova.engine.params import ParamError, parse_choice, parse_solve_params
+from nova.extensions import settings
 from nova.infra.metrics import refuse
 from nova.services import storage, submissions, webhooks
 from nova.web.api.protocol import (
@@ -29,7 +30,7 @@ def upload_options(args: dict[str, Any], user: User) -> submissions.SubmissionOp
             "publicly_visible",
             args.get("publicly_visible"),
             ("y", "n"),
-            current_app.config["API_DEFAULT_VISIBILITY"],
+            settings().api_default_visibility,
         )
         commercial = parse_choice(
             "allow_commercial_use", args.get("allow_commercial_use"), ("y", "n", "d"), "d"
@@ -91,9 +92,9 @@ def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
     if len(xs) != len(ys):
         refuse("invalid_argument")
         fail('"x" and "y" lists must be the same length')
-    if len(xs) > current_app.config["MAX_STARS"]:
+    if len(xs) > settings().max_stars:
         refuse("invalid_argument")
-        fail(f'"x" and "y" lists are longer than the limit of {current_app.config["MAX_STARS"]}')
+        fail(f'"x" and "y" lists are longer than the limit of {settings().max_stars}')
     return xs, ys
 
 
