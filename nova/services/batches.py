@@ -24,16 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from nova.db.batch_models import Batch, BatchFrame
-from nova.db.models import (
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    User,
-    UserImage,
-    utcnow,
-)
+from nova.db.models import ImageTag, Job, JobStatus, SkyObject, Submission, User, UserImage, utcnow
 from nova.engine import job_files, solver
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db

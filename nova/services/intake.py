@@ -14,14 +14,7 @@ from urllib.parse import urlparse
 
 from flask import current_app
 
-from nova.db.models import (
-    Album,
-    Job,
-    JobStatus,
-    Submission,
-    UserImage,
-    utcnow,
-)
+from nova.db.models import Album, Job, JobStatus, Submission, UserImage, utcnow
 from nova.engine import archive_limits, archives, sandbox
 from nova.engine.input_formats import SUPPORTED_TEXT, PreparedInput, UnsupportedInput
 from nova.engine.inputs import prepare_input

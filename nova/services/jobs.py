@@ -11,15 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from nova import logs
-from nova.db.models import (
-    Calibration,
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    utcnow,
-)
+from nova.db.models import Calibration, ImageTag, Job, JobStatus, SkyObject, Submission, utcnow
 from nova.engine.calibration import CalibrationNumbers
 from nova.engine.job_files import LOG_NAME
 from nova.engine.redaction import without_server_paths

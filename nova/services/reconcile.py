@@ -10,12 +10,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select, update
 
-from nova.db.models import (
-    Job,
-    JobStatus,
-    Submission,
-    utcnow,
-)
+from nova.db.models import Job, JobStatus, Submission, utcnow
 from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import events, queueing, storage

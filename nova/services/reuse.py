@@ -8,16 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from nova.db.models import (
-    Calibration,
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    UserImage,
-    utcnow,
-)
+from nova.db import models
+from nova.db.models import ImageTag, Job, JobStatus, SkyObject, Submission, UserImage, utcnow
 from nova.engine.job_files import (
     ANNOTATIONS_NAME,
     AXY_NAME,
@@ -120,11 +112,11 @@ def reuse_solution(submission: Submission) -> bool:
     db.session.flush()  # ids for the copies below
     calibration = earlier.calibration
     db.session.add(
-        Calibration(
+        models.Calibration(
             job=job,
             **{
                 column.name: getattr(calibration, column.name)
-                for column in Calibration.__table__.columns
+                for column in models.Calibration.__table__.columns
                 if column.name not in ("id", "job_id")
             },
         )

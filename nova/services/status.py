@@ -27,14 +27,7 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
-from nova.db.models import (
-    Calibration,
-    Job,
-    JobStatus,
-    Submission,
-    UserImage,
-    utcnow,
-)
+from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db
 from nova.infra import jobqueue

@@ -18,14 +18,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from nova import logs
-from nova.db.models import (
-    Album,
-    Job,
-    JobStatus,
-    Submission,
-    User,
-    UserImage,
-)
+from nova.db.models import Album, Job, JobStatus, Submission, User, UserImage
 from nova.engine import archives
 from nova.engine.inputs import sniff_upload
 from nova.engine.params import SolveParams
