@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 
+from nova.db.batch_models import BatchFrame
 from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
 from nova.extensions import db
-from nova.services.batches import BatchFrame
 
 
 def pending_frames(batch_id: int, limit: int) -> list[tuple[int, int, int | None]]:

@@ -15,24 +15,15 @@ import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint, select, update
-from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
+from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
-from nova.db.models import (
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    User,
-    UserImage,
-    random_id,
-    utcnow,
-)
+from nova.db.batch_models import Batch, BatchFrame
+from nova.db.models import ImageTag, Job, JobStatus, SkyObject, Submission, User, UserImage, utcnow
 from nova.engine import job_files, solver
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db, settings
@@ -41,46 +32,6 @@ from nova.render import products
 from nova.services import access, reuse, storage, submissions
 
 log = logging.getLogger(__name__)
-
-
-class Batch(db.Model):
-    """Frames uploaded together with ``/api/upload_batch`` (or the upload page's time series)."""
-
-    __tablename__ = "batches"
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    # Random like submission ids: a batch's id tells nothing of how many others there are.
-    id: Mapped[int] = mapped_column(
-        primary_key=True, default=random_id(lambda: Batch.__table__.c.id)
-    )
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    publicly_visible: Mapped[str] = mapped_column(String(1), default="y")
-    # Solve each frame first with the hints of the frames already solved (the default).
-    chain: Mapped[bool] = mapped_column(default=True)
-
-    user: Mapped[User | None] = relationship()
-    frames: Mapped[list[BatchFrame]] = relationship(
-        back_populates="batch", order_by="BatchFrame.position"
-    )
-
-
-class BatchFrame(db.Model):
-    """One frame of a batch: its place in the sequence and the submission that carries it."""
-
-    __tablename__ = "batch_frames"
-    __table_args__ = (UniqueConstraint("batch_id", "position"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
-    position: Mapped[int]
-    # Deleting a submission (its owner, or retention) takes the frame out of the batch.
-    submission_id: Mapped[int] = mapped_column(
-        ForeignKey("submissions.id", ondelete="CASCADE"), unique=True
-    )
-
-    batch: Mapped[Batch] = relationship(back_populates="frames")
-    submission: Mapped[Submission] = relationship()
 
 
 class BatchRefused(ValueError):

@@ -9,18 +9,8 @@ from astropy import units as u
 from astropy.coordinates import Angle
 from sqlalchemy import Select, func, or_, select
 
-from nova.db.models import (
-    Album,
-    Calibration,
-    Comment,
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    User,
-    UserImage,
-)
+from nova.db import models
+from nova.db.models import Album, Comment, ImageTag, Job, JobStatus, Submission, User, UserImage
 from nova.extensions import db
 from nova.services import access
 
@@ -201,10 +191,10 @@ def cone_search(
         raise SiteError("The search radius must be greater than 0 and at most 180 degrees.")
     low, high = dec - radius, dec + radius
     query = (
-        select(UserImage, Calibration)
+        select(UserImage, models.Calibration)
         .join(Job, Job.user_image_id == UserImage.id)
-        .join(Calibration, Calibration.job_id == Job.id)
-        .where(Calibration.dec_min <= high, Calibration.dec_max >= low)
+        .join(models.Calibration, models.Calibration.job_id == Job.id)
+        .where(models.Calibration.dec_min <= high, models.Calibration.dec_max >= low)
         .where(UserImage.id.in_(visible_images(user).with_only_columns(UserImage.id)))
     )
     matches: dict[int, SkyMatch] = {}
@@ -222,7 +212,7 @@ def cone_search(
 def name_search(text: str, user: User | None) -> Select[tuple[UserImage]]:
     """Images with an object in the field or a tag containing ``text`` (case-insensitive)."""
     pattern = f"%{text.strip()}%"
-    by_object = select(SkyObject.user_image_id).where(SkyObject.name.ilike(pattern))
+    by_object = select(models.SkyObject.user_image_id).where(models.SkyObject.name.ilike(pattern))
     by_tag = select(ImageTag.user_image_id).where(ImageTag.text.ilike(pattern))
     return (
         visible_images(user)

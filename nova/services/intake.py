@@ -12,14 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from nova.config import Settings
-from nova.db.models import (
-    Album,
-    Job,
-    JobStatus,
-    Submission,
-    UserImage,
-    utcnow,
-)
+from nova.db.models import Album, Job, JobStatus, Submission, UserImage, utcnow
 from nova.engine import archive_limits, archives, sandbox
 from nova.engine.input_formats import SUPPORTED_TEXT, PreparedInput, UnsupportedInput
 from nova.engine.inputs import prepare_input

@@ -11,15 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from nova import logs
-from nova.db.models import (
-    Calibration,
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    utcnow,
-)
+from nova.db.models import Calibration, ImageTag, Job, JobStatus, SkyObject, Submission, utcnow
 from nova.engine.calibration import CalibrationNumbers
 from nova.engine.job_files import LOG_NAME
 from nova.engine.redaction import without_server_paths
@@ -146,21 +138,28 @@ def announce_ended(submission: Submission) -> None:
     events.submission_changed(submission.id)
 
 
+def fail_job_while(job_id: int, states: Sequence[str], reason: str) -> int:
+    """End the job as a failure with ``reason`` if it is still in one of ``states``, in one
+    UPDATE, so that a worker or the owner ending it meanwhile is never overwritten. Returns
+    how many rows changed (0 or 1); the caller commits."""
+    return db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(states))
+        .values(
+            status=JobStatus.FAILURE,
+            stage="failed",
+            finished_at=utcnow(),
+            failure_reason=reason,
+        )
+    ).rowcount
+
+
 def cancel_job(job: Job) -> bool:
     """End a queued or solving job as cancelled by its owner, and stop its solve
     (jobqueue.cancel_solve). False when it had ended already (nothing to cancel)."""
     from nova.infra.cancellation import CANCEL_REASON
 
-    changed = db.session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status.in_((JobStatus.QUEUED, JobStatus.SOLVING)))
-        .values(
-            status=JobStatus.FAILURE,
-            stage="failed",
-            finished_at=utcnow(),
-            failure_reason=CANCEL_REASON,
-        )
-    ).rowcount
+    changed = fail_job_while(job.id, (JobStatus.QUEUED, JobStatus.SOLVING), CANCEL_REASON)
     db.session.commit()
     db.session.refresh(job)
     if not changed:

@@ -9,17 +9,12 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from nova.db.models import (
-    Job,
-    JobStatus,
-    Submission,
-    utcnow,
-)
+from nova.db.models import Job, JobStatus, Submission, utcnow
 from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.services import events, queueing, storage
 from nova.services.intake import fail_submission
-from nova.services.jobs import job_ended
+from nova.services.jobs import fail_job_while, job_ended
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +53,7 @@ def _retry_lost_solves(counts: dict[str, int], max_attempts: int, heartbeat_seco
                 f"The worker stopped (killed or crashed) while solving, {job.attempts} "
                 "times; giving up."
             )
-            changed = db.session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == JobStatus.SOLVING)
-                .values(
-                    status=JobStatus.FAILURE,
-                    stage="failed",
-                    finished_at=utcnow(),
-                    failure_reason=reason,
-                )
-            ).rowcount
+            changed = fail_job_while(job.id, (JobStatus.SOLVING,), reason)
             counts["failed"] += changed
         else:
             changed = db.session.execute(

@@ -18,19 +18,8 @@ from pathlib import Path
 import redis
 from sqlalchemy import delete, exists, or_, select
 
-from nova.db.models import (
-    Calibration,
-    Comment,
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    UserImage,
-    WebhookDelivery,
-    album_images,
-    utcnow,
-)
+from nova.db import models
+from nova.db.models import Job, JobStatus, Submission, UserImage, utcnow
 from nova.extensions import db
 from nova.services import storage
 
@@ -60,12 +49,16 @@ def _forget_image(image: UserImage, removal: Removal) -> None:
     store = storage()
     job_ids = [job.id for job in image.jobs]
     if job_ids:
-        db.session.execute(delete(Calibration).where(Calibration.job_id.in_(job_ids)))
-        db.session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id.in_(job_ids)))
+        db.session.execute(delete(models.Calibration).where(models.Calibration.job_id.in_(job_ids)))
+        db.session.execute(
+            delete(models.WebhookDelivery).where(models.WebhookDelivery.job_id.in_(job_ids))
+        )
         db.session.execute(delete(Job).where(Job.id.in_(job_ids)))
-    for model in (ImageTag, SkyObject, Comment):
+    for model in (models.ImageTag, models.SkyObject, models.Comment):
         db.session.execute(delete(model).where(model.user_image_id == image.id))
-    db.session.execute(delete(album_images).where(album_images.c.user_image_id == image.id))
+    db.session.execute(
+        delete(models.album_images).where(models.album_images.c.user_image_id == image.id)
+    )
     removal._paths.extend(store.job_dir(job_id) for job_id in job_ids)
     removal._paths.extend(store.cache.glob(f"image-{image.id}-*"))
     removal.jobs += len(job_ids)

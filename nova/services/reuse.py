@@ -8,16 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from nova.db.models import (
-    Calibration,
-    ImageTag,
-    Job,
-    JobStatus,
-    SkyObject,
-    Submission,
-    UserImage,
-    utcnow,
-)
+from nova.db import models
+from nova.db.models import ImageTag, Job, JobStatus, SkyObject, Submission, UserImage, utcnow
 from nova.engine.job_files import (
     ANNOTATIONS_NAME,
     AXY_NAME,
@@ -38,6 +30,9 @@ log = logging.getLogger(__name__)
 # log (it names the other job's directory and id) nor pictures and files drawn for it (the
 # KMZ carries the other upload's file name); those are built again for the copy.
 REUSED_PRODUCTS = (AXY_NAME, WCS_NAME, CORR_NAME, RDLS_NAME, ANNOTATIONS_NAME)
+# What the copy's image takes of the earlier one: what it says of the file itself (the same
+# bytes); whose it is, its name and its visibility come from the new submission.
+SAME_FILE_COLUMNS = ("file_hash", "kind", "width", "height", "fits_extension")
 
 
 def _earlier_solve(submission: Submission) -> Job | None:
@@ -98,13 +93,9 @@ def reuse_solution(submission: Submission) -> bool:
     image = UserImage(
         submission=submission,
         user_id=submission.user_id,
-        file_hash=old_image.file_hash,
-        kind=old_image.kind,
-        width=old_image.width,
-        height=old_image.height,
-        fits_extension=old_image.fits_extension,
         original_filename=submission.original_filename,
         publicly_visible=submission.publicly_visible,
+        **{name: getattr(old_image, name) for name in SAME_FILE_COLUMNS},
     )
     job = Job(
         user_image=image,
@@ -121,11 +112,11 @@ def reuse_solution(submission: Submission) -> bool:
     db.session.flush()  # ids for the copies below
     calibration = earlier.calibration
     db.session.add(
-        Calibration(
+        models.Calibration(
             job=job,
             **{
                 column.name: getattr(calibration, column.name)
-                for column in Calibration.__table__.columns
+                for column in models.Calibration.__table__.columns
                 if column.name not in ("id", "job_id")
             },
         )

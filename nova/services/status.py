@@ -27,14 +27,7 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
-from nova.db.models import (
-    Calibration,
-    Job,
-    JobStatus,
-    Submission,
-    UserImage,
-    utcnow,
-)
+from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db
 from nova.infra import jobqueue
@@ -64,16 +57,9 @@ def _parse_time(text: str | None) -> datetime | None:
 def _job_facts(job_id: int) -> dict[str, Any] | None:
     with db.engine.connect() as connection:
         row = connection.execute(
-            select(
-                Job.status,
-                Job.stage,
-                Job.started_at,
-                Job.finished_at,
-                UserImage.publicly_visible,
-                UserImage.user_id,
-                UserImage.submission_id,
-                Calibration.id.label("calibration_id"),
-            )
+            select(Job.status, Job.stage, Job.started_at, Job.finished_at)
+            .add_columns(UserImage.publicly_visible, UserImage.user_id, UserImage.submission_id)
+            .add_columns(Calibration.id.label("calibration_id"))
             .join(UserImage, Job.user_image_id == UserImage.id)
             .outerjoin(Calibration, Calibration.job_id == Job.id)
             .where(Job.id == job_id)

@@ -17,14 +17,7 @@ from astropy.io import fits
 from sqlalchemy import func, select
 
 from nova import logs
-from nova.db.models import (
-    Album,
-    Job,
-    JobStatus,
-    Submission,
-    User,
-    UserImage,
-)
+from nova.db.models import Album, Job, JobStatus, Submission, User, UserImage
 from nova.engine import archives
 from nova.engine.inputs import sniff_upload
 from nova.engine.params import SolveParams

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from nova.db.batch_models import Batch
 from nova.engine.params import _bool
 from nova.extensions import csrf, settings
 from nova.infra.metrics import refuse
@@ -84,7 +85,7 @@ def upload_batch() -> Response:
     )
 
 
-def _visible_batch(batch_id: int) -> batches.Batch:
+def _visible_batch(batch_id: int) -> Batch:
     batch = batches.visible_batch(batch_id, current_user())
     if batch is None:
         raise api.ApiError("batch does not exist", 404)

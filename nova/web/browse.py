@@ -3,6 +3,7 @@ owner's and visitors' actions on an image (visibility, tags, comments, albums)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flask_login
@@ -167,48 +168,47 @@ def album(album_id: int) -> Any:
     return render_template("pages/album.html", album=found, images=images)
 
 
-@bp.post("/user_images/<int:image_id>/visibility")
-@flask_login.login_required
-def set_visibility(image_id: int) -> Response:
+def form_text() -> str:
+    """The posted "text" field: a tag's or a comment's words."""
+    return request.form.get("text", "")
+
+
+def owner_action(image_id: int, action: Callable[[UserImage, User], object]) -> Response:
+    """Run one of the signed-in user's actions on a visible image, then go back to its page;
+    what gallery refuses (not the owner, an empty tag...) is flashed instead."""
     image = visible_image_or_404(image_id)
     try:
-        gallery.set_visibility(image, signed_in_user(), request.form.get("visible") == "y")
+        action(image, signed_in_user())
     except gallery.SiteError as exc:
         flash(str(exc), "error")
     return back_to_image(image)
+
+
+@bp.post("/user_images/<int:image_id>/visibility")
+@flask_login.login_required
+def set_visibility(image_id: int) -> Response:
+    return owner_action(
+        image_id,
+        lambda image, user: gallery.set_visibility(image, user, request.form.get("visible") == "y"),
+    )
 
 
 @bp.post("/user_images/<int:image_id>/tags")
 @flask_login.login_required
 def add_tag(image_id: int) -> Response:
-    image = visible_image_or_404(image_id)
-    try:
-        gallery.add_tag(image, signed_in_user(), request.form.get("text", ""))
-    except gallery.SiteError as exc:
-        flash(str(exc), "error")
-    return back_to_image(image)
+    return owner_action(image_id, lambda image, user: gallery.add_tag(image, user, form_text()))
 
 
 @bp.post("/user_images/<int:image_id>/tags/<int:tag_id>/delete")
 @flask_login.login_required
 def remove_tag(image_id: int, tag_id: int) -> Response:
-    image = visible_image_or_404(image_id)
-    try:
-        gallery.remove_tag(image, signed_in_user(), tag_id)
-    except gallery.SiteError as exc:
-        flash(str(exc), "error")
-    return back_to_image(image)
+    return owner_action(image_id, lambda image, user: gallery.remove_tag(image, user, tag_id))
 
 
 @bp.post("/user_images/<int:image_id>/comments")
 @flask_login.login_required
 def add_comment(image_id: int) -> Response:
-    image = visible_image_or_404(image_id)
-    try:
-        gallery.add_comment(image, signed_in_user(), request.form.get("text", ""))
-    except gallery.SiteError as exc:
-        flash(str(exc), "error")
-    return back_to_image(image)
+    return owner_action(image_id, lambda image, user: gallery.add_comment(image, user, form_text()))
 
 
 @bp.post("/comments/<int:comment_id>/delete")
@@ -217,29 +217,24 @@ def delete_comment(comment_id: int) -> Response:
     comment = db.session.get(Comment, comment_id)
     if comment is None:
         abort(404, f"There is no comment {comment_id}.")
-    image = visible_image_or_404(comment.user_image_id)
-    try:
-        gallery.delete_comment(comment, signed_in_user())
-    except gallery.SiteError as exc:
-        flash(str(exc), "error")
-    return back_to_image(image)
+    return owner_action(
+        comment.user_image_id, lambda _image, user: gallery.delete_comment(comment, user)
+    )
 
 
 @bp.post("/user_images/<int:image_id>/albums")
 @flask_login.login_required
 def add_to_album(image_id: int) -> Response:
-    image = visible_image_or_404(image_id)
-    album_id = request.form.get("album_id", "")
-    # isdecimal, not isdigit: "²" is a digit that int() refuses.
-    number = row_id(int(album_id)) if album_id.isascii() and album_id.isdecimal() else None
-    found = db.session.get(Album, number) if number is not None else None
-    try:
+    def add(image: UserImage, user: User) -> None:
+        album_id = request.form.get("album_id", "")
+        # isdecimal, not isdigit: "²" is a digit that int() refuses.
+        number = row_id(int(album_id)) if album_id.isascii() and album_id.isdecimal() else None
+        found = db.session.get(Album, number) if number is not None else None
         if found is None:
             raise gallery.SiteError("Choose one of your albums.")
-        gallery.add_to_album(image, found, signed_in_user())
-    except gallery.SiteError as exc:
-        flash(str(exc), "error")
-    return back_to_image(image)
+        gallery.add_to_album(image, found, user)
+
+    return owner_action(image_id, add)
 
 
 @bp.post("/user_images/<int:image_id>/delete")

@@ -27,6 +27,7 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from nova import logs
+from nova.db.batch_models import Batch
 from nova.db.models import Calibration, Job
 from nova.engine import process
 from nova.engine.input_formats import PreparedInput, UnsupportedInput
@@ -34,7 +35,6 @@ from nova.engine.params import SolveParams
 from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.services import batch_frames, intake, jobs, storage
-from nova.services.batches import Batch
 from nova.worker import context, tasks
 from nova.worker.chain import Chain, solved_frame
 from nova.worker.group_run import (

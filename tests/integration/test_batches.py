@@ -18,13 +18,13 @@ from astropy.io import fits
 from flask import Flask
 from flask.testing import FlaskClient
 
+from nova.db.batch_models import Batch, BatchFrame
 from nova.db.models import RANDOM_ID_HIGH, RANDOM_ID_LOW, Submission
 from nova.engine import job_files, solver
 from nova.engine.inputs import prepare_input
 from nova.engine.params import parse_solve_params
 from nova.extensions import db
 from nova.services import reconcile
-from nova.services.batches import Batch, BatchFrame
 from nova.worker.chain import Chain, Solved
 from nova.worker.group_run import AxyTemplate, extract_with_template
 from tests.support.api import api_call, api_login

@@ -44,6 +44,33 @@ SOLVE_RESULT = (
     "NOVA_ID_ACCESS_HOURS."
 )
 
+
+def read_by_id(
+    path: str,
+    summary: str,
+    answer: str | dict[str, Any],
+    description: str = "",
+    *,
+    not_found: str = JOB_404,
+    **more: Any,
+) -> Endpoint:
+    """A read of what one id names (a job's status, calibration, tags; a submission; a
+    batch): GET or POST with the optional session, never nova's error envelope, a JSON 404
+    for a missing or private id."""
+    return Endpoint(
+        path,
+        READ,
+        summary,
+        answer,
+        description,
+        request="SessionArgs",
+        request_required=False,
+        refusals=False,
+        not_found=not_found,
+        **more,
+    )
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "/api/login",
@@ -95,83 +122,49 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Error: `submission does not exist`.",
         request="SubmissionImagesArgs",
     ),
-    Endpoint(
+    read_by_id(
         "/api/submissions/{submission_id}",
-        READ,
         "Submission status",
         "SubmissionStatus",
         "Poll until `jobs` holds ids and they end." + SOLVE_RESULT,
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
         not_found="submission does not exist",
     ),
-    Endpoint(
+    read_by_id(
         "/api/jobs/{job_id}",
-        READ,
         "Job status",
         "JobStatus",
         "`processing` while queued, then `solving`, then `success` or `failure`." + SOLVE_RESULT,
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
-        not_found=JOB_404,
     ),
-    Endpoint(
+    read_by_id(
         "/api/jobs/{job_id}/calibration",
-        READ,
         "The solved field: centre, size, scale, orientation, parity",
         "Calibration",
         SOLVE_RESULT.strip(),
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
         also=("NoCalibration",),
-        not_found=JOB_404,
     ),
-    Endpoint(
+    read_by_id(
         "/api/jobs/{job_id}/tags",
-        READ,
         "Every tag of the job's image (users' and the machine's)",
         "Tags",
         "The image's owner, or anyone for a public image.",
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
-        not_found=JOB_404,
     ),
-    Endpoint(
+    read_by_id(
         "/api/jobs/{job_id}/machine_tags",
-        READ,
         "The machine's tags: objects found in the field",
         "Tags",
         SOLVE_RESULT.strip(),
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
-        not_found=JOB_404,
     ),
-    Endpoint(
+    read_by_id(
         "/api/jobs/{job_id}/objects_in_field",
-        READ,
         "Named objects in the field",
         "ObjectsInField",
         SOLVE_RESULT.strip(),
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
-        not_found=JOB_404,
     ),
-    Endpoint(
+    read_by_id(
         "/api/jobs/{job_id}/info",
-        READ,
         "Job summary: status, file name, objects, tags, calibration, hints",
         "JobInfo",
         "An id-holder who may not see the image gets the machine's tags only." + SOLVE_RESULT,
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
-        not_found=JOB_404,
     ),
     Endpoint(
         "/api/jobs/{job_id}/annotations",
@@ -229,20 +222,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Query("exact", {"type": "string"}, "Any non-empty value: whole tag, any case."),
         ),
     ),
-    Endpoint(
+    read_by_id(
         "/api/batches/{batch_id}",
-        READ,
         "A time series' progress and each frame's result",
         "BatchStatus",
         tag="time series",
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
         not_found="batch does not exist",
     ),
-    Endpoint(
+    read_by_id(
         "/api/batches/{batch_id}/calibrations.csv",
-        READ,
         "A time series' calibrations as CSV",
         {
             "description": "`file,job,ra,dec,orientation,pixscale,radius,parity`, one row "
@@ -250,9 +238,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
         tag="time series",
-        request="SessionArgs",
-        request_required=False,
-        refusals=False,
         not_found="batch does not exist",
     ),
     Endpoint(
