@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, request
 
-from nova.db.models import User
+from nova.db.models import Submission, User
 from nova.engine.params import ParamError, parse_choice, parse_solve_params
 from nova.extensions import settings
 from nova.infra.metrics import refuse
@@ -98,14 +98,22 @@ def star_lists(args: dict[str, Any]) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def submitted_star_list(
+    args: dict[str, Any], options: submissions.SubmissionOptions
+) -> Submission | None:
+    """The star list of a request that sends "x" and "y" lists (astroquery sends them to
+    both upload endpoints, with no file or url), submitted; None when it sends none."""
+    if "x" not in args and "y" not in args:
+        return None
+    return submissions.submit_star_list(*star_lists(args), options)
+
+
 @bp.route("/upload", methods=ANY_METHOD)
 def upload() -> Response:
     args = json_args()
-    user = require_login(args)
-    options = upload_options(args, user)
-    if "x" in args or "y" in args:
-        submission = submissions.submit_star_list(*star_lists(args), options)
-    else:
+    options = upload_options(args, require_login(args))
+    submission = submitted_star_list(args, options)
+    if submission is None:
         file = request.files.get("file")
         if file is None:
             refuse("no_input")
@@ -126,12 +134,10 @@ def upload() -> Response:
 @bp.route("/url_upload", methods=ANY_METHOD)
 def url_upload() -> Response:
     args = json_args()
-    user = require_login(args)
-    options = upload_options(args, user)
-    if "x" in args or "y" in args:
-        # astroquery sends its source lists here, with no "url".
-        submission = submissions.submit_star_list(*star_lists(args), options)
-        return reply({"status": "success", "subid": submission.id, "hash": submission.upload_hash})
+    options = upload_options(args, require_login(args))
+    listed = submitted_star_list(args, options)
+    if listed is not None:
+        return reply({"status": "success", "subid": listed.id, "hash": listed.upload_hash})
     url = args.get("url")
     if not isinstance(url, str) or not url.strip():
         refuse("no_input")
