@@ -3,6 +3,8 @@
 - A public image (``publicly_visible == "y"``) and everything derived from it is visible to
   everyone; a private one to its owner only, in every page, picture, file, listing, search,
   tag and API answer (``can_view`` for one row, ``visible_clause`` for queries).
+- Changing or deleting a row, and the caller's own lists, are for its owner only (``owns``,
+  ``owned_clause``), whether the row is public or not.
 - One exception, for clients that poll without a session or cookie (N.I.N.A., AstroImageJ,
   astrometry-net-client, client.py before its cookie jar): whoever holds the id of a
   private submission or job may read its *solve result* -- the submission and job status,
@@ -56,6 +58,17 @@ def visible_clause(model: type[OwnedColumns], user: User | None) -> ColumnElemen
     if user is None:
         return public
     return public | (model.user_id == user.id)
+
+
+def owns(item: Owned, user: User | None) -> bool:
+    """Whether ``user`` owns the row: the one who may change or delete it, and whose own
+    lists ("my jobs", the dashboard) hold it, public or not."""
+    return user is not None and item.user_id is not None and item.user_id == user.id
+
+
+def owned_clause(model: type[OwnedColumns], user: User) -> ColumnElement[bool]:
+    """``owns`` as a WHERE clause on ``model``'s rows."""
+    return model.user_id == user.id
 
 
 def _id_access_window() -> timedelta | None:

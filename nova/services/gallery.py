@@ -45,7 +45,7 @@ def page_of(query: Select[tuple[UserImage]], page: int, per_page: int) -> tuple[
 
 
 def require_owner(image: UserImage, user: User) -> None:
-    if image.user_id != user.id:
+    if not access.owns(image, user):
         raise SiteError("Only the owner can change this image.")
 
 
@@ -100,7 +100,7 @@ def add_comment(image: UserImage, user: User, text: str) -> Comment:
 
 def delete_comment(comment: Comment, user: User) -> None:
     image = db.session.get(UserImage, comment.user_image_id)
-    if comment.author_id != user.id and (image is None or image.user_id != user.id):
+    if comment.author_id != user.id and (image is None or not access.owns(image, user)):
         raise SiteError("Only the author or the image's owner can delete a comment.")
     db.session.delete(comment)
     db.session.commit()
@@ -128,7 +128,7 @@ def create_album(user: User, title: str, description: str = "", visible: bool = 
 
 def add_to_album(image: UserImage, album: Album, user: User) -> None:
     require_owner(image, user)
-    if album.user_id != user.id:
+    if not access.owns(album, user):
         raise SiteError("You can only add images to your own albums.")
     if image not in album.images:
         album.images.append(image)
@@ -236,6 +236,6 @@ def popular_tags(user: User | None, limit: int = 30) -> list[tuple[str, int]]:
 def user_submissions(user: User) -> Select[tuple[Submission]]:
     return (
         select(Submission)
-        .where(Submission.user_id == user.id)
+        .where(access.owned_clause(Submission, user))
         .order_by(Submission.created_at.desc(), Submission.id.desc())  # ids are random
     )

@@ -23,7 +23,7 @@ from nova.engine.inputs import sniff_upload
 from nova.engine.params import SolveParams
 from nova.extensions import db, settings
 from nova.infra import jobqueue
-from nova.services import storage, webhooks
+from nova.services import access, storage, webhooks
 from nova.services.reuse import reuse_solution
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,9 @@ def _log_received(submission: Submission, what: str) -> None:
 def find_album(user: User, title: str) -> Album | None:
     """The caller's own album with this title (nova searched every user's albums)."""
     return db.session.scalars(
-        select(Album).where(Album.user_id == user.id, Album.title == title).order_by(Album.id)
+        select(Album)
+        .where(access.owned_clause(Album, user), Album.title == title)
+        .order_by(Album.id)
     ).first()
 
 

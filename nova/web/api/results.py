@@ -154,7 +154,7 @@ def job_info(job_id: int) -> Response:
 def owned_job(job_id: int, user: User) -> Job:
     """The caller's own job; a JSON 404 for anyone else's (as if it did not exist)."""
     job = db.session.get(Job, job_id)
-    if job is None or job.user_image.user_id != user.id:
+    if job is None or not access.owns(job.user_image, user):
         raise ApiError("job does not exist", 404)
     return job
 
@@ -176,7 +176,7 @@ def submission_delete(submission_id: int) -> Response:
     and stored files (nova.services.retention.delete_submission_now); running jobs are cancelled."""
     user = require_login(json_args())
     submission = db.session.get(Submission, submission_id)
-    if submission is None or submission.user_id != user.id:
+    if submission is None or not access.owns(submission, user):
         raise ApiError("submission does not exist", 404)
     removal = retention.delete_submission_now(submission)
     return reply(
@@ -239,7 +239,7 @@ def my_jobs(rest: str = "") -> Response:
     job_ids = db.session.scalars(
         select(Job.id)
         .join(UserImage)
-        .where(UserImage.user_id == user.id)
+        .where(access.owned_clause(UserImage, user))
         .order_by(Job.queued_at, Job.id)  # oldest first, as nova (ids are random)
     ).all()
     return reply({"jobs": list(job_ids), "status": "success"})
