@@ -51,6 +51,10 @@ URLS = [
     "/grid_full/{job}",
     "/red_green_image_display/{job}",
     "/extraction_image_full/{job}",
+    "/extraction_image_display/{job}",
+    "/annotated_full/{job}",
+    "/grid_display/{job}",
+    "/red_green_image_full/{job}",
     "/sky_plot/zoom0/{cal}",
     "/sky_plot/zoom1/{cal}",
     "/thumbnail_of_image/{img}",
@@ -236,3 +240,57 @@ def test_lists_show_private_images_to_their_owner_only(app: Flask, solved: dict)
     assert api_call(
         other, "submission_images", {"session": other_session, "subid": solved["ids"]["n"]["sub"]}
     ) == {"status": "error", "errormessage": "submission does not exist"}
+
+
+# Every route of the app, by how it keeps private content private; routes in URLS above are
+# asked by the matrix test. A new route fails test_every_route_is_classified until it is put
+# here, with the test that checks it.
+ROUTES_BY_RULE = {
+    # Nothing of anyone's: the upload forms and endpoints, docs, health, static files, /metrics
+    # (its own token, tests/system/test_metrics.py).
+    "public": {
+        "web.upload_page", "web.upload", "web.healthz", "static", "apidocs.docs",
+        "apidocs.openapi_json", "metrics.scrape", "api.upload", "api.url_upload",
+        "batches.upload_batch", "api.login", "account.signin", "account.signup",
+        "account.signout",
+    },
+    # Lists and searches filtered by access.visible_* (test_lists_show_private_images_to_
+    # their_owner_only, test_api's albums test, test_site's owner actions and search).
+    "listing": {
+        "pages.explore", "pages.search", "pages.by_tag", "api.jobs_by_tag", "pages.user_page",
+        "pages.album", "api.submission_images",
+    },
+    # The caller's own things only (login required; access.owns / owned_clause): test_site's
+    # owner actions, test_api's cancel/delete/myjobs tests.
+    "owner": {
+        "pages.dashboard", "pages.create_album", "account.regenerate_api_key",
+        "account.change_password", "account.profile", "api.my_jobs", "api.job_cancel",
+        "api.submission_delete", "pages.cancel_job", "pages.delete_submission",
+        "pages.delete_image", "pages.delete_comment", "pages.add_to_album", "pages.add_comment",
+        "pages.add_tag", "pages.remove_tag", "pages.set_visibility",
+    },
+    # access.can_view / can_read_result like the matrix's pages: test_batches'
+    # test_a_private_batch_stays_private, test_events' test_a_private_job_streams_to_its_owner_only.
+    "by id": {
+        "batches.batch_status", "batches.batch_calibrations", "batches.batch_wcs",
+        "batches.batch_page", "events.job_events", "events.submission_events",
+    },
+    # Admins only (test_admin's test_admin_page_is_hidden_from_everyone_but_admins).
+    "admin": {"admin.overview", "admin.indexes_json"},
+}  # fmt: skip
+
+
+def _matrix_endpoints(app: Flask) -> set[str]:
+    """The endpoints the matrix asks, found by matching its URLs against the app's rules."""
+    adapter = app.url_map.bind("localhost")
+    return {adapter.match(url.format(job=1, sub=1, img=1, cal=1))[0] for url in URLS}
+
+
+def test_every_route_is_classified(app: Flask) -> None:
+    """Every route either is asked by the privacy matrix or says how it stays private."""
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    classified = set().union(*ROUTES_BY_RULE.values())
+    asked = _matrix_endpoints(app)
+    assert not asked & classified, "a route the matrix asks is also classified by hand"
+    assert endpoints - asked - classified == set(), "unclassified routes"
+    assert classified - endpoints == set(), "classified routes the app does not have"
