@@ -240,6 +240,9 @@ FIELD_RULES: tuple[tuple[str, Callable[[str, Any], Any]], ...] = (
     ("use_header_hints", _bool),
 )
 HINT_FIELDS = ("center_ra", "center_dec", "radius")
+# The yes/no parameters (a form sends them as checkboxes) and those with a value.
+FLAG_FIELDS = tuple(name for name, read in FIELD_RULES if read is _bool)
+VALUE_FIELDS = tuple(name for name, read in FIELD_RULES if read is not _bool)
 
 
 def _check_scale(values: dict[str, Any], defaults: SolveParams) -> None:

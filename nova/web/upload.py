@@ -26,7 +26,14 @@ from nova.db.models import Album, Job, Submission, UserImage
 from nova.engine import hints
 from nova.engine.calibration import format_dec_dms, format_ra_hms, format_size
 from nova.engine.input_formats import UnsupportedInput
-from nova.engine.params import ParamError, parse_choice, parse_solve_params, row_id
+from nova.engine.params import (
+    FLAG_FIELDS,
+    VALUE_FIELDS,
+    ParamError,
+    parse_choice,
+    parse_solve_params,
+    row_id,
+)
 from nova.extensions import db, settings
 from nova.infra import jobqueue
 from nova.infra.metrics import refuse
@@ -39,24 +46,9 @@ from nova.web.limits import client_address
 
 bp = Blueprint("web", __name__)
 
-FORM_FIELDS = (
-    "scale_units",
-    "scale_type",
-    "scale_lower",
-    "scale_upper",
-    "scale_est",
-    "scale_err",
-    "center_ra",
-    "center_dec",
-    "radius",
-    "parity",
-    "tweak_order",
-    "downsample_factor",
-    "positional_error",
-    "image_width",
-    "image_height",
-)
-FORM_FLAGS = ("crpix_center", "invert", "use_sextractor")
+FORM_FIELDS = VALUE_FIELDS
+# Checkboxes; use_header_hints is asked the other way round (ignore_header_hints).
+FORM_FLAGS = tuple(name for name in FLAG_FIELDS if name != "use_header_hints")
 # nova's scale presets (field width in degrees, lower and upper bound).
 SCALE_PRESETS = {
     "any": (0.1, 180.0),

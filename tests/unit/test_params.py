@@ -114,3 +114,32 @@ def test_params_round_trip_through_a_row() -> None:
     for name, value in params.as_dict().items():
         setattr(row, name, value)
     assert SolveParams.from_row(row) == params
+
+
+def test_one_declaration_serves_the_columns_the_form_and_the_api() -> None:
+    """SolveParams and FIELD_RULES are the parameters; the Submission columns, the upload
+    form and the OpenAPI upload options must each have every one of them, with its default."""
+    import dataclasses
+
+    from nova.db.models import Submission
+    from nova.engine.params import FIELD_RULES
+    from nova.web.openapi.schemas import UPLOAD_OPTIONS
+    from nova.web.upload import FORM_FIELDS, FORM_FLAGS
+
+    declared = {spec.name: spec for spec in dataclasses.fields(SolveParams)}
+    # (FIELD_RULES is in the order values are checked, so an error names the same field.)
+    assert sorted(name for name, _read in FIELD_RULES) == sorted(declared)
+    columns = Submission.__table__.columns
+    for name, spec in declared.items():
+        column = columns[name]
+        python_type = column.type.python_type
+        assert python_type.__name__ in str(spec.type), (name, python_type, spec.type)
+        assert column.nullable == ("None" in str(spec.type)), name
+        column_default = column.default.arg if column.default is not None else None
+        assert column_default == spec.default, (name, column_default, spec.default)
+    # The form asks every parameter (header hints as "ignore_header_hints").
+    assert set(FORM_FIELDS) | set(FORM_FLAGS) | {"use_header_hints"} == set(declared)
+    for name, spec in declared.items():
+        schema = UPLOAD_OPTIONS[name]
+        if "default" in schema:
+            assert schema["default"] == spec.default, name
