@@ -20,7 +20,7 @@ from nova.services import batches, storage
 from nova.web import api
 from nova.web.auth import current_user
 from nova.web.errors import api_refusal
-from nova.web.forms import client_filename
+from nova.web.forms import save_files
 
 bp = Blueprint("batches", __name__)
 bp.register_error_handler(api.ApiError, api.api_error)
@@ -70,11 +70,7 @@ def upload_batch() -> Response:
         api.fail(str(exc))
     work_dir = storage().make_work_dir("batch-")
     try:
-        paths = []
-        for number, file in enumerate(files):
-            path = work_dir / f"frame-{number:05d}"
-            file.save(path)
-            paths.append((path, client_filename(file)))
+        paths = save_files(files, work_dir, "frame-")
         batch, submissions = batches.create_batch(
             paths, options, chain=True if chain is None else chain
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from werkzeug.datastructures import FileStorage
@@ -44,3 +45,14 @@ def client_filename(file: FileStorage) -> str:
     if "filename*=" not in raw and (match := QUOTED_FILENAME.search(raw)):
         return match.group(1)
     return file.filename or ""
+
+
+def save_files(files: list[FileStorage], work_dir: Path, prefix: str) -> list[tuple[Path, str]]:
+    """Save each uploaded file in ``work_dir`` (numbered, in part order) and pair its path
+    with the name the client sent."""
+    saved = []
+    for number, file in enumerate(files):
+        path = work_dir / f"{prefix}{number:05d}"
+        file.save(path)
+        saved.append((path, client_filename(file)))
+    return saved

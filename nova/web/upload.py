@@ -41,7 +41,7 @@ from nova.services import access, batches, gallery, jobs, storage, submissions, 
 from nova.services.status import job_progress
 from nova.web import licences
 from nova.web.auth import current_user
-from nova.web.forms import client_filename
+from nova.web.forms import save_files
 from nova.web.limits import client_address
 
 bp = Blueprint("web", __name__)
@@ -211,20 +211,18 @@ def _submit_files(
     again with the reason a file was refused."""
     work_dir = storage().make_work_dir("upload-")
     try:
-        paths = []
-        for number, file in enumerate(files):
-            path = work_dir / f"upload-{number}"
-            file.save(path)
-            if time_series:  # a bad frame fails alone, on the worker
-                paths.append((path, submissions.basename(client_filename(file))))
-                continue
+        paths = [
+            (path, submissions.basename(name))
+            for path, name in save_files(files, work_dir, "upload-")
+        ]
+        # A file is refused here with its reason; a bad frame of a time series fails alone,
+        # on the worker.
+        for path, name in paths if not time_series else []:
             try:
                 submissions.quick_check_upload(path)
             except UnsupportedInput as exc:
                 refuse("unrecognised_file")
-                name = submissions.basename(client_filename(file))
                 return _upload_form(f"{name}: {exc}", "file", 400)
-            paths.append((path, submissions.basename(client_filename(file))))
         if time_series:
             try:
                 batch, _ = batches.create_batch(paths, options, chain=True)
