@@ -5,9 +5,15 @@ from __future__ import annotations
 import sys
 
 from nova import create_app
+from nova.config import ConfigError
 from nova.db.schema import SchemaNotCurrent, check_schema
 
-app = create_app()
+try:
+    app = create_app()
+except ConfigError as exc:
+    # A malformed setting: say which, and stop gunicorn (exit status 4) instead of retrying.
+    print(f"nova: {exc}", file=sys.stderr, flush=True)
+    sys.exit(4)
 with app.app_context():
     try:
         check_schema()

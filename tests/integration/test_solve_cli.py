@@ -175,3 +175,20 @@ def test_bad_usage_exits_2_with_a_message(
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def test_a_malformed_setting_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Every nova command names the bad setting and how to fix it, and exits non-zero."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOVA_")}
+    env |= {"NOVA_DATA_DIR": str(tmp_path), "NOVA_MAX_STARS": "0"}
+    for command in (["init-db"], ["worker", "--burst"], ["purge"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "nova", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1, (command, result.stderr)
+        assert "NOVA_MAX_STARS must be at least 1, got 0" in result.stderr, command
+        assert "Traceback" not in result.stderr, result.stderr
