@@ -71,7 +71,7 @@ def run_bare(
     sampler.label = label
     with log_path.open("wb") as log:
         start = time.perf_counter()
-        process = spawn(cmd, out_dir, log)  # its own session, dies with this process
+        process = spawn(cmd, out_dir, log)  # its own process group, dies with this process
         sampler.watch("bare", process.pid)
         timed_out = False
         try:

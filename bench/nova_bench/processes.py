@@ -16,7 +16,7 @@ from nova.engine.process import kill_process_group
 
 
 def become_subreaper() -> None:
-    """Orphans of our children (e.g. engine processes in their own session) become ours."""
+    """Orphans of our children (e.g. engine processes in their own group) become ours."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -94,8 +94,8 @@ def kill_everything_we_started() -> None:
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill a process started in its own session, its group (as nova's worker does) and any
-    descendant that left the group."""
+    """Kill a process started in its own session or group, that group (as nova's worker does)
+    and any descendant that left the group."""
     tree = [process.pid] + descendants(process.pid)
     kill_process_group(process)
     kill_pids([pid for pid in tree if _alive(pid)], grace=1.0)

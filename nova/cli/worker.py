@@ -3,13 +3,12 @@ worker loop (nova/worker/loop.py)."""
 
 from __future__ import annotations
 
-import os
-
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
 from nova.cli.db import require_current_schema
+from nova.engine import process
 from nova.extensions import db, settings
 from nova.services import reconcile
 from nova.worker import loop
@@ -23,9 +22,8 @@ def worker_command(burst: bool) -> None:
     require_current_schema()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     config = settings(app)
-    if config.worker_nice:
-        # Inherited by every work horse and engine process; only ever lowers priority.
-        os.nice(min(config.worker_nice, 19))
+    # Inherited by every work horse and engine process; only ever lowers priority.
+    process.lower_priority(config.worker_nice)
     counts = reconcile.reconcile(config.max_attempts, config.heartbeat_seconds)
     if any(counts.values()):
         click.echo(f"picked up work left pending: {counts}")

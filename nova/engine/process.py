@@ -88,7 +88,7 @@ def run_with_deadline(cmd: list[str], cwd: Path, log_path: Path, deadline: float
     tracker.check()
     with log_path.open("ab") as log:
         process = spawn(cmd, cwd, log)
-        # Its own session, so its pid is its group: a cancel kills the group at once.
+        # Its own process group, so its pid is its group: a cancel kills the group at once.
         tracker.track_group(process.pid)
         try:
             code = process.wait(timeout=remaining)
@@ -120,14 +120,17 @@ def spawn(cmd: list[str], cwd: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        # A process group of its own, to kill all it starts; not a session of its own: Linux
+        # schedules each session as one group (autogroup), so a session leader would get as
+        # much CPU as the web server's whole session whatever the worker's niceness.
+        process_group=0,
         preexec_fn=preexec,
     )
 
 
 def die_with_parent() -> None:
     """In the child, before exec: get SIGKILL if the worker dies (kill -9 leaves no one to
-    stop the engine otherwise; it runs in its own session so it would live on)."""
+    stop the engine otherwise; in its own process group it would live on)."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -149,3 +152,25 @@ def kill_process_group(process: subprocess.Popen[bytes]) -> None:
             except ProcessLookupError:
                 pass
         break
+
+
+def lower_priority(niceness: int) -> None:
+    """Make this process, and all it starts from now on, yield the CPU to others.
+
+    os.nice ranks it among the processes of its own session only: Linux schedules each
+    session as one group (autogroup) with a fair share of the CPU. Under ``nova up`` the worker
+    shares the web server's session, and that is enough. In a container of its own (its session
+    led by PID 1, the container's init) or as a session leader, the session is the worker's
+    alone and would get as much CPU as the web server's at any niceness: there the session's
+    own niceness (/proc/self/autogroup) is lowered too.
+    """
+    niceness = min(max(niceness, 0), 19)
+    if niceness == 0:
+        return
+    os.nice(niceness)
+    if os.getsid(0) not in (1, os.getpid()):
+        return  # a session shared with others (a shell's, nova up's): theirs to rank
+    try:
+        Path("/proc/self/autogroup").write_text(f"{niceness}\n")
+    except OSError:
+        pass  # no autogroup (a kernel without it, a read-only /proc): os.nice is all there is
