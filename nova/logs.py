@@ -52,9 +52,9 @@ def _ids_from_request() -> dict[str, Any]:
     if not has_request_context():
         return {}
     ids: dict[str, Any] = {k: v for k, v in (request.view_args or {}).items() if k in ID_FIELDS}
-    request_id = request.environ.get(REQUEST_ID_KEY)
-    if request_id:
-        ids["request_id"] = request_id
+    assigned = request.environ.get(REQUEST_ID_KEY)
+    if assigned:
+        ids["request_id"] = assigned
     return ids
 
 
@@ -102,6 +102,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def request_id(offered: str) -> str:
+    """The id a request is logged and answered under: the client's X-Request-ID when it is a
+    sane one, else a fresh one."""
+    return offered if REQUEST_ID.match(offered) else secrets.token_hex(8)
+
+
 def configure_logging(app: Flask) -> None:
     """One handler on the root logger (stderr: the container's log), with the ids filter."""
     handler = logging.StreamHandler(sys.stderr)
@@ -117,11 +123,8 @@ def configure_logging(app: Flask) -> None:
 
     @app.before_request
     def assign_request_id() -> None:
-        offered = request.headers.get("X-Request-ID", "")
         # Kept on the request itself (flask.g can outlive it in tests' app contexts).
-        request.environ[REQUEST_ID_KEY] = (
-            offered if REQUEST_ID.match(offered) else secrets.token_hex(8)
-        )
+        request.environ[REQUEST_ID_KEY] = request_id(request.headers.get("X-Request-ID", ""))
 
     @app.after_request
     def echo_request_id(response: Response) -> Response:

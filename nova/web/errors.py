@@ -23,9 +23,18 @@ from nova.services.submissions import QueueFull
 API_PREFIX = "/api/"
 
 
+# nova answers its API in JSON labelled as plain text; its clients parse the body whatever it says.
+API_CONTENT_TYPE = "text/plain"
+
+
+def api_body(payload: dict[str, Any]) -> bytes:
+    """A JSON answer's body the way nova writes it: json.dumps's default separators."""
+    return json.dumps(payload).encode()
+
+
 def reply(payload: dict[str, Any], status: int = 200) -> Response:
-    """A JSON answer the way nova sends it: json.dumps's default separators, as text/plain."""
-    return Response(json.dumps(payload), status=status, content_type="text/plain")
+    """A JSON answer the way nova sends it (api_body, as text/plain)."""
+    return Response(api_body(payload), status=status, content_type=API_CONTENT_TYPE)
 
 
 def api_refusal(message: str, status: int = 200) -> Response:

@@ -20,6 +20,15 @@ CONTENT_SECURITY_POLICY = (
 PERMISSIONS_POLICY = (
     "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
 )
+# Sent with every answer (unless a view has set its own); nova.web.api.status_polls sends them
+# from outside Flask.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "SAMEORIGIN"),
+    ("Referrer-Policy", "same-origin"),
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("Permissions-Policy", PERMISSIONS_POLICY),
+)
 
 
 def current_user_is_known() -> bool:
@@ -51,11 +60,8 @@ def refuse_nul_characters() -> None:
 
 def security_headers(response: Response) -> Response:
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    for name, value in SECURITY_HEADERS:
+        headers.setdefault(name, value)
     if current_user_is_known() and "Cache-Control" not in headers:
         # A page or file answered for a signed-in caller may show private data: never
         # kept by a shared cache.
