@@ -18,6 +18,7 @@ from nova.extensions import SETTINGS_EXTENSION, csrf, db, login_manager, migrate
 from nova.infra.storage import Storage
 from nova.logs import configure_logging
 from nova.services.remember import init_remember
+from nova.web.api.status_polls import StatusPolls
 from nova.web.forms import QuoteBareBoundaries
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +77,10 @@ def init_extensions(app: Flask) -> None:
 
 
 def wrap_wsgi(app: Flask) -> None:
-    """The middleware around the app: multipart boundaries quoted, then the proxy's headers."""
+    """The middleware around the app: multipart boundaries quoted, bare status polls answered
+    from the cache, then the proxy's headers."""
     app.wsgi_app = QuoteBareBoundaries(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = StatusPolls(app, app.wsgi_app)  # type: ignore[method-assign]
     hops = settings(app).proxy_hops
     if hops:
         # Behind Caddy/nginx: the client's address (rate limits, logs) and https scheme

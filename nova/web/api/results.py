@@ -26,6 +26,7 @@ from nova.web.api.protocol import (
     require_login,
     require_session,
 )
+from nova.web.api.status_polls import STATUS_CACHE_CONTROL
 from nova.web.auth import current_user, session_user
 from nova.web.errors import reply
 
@@ -87,8 +88,7 @@ def _status_reply(payload: dict[str, Any] | None, missing: str) -> Response:
     if payload is None:
         raise ApiError(missing, 404)
     response = reply(payload)
-    # It changes as the job runs, and may be one an id opens: never kept by a cache.
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = STATUS_CACHE_CONTROL
     return response
 
 
