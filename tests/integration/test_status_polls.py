@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import Client, TestResponse
 
-from nova.db.models import Job, UserImage
+from nova.db.models import Job, Submission, UserImage
 from nova.engine.params import MAX_ROW_ID
 from nova.extensions import db
 from nova.services import intake, jobs
@@ -63,6 +63,20 @@ def both_ways(
     return through, flask
 
 
+def answered(
+    polls: tuple[StatusPolls, CountingApp], path: str, by_flask: bool, **request: Any
+) -> Any:
+    """The answer's JSON, once it is checked to be Flask's own and to have reached Flask
+    (``by_flask``) or not."""
+    _, flask_side = polls
+    before = flask_side.calls
+    through, flask = both_ways(polls, path, **request)
+    assert flask_side.calls == before + by_flask, (path, request, by_flask)
+    assert comparable(through) == comparable(flask), (path, request)
+    assert through.headers["X-Request-ID"] != flask.headers["X-Request-ID"]
+    return comparable(through)[2]
+
+
 def bare_client(wsgi_app: Callable[..., Any]) -> Client:
     """A client that sends exactly the headers it is given (no cookie jar of its own)."""
     return Client(wsgi_app, use_cookies=False)
@@ -84,8 +98,6 @@ def upload_xyls(client: FlaskClient, session: str, apod: Path, public: bool) -> 
 
 
 def only_job(subid: int) -> int:
-    from nova.db.models import Submission
-
     submission = db.session.get(Submission, subid)
     db.session.refresh(submission)
     (image,) = submission.user_images
@@ -103,16 +115,10 @@ def test_bare_polls_answer_as_flask_does_in_every_state(
     _, key = make_user("public@example.org")
     session = api_login(client, key)
     subid = upload_xyls(client, session, apod, public=True)
-    _, flask_side = polls
     seen: list[Any] = []
 
     def same_answer(path: str) -> Any:
-        before = flask_side.calls
-        through, flask = both_ways(polls, path)
-        assert flask_side.calls == before, f"{path} reached Flask"
-        assert comparable(through) == comparable(flask), path
-        assert through.headers["X-Request-ID"] != flask.headers["X-Request-ID"]
-        seen.append(comparable(through)[2])
+        seen.append(answered(polls, path, by_flask=False))
         return seen[-1]
 
     assert same_answer(f"/api/submissions/{subid}")["jobs"] == []
@@ -156,11 +162,7 @@ def test_polls_that_may_name_a_caller_reach_flask(
     _, flask_side = polls
 
     def reaches_flask(path: str, **request: Any) -> Any:
-        before = flask_side.calls
-        through, flask = both_ways(polls, path, **request)
-        assert flask_side.calls == before + 1, f"{path} {request} was answered before Flask"
-        assert comparable(through) == comparable(flask), (path, request)
-        return comparable(through)[2]
+        return answered(polls, path, by_flask=True, **request)
 
     # Nothing the anonymous answer covers: Flask answers nova's error.
     missing_job = {"status": "error", "errormessage": "job does not exist"}
@@ -181,21 +183,14 @@ def test_polls_that_may_name_a_caller_reach_flask(
     reaches_flask(f"/api/jobs/{public_job}", data={"request-json": "{}"})
     # A private job is open to an id-holder for a while (its answer is the anonymous one);
     # once the window closes, Flask answers that it does not exist.
-    before = flask_side.calls
-    through, flask = both_ways(polls, f"/api/jobs/{private_job}")
-    assert flask_side.calls == before and comparable(through) == comparable(flask)
+    answered(polls, f"/api/jobs/{private_job}", by_flask=False)
     change_settings(app, ID_ACCESS_HOURS=0)
     assert reaches_flask(f"/api/jobs/{private_job}") == missing_job
     assert reaches_flask(f"/api/jobs/{private_job}/info") == missing_job
     # And the bare public poll itself is the one that does not.
-    before = flask_side.calls
-    bare = bare_client(polls[0]).get(f"/api/jobs/{public_job}")
-    assert flask_side.calls == before
-    assert json.loads(bare.data)["status"] == "processing"
+    assert answered(polls, f"/api/jobs/{public_job}", by_flask=False)["status"] == "processing"
     # Other API paths under the same prefix are Flask's.
-    before = flask_side.calls
-    bare_client(polls[0]).get(f"/api/jobs/{public_job}/calibration")
-    assert flask_side.calls == before + 1
+    reaches_flask(f"/api/jobs/{public_job}/calibration")
 
 
 def test_a_sane_request_id_is_echoed_and_any_other_replaced(
