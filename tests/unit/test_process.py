@@ -12,9 +12,12 @@ from pathlib import Path
 from nova.engine import process
 
 
-def autogroup_nice(pid: int) -> int:
-    # "/autogroup-42 nice 5"
-    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+def autogroup_nice(pid: int) -> int | None:
+    """The niceness of pid's autogroup ("/autogroup-42 nice 5"), or None for the kernel's
+    default group: a process whose session descends from boot without a setsid (PID 1 of
+    some CI runners and containers) reads an empty file there."""
+    fields = Path(f"/proc/{pid}/autogroup").read_text().split()
+    return int(fields[-1]) if fields else None
 
 
 def test_an_engine_process_is_its_own_group_in_the_workers_session(tmp_path: Path) -> None:
@@ -29,7 +32,7 @@ def test_an_engine_process_is_its_own_group_in_the_workers_session(tmp_path: Pat
     assert (tmp_path / "log").read_text().startswith("$ sleep 600\n")
 
 
-def priority_after(niceness: int, new_session: bool) -> tuple[int, int, int]:
+def priority_after(niceness: int, new_session: bool) -> tuple[int, int | None, int | None]:
     """(its niceness, its autogroup's, the autogroup's of the process it then starts) for a
     fresh interpreter that calls lower_priority(niceness) and starts a child."""
     script = (
