@@ -17,7 +17,7 @@ from nova.engine.job_files import LOG_NAME
 from nova.engine.redaction import without_server_paths
 from nova.extensions import db
 from nova.infra import jobqueue, metrics
-from nova.services import events, queueing, status, storage, webhooks
+from nova.services import events, queue_progress, queueing, storage, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def finish_job(
     db.session.commit()
     if job.started_at is not None:
         # The queue-position estimates (nova.services.status) come from recent durations per queue.
-        status.record_duration(
+        queue_progress.record_duration(
             queueing.solve_queue_for(job_id),
             (job.finished_at - job.started_at).total_seconds(),
         )

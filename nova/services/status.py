@@ -2,24 +2,21 @@
 ``/api/jobs/J/info`` answer, built by functions any view (or an event stream) can call.
 
 Clients poll these several times a second per job, so an answer's facts are kept in redis
-and a poll reads them back without the ORM: one round trip for a job's status (its entry,
-its version, the global generation), two for a submission's. Who may read them is decided
-on every poll from those facts by nova.services.access (never cached: the id window closes with
+and a poll reads them back without the ORM, in one round trip: the entries, their versions,
+the global generation and the queue state the progress keys need (with a submission, its
+jobs' entries too when this process has answered it before). Who may read them is decided on
+every poll from those facts by nova.services.access (never cached: the id window closes with
 time alone), and the caller's session is looked up only when a private row makes it matter.
 
 The cache and its invalidation (SQLAlchemy session events, so no code path that changes state
-can forget it) live in nova.services.status_cache.
-
-Unfinished jobs and submissions also get ``queue_position`` (solves ahead of it in the order
-workers take them; 0 once solving) and ``eta_seconds`` (from the recent solve durations of
-its queue), computed on each poll from redis (RQ's queues are redis lists: LPOS). Both keys
-are absent from a finished answer, which is then exactly nova's.
+can forget it) live in nova.services.status_cache. Unfinished jobs and submissions also get
+``queue_position`` and ``eta_seconds`` (nova.services.queue_progress); both keys are absent
+from a finished answer, which is then exactly nova's.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -27,16 +24,15 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
-from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage, utcnow
+from nova.db.models import Calibration, Job, JobStatus, Submission, UserImage
 from nova.engine.calibration import nova_calibration
 from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import access, queueing, status_cache
+from nova.services.queue_progress import QueueReading, progress, queue_commands, queue_key
 
 log = logging.getLogger(__name__)
 
-# Solve durations kept per queue for the estimate, newest first.
-RECENT_DURATIONS = 20
 JOB_STATUS_BLURB = {
     JobStatus.QUEUED: "processing",
     JobStatus.SOLVING: "solving",
@@ -44,6 +40,10 @@ JOB_STATUS_BLURB = {
     JobStatus.FAILURE: "failure",
 }
 CallerId = Callable[[], int | None]
+# Each process remembers the job ids of the submissions it answered, to read their entries
+# in the submission's round trip at the next poll; cleared when it holds this many.
+JOBS_SEEN_MAX = 4096
+_JOBS_SEEN: dict[int, list[int]] = {}
 
 
 def _time(value: datetime | None) -> str | None:
@@ -146,82 +146,7 @@ def _info_facts(job_id: int) -> dict[str, Any] | None:
     }
 
 
-# -- queue position and estimate ----------------------------------------------------------
-
-
-def _mean(raw: list[bytes]) -> float | None:
-    values = [float(item) for item in raw]
-    return sum(values) / len(values) if values else None
-
-
-def _durations_key(queue_name: str) -> str:
-    return f"{status_cache.PREFIX}seconds:{queue_name}"
-
-
-def record_duration(queue_name: str, seconds: float) -> None:
-    """Remember how long a solve of ``queue_name`` took, for the estimates (best effort)."""
-    try:
-        pipe = status_cache.redis_connection().pipeline(transaction=False)
-        pipe.lpush(_durations_key(queue_name), f"{seconds:.3f}")
-        pipe.ltrim(_durations_key(queue_name), 0, RECENT_DURATIONS - 1)
-        pipe.execute()
-    except redis.exceptions.RedisError as exc:
-        log.warning("could not record a solve duration: %s", exc)
-
-
-def _queue_key(name: str) -> str:
-    return f"rq:queue:{name}"
-
-
-def progress(job: dict[str, Any]) -> dict[str, int | None]:
-    """``queue_position`` and ``eta_seconds`` of an unfinished job's facts ({} once it has
-    ended). The position counts the solves ahead of it in the order workers take them (every
-    hinted solve before the blind ones), 0 once solving; None (and no estimate) for a job
-    not on a queue (a frame of a time series, solved by its batch's tasks; a job in the
-    moment between its commit and its enqueueing; an entry the reconciler is about to put
-    back). The estimate is the recent mean duration of its
-    queue times the rounds of the workers it waits for, less what it has run: seconds until
-    it ends, None until a solve of its queue has ended."""
-    if job["status"] in (JobStatus.SUCCESS, JobStatus.FAILURE):
-        return {}
-    rq_id = jobqueue.solve_entry_id(job["id"])
-    try:
-        pipe = status_cache.redis_connection().pipeline(transaction=False)
-        pipe.lpos(_queue_key(jobqueue.QUICK_SOLVE_QUEUE), rq_id)
-        pipe.lpos(_queue_key(jobqueue.SOLVE_QUEUE), rq_id)
-        pipe.llen(_queue_key(jobqueue.QUICK_SOLVE_QUEUE))
-        pipe.scard("rq:workers")
-        pipe.lrange(_durations_key(job["queue"] or jobqueue.SOLVE_QUEUE), 0, -1)
-        for name in jobqueue.SOLVE_QUEUES:  # RQ's started registries: a worker has it
-            pipe.zrange(f"rq:wip:{name}", 0, -1)
-        quick_at, blind_at, quick_length, workers, durations, *started = pipe.execute()
-    except redis.exceptions.RedisError:
-        return {"queue_position": None, "eta_seconds": None}
-    mean = _mean(durations)
-    if job["status"] == JobStatus.SOLVING:
-        if mean is None:
-            return {"queue_position": 0, "eta_seconds": None}
-        started = _parse_time(job["started_at"])
-        ran = (utcnow() - started).total_seconds() if started else 0.0
-        return {"queue_position": 0, "eta_seconds": max(1, math.ceil(mean - ran))}
-    # Members are "<entry id>:<execution id>". A worker that took the entry has not claimed
-    # the job yet: it is next, whatever a duplicate entry (a reconciler's) further back says.
-    taken = any(
-        member.decode().split(":", 1)[0] == rq_id for members in started for member in members
-    )
-    if taken:
-        ahead = 0
-    elif quick_at is not None:
-        ahead = int(quick_at)
-    elif blind_at is not None:
-        ahead = int(quick_length) + int(blind_at)
-    else:
-        ahead = _retry_position(job["id"])
-    if ahead is None:
-        return {"queue_position": None, "eta_seconds": None}
-    rounds = ahead / max(1, int(workers)) + 1
-    eta = max(1, math.ceil(mean * rounds)) if mean is not None else None
-    return {"queue_position": ahead, "eta_seconds": eta}
+# -- progress ---------------------------------------------------------------------------
 
 
 def job_progress(job_id: int) -> dict[str, int | None]:
@@ -230,24 +155,11 @@ def job_progress(job_id: int) -> dict[str, int | None]:
     return progress(job) if job is not None else {}
 
 
-def _retry_position(job_id: int) -> int | None:
-    """A retried job's entry has a suffix (jobqueue.enqueue_solve): found by a scan."""
-    try:
-        ids = [
-            rq_id.decode()
-            for name in jobqueue.SOLVE_QUEUES
-            for rq_id in status_cache.redis_connection().lrange(_queue_key(name), 0, -1)
-        ]
-    except redis.exceptions.RedisError:
-        return None
-    return next(
-        (ahead for ahead, rq_id in enumerate(ids) if jobqueue.is_solve_entry_of(rq_id, job_id)),
-        None,
-    )
-
-
 def _submission_progress(
-    facts: dict[str, Any], submission_id: int, jobs: list[dict[str, Any]]
+    facts: dict[str, Any],
+    submission_id: int,
+    jobs: list[dict[str, Any]],
+    queues: QueueReading | None,
 ) -> dict[str, int | None]:
     """A submission's: its next job's position and the latest estimate of its jobs; before
     it has jobs, its place among the uploads waiting to be read (no estimate)."""
@@ -257,14 +169,14 @@ def _submission_progress(
     if facts["finished"] is None and not facts["images"]:
         try:
             at = status_cache.redis_connection().lpos(
-                _queue_key(jobqueue.SUBMISSIONS_QUEUE), jobqueue.submission_entry_id(submission_id)
+                queue_key(jobqueue.SUBMISSIONS_QUEUE), jobqueue.submission_entry_id(submission_id)
             )
         except redis.exceptions.RedisError:
             at = None
         return {"queue_position": int(at) if at is not None else None, "eta_seconds": None}
     if not unfinished:
         return {}
-    each = [progress(job) for job in unfinished]
+    each = [progress(job, queues) for job in unfinished]
     positions = [p["queue_position"] for p in each if p["queue_position"] is not None]
     etas = [p["eta_seconds"] for p in each if p["eta_seconds"] is not None]
     return {
@@ -276,10 +188,16 @@ def _submission_progress(
 # -- the answers ------------------------------------------------------------------------
 
 
-def job_facts(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
+def _read(keys: list[status_cache.Key], job_ids: list[int]) -> tuple[Any, QueueReading | None]:
+    """The entries of ``keys`` and the queue state of ``job_ids``, in one round trip."""
+    parsers: list[Callable[[list[Any]], QueueReading]] = []
+    reading = status_cache.read(keys, lambda pipe: parsers.append(queue_commands(pipe, job_ids)))
+    return reading, (parsers[0](reading.extra) if reading is not None else None)
+
+
+def _readable(job: dict[str, Any] | None, caller_id: CallerId) -> dict[str, Any] | None:
     """The job's facts when the caller may read its solve result (it sees the image, or
     holds the id: nova.services.access), else None."""
-    job = status_cache.cached("job", [job_id], _job_facts)[job_id]
     if job is None:
         return None
     if access.owner_or_public(job["public"], job["owner"], caller_id):
@@ -290,19 +208,22 @@ def job_facts(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
 def job_answer(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
     """``/api/jobs/J``: nova's ``{"status"}``, with the queue keys until it ends; None when
     the job does not exist for this caller."""
-    job = job_facts(job_id, caller_id)
+    reading, queues = _read([("job", job_id)], [job_id])
+    job = _readable(status_cache.facts(reading, "job", [job_id], _job_facts)[job_id], caller_id)
     if job is None:
         return None
-    return {"status": JOB_STATUS_BLURB.get(job["status"], "?"), **progress(job)}
+    return {"status": JOB_STATUS_BLURB.get(job["status"], "?"), **progress(job, queues)}
 
 
 def job_info_answer(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
     """``/api/jobs/J/info``: an id-holder who may not see the image gets the machine's tags
     only."""
-    job = job_facts(job_id, caller_id)
+    reading, queues = _read([("job", job_id), ("info", job_id)], [job_id])
+    job = _readable(status_cache.facts(reading, "job", [job_id], _job_facts)[job_id], caller_id)
     if job is None:
         return None
-    info = status_cache.cached("info", [job_id], _info_facts)[job_id]
+    # Built (on a miss) only for a caller who may read it.
+    info = status_cache.facts(reading, "info", [job_id], _info_facts)[job_id]
     if info is None:
         return None
     sees_image = access.owner_or_public(job["public"], job["owner"], caller_id)
@@ -323,7 +244,7 @@ def job_info_answer(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
     if info["webhook_deliveries"] is not None:
         # Nova's own key: the tries to POST this job's end to the upload's callback_url.
         payload["webhook_deliveries"] = info["webhook_deliveries"]
-    payload.update(progress(job))
+    payload.update(progress(job, queues))
     return payload
 
 
@@ -338,11 +259,23 @@ def _best(jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
 def submission_answer(submission_id: int, caller_id: CallerId) -> dict[str, Any] | None:
     """``/api/submissions/S`` as nova answers it, with the queue keys until every job of it
     has ended; None when the submission does not exist for this caller."""
-    facts = status_cache.cached("submission", [submission_id], _submission_facts)[submission_id]
+    # The job ids are in the submission's entry; those this process saw at its last poll
+    # are read along with it (a guess, checked against the entry: it only saves a round trip).
+    guess = _JOBS_SEEN.get(submission_id, [])
+    reading, queues = _read(
+        [("submission", submission_id), *(("job", job_id) for job_id in guess)], guess
+    )
+    facts = status_cache.facts(reading, "submission", [submission_id], _submission_facts)[
+        submission_id
+    ]
     if facts is None:
         return None
     job_ids = [job_id for _, ids in facts["images"] for job_id in ids]
-    found = status_cache.cached("job", job_ids, _job_facts)
+    if job_ids != guess:
+        if len(_JOBS_SEEN) >= JOBS_SEEN_MAX:
+            _JOBS_SEEN.clear()
+        _JOBS_SEEN[submission_id] = job_ids
+    found = status_cache.facts(reading, "job", job_ids, _job_facts)
     jobs = {job_id: found[job_id] for job_id in job_ids if found[job_id] is not None}
     readable = access.owner_or_public(
         facts["public"], facts["owner"], caller_id
@@ -370,5 +303,5 @@ def submission_answer(submission_id: int, caller_id: CallerId) -> dict[str, Any]
     }
     if facts["error_message"]:
         payload["error_message"] = facts["error_message"]
-    payload.update(_submission_progress(facts, submission_id, list(jobs.values())))
+    payload.update(_submission_progress(facts, submission_id, list(jobs.values()), queues))
     return payload

@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from flask import current_app, has_app_context
+from redis.client import Pipeline
 from sqlalchemy import event, select
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql import operators
@@ -64,46 +66,96 @@ def _as_int(raw: bytes | None) -> int:
 
 # -- the cache -------------------------------------------------------------------------------
 
+Key = tuple[str, int]  # (kind, row id)
+Commands = Callable[[Pipeline], None]
 
-def cached(kind: str, ids: list[int], build: Callable[[int], Any]) -> dict[int, Any]:
-    """The facts of each id (``build(id)`` from the database when its entry is missing or
-    stale, then stored); a row that does not exist is None (cached too)."""
-    if not ids:
-        return {}
+
+@dataclass
+class Reading:
+    """What one round trip to redis read: the facts of the entries still valid, the version
+    each other key was read under (to store it with once built), and the replies of the
+    caller's own commands sent along (``extra``)."""
+
+    connection: redis.Redis
+    generation: int
+    found: dict[Key, Any] = field(default_factory=dict)
+    stale: dict[Key, int] = field(default_factory=dict)
+    extra: list[Any] = field(default_factory=list)
+
+
+def read(keys: list[Key], extra: Commands | None = None) -> Reading | None:
+    """Read the entries of ``keys`` and run ``extra``'s commands in the same round trip;
+    None when redis cannot be reached (the caller answers from the database)."""
     try:
         connection = redis_connection()
         pipe = connection.pipeline(transaction=False)
         pipe.get(GENERATION_KEY)
-        for row_id in ids:
+        for kind, row_id in keys:
             pipe.get(_entry_key(kind, row_id))
             pipe.get(_version_key(kind, row_id))
+        if extra is not None:
+            extra(pipe)
         replies = pipe.execute()
     except redis.exceptions.RedisError as exc:
         log.warning("status cache unavailable (%s): answering from the database", exc)
-        return {row_id: build(row_id) for row_id in ids}
-    generation = _as_int(replies[0])
-    found: dict[int, Any] = {}
-    missing: list[tuple[int, int]] = []
-    for index, row_id in enumerate(ids):
+        return None
+    reading = Reading(connection, _as_int(replies[0]), extra=replies[1 + 2 * len(keys) :])
+    for index, key in enumerate(keys):
         raw, version = replies[1 + 2 * index], _as_int(replies[2 + 2 * index])
         if raw is not None:
             entry = json.loads(raw)
-            if entry["v"] == version and entry["g"] == generation:
-                found[row_id] = entry["d"]
+            if entry["v"] == version and entry["g"] == reading.generation:
+                reading.found[key] = entry["d"]
                 continue
-        missing.append((row_id, version))
+        reading.stale[key] = version
+    return reading
+
+
+def facts(
+    reading: Reading | None, kind: str, ids: list[int], build: Callable[[int], Any]
+) -> dict[int, Any]:
+    """The facts of each id from ``reading`` (ids it did not ask for are read now; ``build(id)``
+    from the database when an entry was missing or stale, then stored); a row that does not
+    exist is None (cached too)."""
+    if reading is None:
+        return {row_id: build(row_id) for row_id in ids}
+    unread = [
+        (kind, i) for i in ids if (kind, i) not in reading.found and (kind, i) not in reading.stale
+    ]
+    more = read(unread) if unread else reading
+    if more is None:
+        return {row_id: build(row_id) for row_id in ids}
+    if more is not reading:
+        # Stored under the older generation of the two: a change between them makes those
+        # entries stale at once, never wrong.
+        reading.found.update(more.found)
+        reading.stale.update(more.stale)
+    found: dict[int, Any] = {}
+    missing: list[tuple[int, int]] = []
+    for row_id in ids:
+        if (kind, row_id) in reading.found:
+            found[row_id] = reading.found[kind, row_id]
+        else:
+            missing.append((row_id, reading.stale[kind, row_id]))
     if missing:
-        pipe = connection.pipeline(transaction=False)
+        pipe = reading.connection.pipeline(transaction=False)
         for row_id, version in missing:
             # Built after the versions were read: a commit meanwhile makes this stale.
-            facts = found[row_id] = build(row_id)
-            entry = json.dumps({"v": version, "g": generation, "d": facts})
+            built = found[row_id] = build(row_id)
+            entry = json.dumps({"v": version, "g": reading.generation, "d": built})
             pipe.set(_entry_key(kind, row_id), entry, ex=ENTRY_SECONDS)
         try:
             pipe.execute()
         except redis.exceptions.RedisError as exc:
             log.warning("could not store status entries: %s", exc)
     return found
+
+
+def cached(kind: str, ids: list[int], build: Callable[[int], Any]) -> dict[int, Any]:
+    """The facts of each id, read in one round trip (see ``facts``)."""
+    if not ids:
+        return {}
+    return facts(read([(kind, row_id) for row_id in ids]), kind, ids, build)
 
 
 # -- invalidation: the one place every state change passes ----------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -135,3 +136,38 @@ def test_cached_answers_follow_state_and_visibility(
     db.session.commit()
     assert api_call(anonymous, f"jobs/{job_id}", method="GET") == {"status": "failure"}
     assert owner_id == image.user_id
+
+
+def test_a_repeated_poll_takes_one_round_trip_to_redis(
+    app: Flask,
+    client: FlaskClient,
+    apod: Path,
+    make_user: Callable[[str], tuple[int, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Polls come several times a second per job while a solve runs on the same cores: each
+    # round trip costs the web server a wait and a parse. Entries, versions and the queue
+    # state the progress keys need go in one pipeline (a submission's jobs too, once seen).
+    from nova.services import intake, queueing
+
+    _, key = make_user("trips@example.org")
+    subid = upload(client, api_login(client, key), apod / "apod4.xyls", WIDTHS["apod4"])
+    for job_id in intake.process_submission(subid):  # as the worker's task does
+        assert queueing.enqueue_solve(job_id)  # it waits on the queue: no worker here
+    anonymous = app.test_client()  # a bare poll, as client.py and N.I.N.A. send it
+    (job_id,) = api_call(anonymous, f"submissions/{subid}", method="GET")["jobs"]
+    sends: list[bytes] = []
+    send = redis.connection.Connection.send_packed_command
+
+    def counted(self: redis.connection.Connection, command: object, check_health: bool = True):
+        sends.append(b"")
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    for path in (f"jobs/{job_id}", f"jobs/{job_id}/info", f"submissions/{subid}"):
+        api_call(anonymous, path, method="GET")  # stores any entry still missing
+        sends.clear()
+        answer = api_call(anonymous, path, method="GET")
+        assert answer.get("status", "processing") == "processing", path  # (a submission: none)
+        assert answer["queue_position"] == 0, path
+        assert len(sends) == 1, path
