@@ -188,7 +188,9 @@ def _submission_progress(
 # -- the answers ------------------------------------------------------------------------
 
 
-def _read(keys: list[status_cache.Key], job_ids: list[int]) -> tuple[Any, QueueReading | None]:
+def _read(
+    keys: list[status_cache.Key], job_ids: list[int]
+) -> tuple[status_cache.Reading | None, QueueReading | None]:
     """The entries of ``keys`` and the queue state of ``job_ids``, in one round trip."""
     parsers: list[Callable[[list[Any]], QueueReading]] = []
     reading = status_cache.read(keys, lambda pipe: parsers.append(queue_commands(pipe, job_ids)))
