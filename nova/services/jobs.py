@@ -90,7 +90,7 @@ def finish_job(
         job.failure_reason = failure_reason or "The solve failed."
     db.session.commit()
     if job.started_at is not None:
-        # The queue-position estimates (nova.services.status) come from recent durations per queue.
+        # The estimates (nova.services.queue_progress) come from recent durations per queue.
         queue_progress.record_duration(
             queueing.solve_queue_for(job_id),
             (job.finished_at - job.started_at).total_seconds(),

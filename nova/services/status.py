@@ -17,7 +17,7 @@ from a finished answer, which is then exactly nova's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,10 @@ CallerId = Callable[[], int | None]
 # in the submission's round trip at the next poll; cleared when it holds this many.
 JOBS_SEEN_MAX = 4096
 _JOBS_SEEN: dict[int, list[int]] = {}
+# And the jobs it answered as ended (an end is final): no queue state is read for them,
+# since an LPOS that finds nothing scans the whole queue.
+ENDED_SEEN_MAX = 65536
+_ENDED_SEEN: set[int] = set()
 
 
 def _time(value: datetime | None) -> str | None:
@@ -191,10 +195,22 @@ def _submission_progress(
 def _read(
     keys: list[status_cache.Key], job_ids: list[int]
 ) -> tuple[status_cache.Reading | None, QueueReading | None]:
-    """The entries of ``keys`` and the queue state of ``job_ids``, in one round trip."""
+    """The entries of ``keys`` and the queue state of those ``job_ids`` not known to have
+    ended, in one round trip."""
+    waiting = [job_id for job_id in job_ids if job_id not in _ENDED_SEEN]
+    if not waiting:
+        return status_cache.read(keys), None
     parsers: list[Callable[[list[Any]], QueueReading]] = []
-    reading = status_cache.read(keys, lambda pipe: parsers.append(queue_commands(pipe, job_ids)))
+    reading = status_cache.read(keys, lambda pipe: parsers.append(queue_commands(pipe, waiting)))
     return reading, (parsers[0](reading.extra) if reading is not None else None)
+
+
+def _note_ended(jobs: Iterable[dict[str, Any] | None]) -> None:
+    for job in jobs:
+        if job is not None and job["status"] in (JobStatus.SUCCESS, JobStatus.FAILURE):
+            if len(_ENDED_SEEN) >= ENDED_SEEN_MAX:
+                _ENDED_SEEN.clear()
+            _ENDED_SEEN.add(job["id"])
 
 
 def _readable(job: dict[str, Any] | None, caller_id: CallerId) -> dict[str, Any] | None:
@@ -211,7 +227,9 @@ def job_answer(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
     """``/api/jobs/J``: nova's ``{"status"}``, with the queue keys until it ends; None when
     the job does not exist for this caller."""
     reading, queues = _read([("job", job_id)], [job_id])
-    job = _readable(status_cache.facts(reading, "job", [job_id], _job_facts)[job_id], caller_id)
+    facts = status_cache.facts(reading, "job", [job_id], _job_facts)[job_id]
+    _note_ended([facts])
+    job = _readable(facts, caller_id)
     if job is None:
         return None
     return {"status": JOB_STATUS_BLURB.get(job["status"], "?"), **progress(job, queues)}
@@ -221,7 +239,9 @@ def job_info_answer(job_id: int, caller_id: CallerId) -> dict[str, Any] | None:
     """``/api/jobs/J/info``: an id-holder who may not see the image gets the machine's tags
     only."""
     reading, queues = _read([("job", job_id), ("info", job_id)], [job_id])
-    job = _readable(status_cache.facts(reading, "job", [job_id], _job_facts)[job_id], caller_id)
+    facts = status_cache.facts(reading, "job", [job_id], _job_facts)[job_id]
+    _note_ended([facts])
+    job = _readable(facts, caller_id)
     if job is None:
         return None
     # Built (on a miss) only for a caller who may read it.
@@ -273,11 +293,8 @@ def submission_answer(submission_id: int, caller_id: CallerId) -> dict[str, Any]
     if facts is None:
         return None
     job_ids = [job_id for _, ids in facts["images"] for job_id in ids]
-    if job_ids != guess:
-        if len(_JOBS_SEEN) >= JOBS_SEEN_MAX:
-            _JOBS_SEEN.clear()
-        _JOBS_SEEN[submission_id] = job_ids
     found = status_cache.facts(reading, "job", job_ids, _job_facts)
+    _note_ended(found.values())
     jobs = {job_id: found[job_id] for job_id in job_ids if found[job_id] is not None}
     readable = access.owner_or_public(
         facts["public"], facts["owner"], caller_id
@@ -287,6 +304,10 @@ def submission_answer(submission_id: int, caller_id: CallerId) -> dict[str, Any]
     )
     if not readable:
         return None
+    if job_ids != guess:
+        if len(_JOBS_SEEN) >= JOBS_SEEN_MAX:
+            _JOBS_SEEN.clear()
+        _JOBS_SEEN[submission_id] = job_ids
     image_ids = [image_id for image_id, _ in facts["images"]]
     best_jobs = [_best([jobs[j] for j in ids if j in jobs]) for _, ids in facts["images"]]
     payload: dict[str, Any] = {

@@ -148,7 +148,7 @@ def test_a_repeated_poll_takes_one_round_trip_to_redis(
     # Polls come several times a second per job while a solve runs on the same cores: each
     # round trip costs the web server a wait and a parse. Entries, versions and the queue
     # state the progress keys need go in one pipeline (a submission's jobs too, once seen).
-    from nova.services import intake, queueing
+    from nova.services import intake, jobs, queueing
 
     _, key = make_user("trips@example.org")
     subid = upload(client, api_login(client, key), apod / "apod4.xyls", WIDTHS["apod4"])
@@ -160,7 +160,8 @@ def test_a_repeated_poll_takes_one_round_trip_to_redis(
     send = redis.connection.Connection.send_packed_command
 
     def counted(self: redis.connection.Connection, command: object, check_health: bool = True):
-        sends.append(b"")
+        parts = [command] if isinstance(command, bytes | memoryview) else list(command)  # type: ignore[call-overload]
+        sends.append(b"".join(bytes(part) for part in parts))
         return send(self, command, check_health)
 
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
@@ -171,3 +172,12 @@ def test_a_repeated_poll_takes_one_round_trip_to_redis(
         assert answer.get("status", "processing") == "processing", path  # (a submission: none)
         assert answer["queue_position"] == 0, path
         assert len(sends) == 1, path
+    # Once ended, no queue state is read: an LPOS that finds nothing scans the whole queue.
+    assert jobs.claim_job(job_id)
+    jobs.finish_job(job_id, numbers=None, wcs_header=None, failure_reason="test end", sources=0)
+    for path in (f"jobs/{job_id}", f"jobs/{job_id}/info", f"submissions/{subid}"):
+        api_call(anonymous, path, method="GET")
+        sends.clear()
+        answer = api_call(anonymous, path, method="GET")
+        assert "queue_position" not in answer, path
+        assert len(sends) == 1 and b"LPOS" not in sends[0], (path, sends)
