@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,9 +61,9 @@ class QueueReading:
     places: dict[int, tuple[int | None, int | None]]  # job id: its place on each solve queue
 
 
-def queue_commands(pipe: Pipeline, job_ids: list[int]) -> Callable[[list[Any]], QueueReading]:
-    """Queue on ``pipe`` what the progress of ``job_ids`` needs; returns the function that
-    reads those commands' replies (so that they can share a round trip with the entries)."""
+def queue_commands(pipe: Pipeline, job_ids: list[int]) -> None:
+    """Queue on ``pipe`` what the progress of ``job_ids`` needs (so that it can share a round
+    trip with the entries); ``queue_reading`` reads the replies."""
     pipe.llen(queue_key(jobqueue.QUICK_SOLVE_QUEUE))
     pipe.scard("rq:workers")
     for name in jobqueue.SOLVE_QUEUES:
@@ -74,34 +73,32 @@ def queue_commands(pipe: Pipeline, job_ids: list[int]) -> Callable[[list[Any]], 
         pipe.lpos(queue_key(jobqueue.QUICK_SOLVE_QUEUE), jobqueue.solve_entry_id(job_id))
         pipe.lpos(queue_key(jobqueue.SOLVE_QUEUE), jobqueue.solve_entry_id(job_id))
 
-    def parse(replies: list[Any]) -> QueueReading:
-        quick_length, workers, *rest = replies
-        queues = len(jobqueue.SOLVE_QUEUES)
-        per_queue, places = rest[: 2 * queues], rest[2 * queues :]
-        return QueueReading(
-            quick_length=int(quick_length),
-            workers=int(workers),
-            durations=dict(zip(jobqueue.SOLVE_QUEUES, per_queue[0::2], strict=True)),
-            # Members are "<entry id>:<execution id>".
-            taken={
-                member.decode().split(":", 1)[0]
-                for members in per_queue[1::2]
-                for member in members
-            },
-            places={
-                job_id: (places[2 * index], places[2 * index + 1])
-                for index, job_id in enumerate(job_ids)
-            },
-        )
 
-    return parse
+def queue_reading(replies: list[Any], job_ids: list[int]) -> QueueReading:
+    """The replies to ``queue_commands(pipe, job_ids)``, read."""
+    quick_length, workers, *rest = replies
+    queues = len(jobqueue.SOLVE_QUEUES)
+    per_queue, places = rest[: 2 * queues], rest[2 * queues :]
+    return QueueReading(
+        quick_length=int(quick_length),
+        workers=int(workers),
+        durations=dict(zip(jobqueue.SOLVE_QUEUES, per_queue[0::2], strict=True)),
+        # Members are "<entry id>:<execution id>".
+        taken={
+            member.decode().split(":", 1)[0] for members in per_queue[1::2] for member in members
+        },
+        places={
+            job_id: (places[2 * index], places[2 * index + 1])
+            for index, job_id in enumerate(job_ids)
+        },
+    )
 
 
 def _read_queues(job_ids: list[int]) -> QueueReading | None:
     try:
         pipe = status_cache.redis_connection().pipeline(transaction=False)
-        parse = queue_commands(pipe, job_ids)
-        return parse(pipe.execute())
+        queue_commands(pipe, job_ids)
+        return queue_reading(pipe.execute(), job_ids)
     except redis.exceptions.RedisError:
         return None
 

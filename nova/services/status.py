@@ -29,7 +29,13 @@ from nova.engine.calibration import nova_calibration
 from nova.extensions import db
 from nova.infra import jobqueue
 from nova.services import access, queueing, status_cache
-from nova.services.queue_progress import QueueReading, progress, queue_commands, queue_key
+from nova.services.queue_progress import (
+    QueueReading,
+    progress,
+    queue_commands,
+    queue_key,
+    queue_reading,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +206,8 @@ def _read(
     waiting = [job_id for job_id in job_ids if job_id not in _ENDED_SEEN]
     if not waiting:
         return status_cache.read(keys), None
-    parsers: list[Callable[[list[Any]], QueueReading]] = []
-    reading = status_cache.read(keys, lambda pipe: parsers.append(queue_commands(pipe, waiting)))
-    return reading, (parsers[0](reading.extra) if reading is not None else None)
+    reading = status_cache.read(keys, lambda pipe: queue_commands(pipe, waiting))
+    return reading, (queue_reading(reading.extra, waiting) if reading is not None else None)
 
 
 def _note_ended(jobs: Iterable[dict[str, Any] | None]) -> None:

@@ -8,6 +8,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -159,8 +160,8 @@ def test_a_repeated_poll_takes_one_round_trip_to_redis(
     sends: list[bytes] = []
     send = redis.connection.Connection.send_packed_command
 
-    def counted(self: redis.connection.Connection, command: object, check_health: bool = True):
-        parts = [command] if isinstance(command, bytes | memoryview) else list(command)  # type: ignore[call-overload]
+    def counted(self: redis.connection.Connection, command: Any, check_health: bool = True):
+        parts = [command] if isinstance(command, bytes | memoryview) else list(command)
         sends.append(b"".join(bytes(part) for part in parts))
         return send(self, command, check_health)
 

@@ -220,7 +220,7 @@ def test_the_time_limit_stops_the_warm_engine(
     assert outcome.reason == "Stopped after the time limit of 6 s without a solution."
     assert elapsed < 6 + warm_engine.HARD_KILL_GRACE_SECONDS + 1.0, elapsed
     log = (tmp_path / job_files.LOG_NAME).read_text()
-    assert "$ warm engine:" in log  # the library searched (a narrow range races no bands)
+    assert "$ warm engine:" in log  # the library searched (one process races no bands)
     assert "in the warm engine" not in log  # and never finished
     assert set(_children_of(os.getpid())) <= children_before  # the fork is gone
     assert not (tmp_path / job_files.WCS_NAME).exists()
